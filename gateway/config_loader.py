@@ -1,0 +1,340 @@
+"""Read the deployment's YAML file into a :class:`~gateway.config.GatewayConfig`.
+
+The models in :mod:`gateway.config` validate shape and cross-references; this module adds
+what only the file knows about:
+
+* ``${NAME}`` interpolation of environment variables inside string values, as the whole
+  value or embedded in it. ``$${`` stands for a literal ``${``. A variable that is not set
+  is an error. Interpolated values are never echoed in error messages.
+* Duplicate mapping keys are errors (plain YAML silently keeps the last one).
+* Every problem is reported as ``file:line: field.path: message`` where ``line`` is the
+  1-based line of the YAML node at fault. All problems of the file are collected, sorted by
+  line, and raised together as one :class:`~gateway.errors.ConfigError`.
+
+The file is composed into a node tree first (the nodes keep their line numbers), checked
+and interpolated node by node, then constructed and validated; validation errors are
+mapped back onto the nodes through their pydantic ``loc``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from .config import GatewayConfig
+from .errors import ConfigError
+
+__all__ = ["load_config", "load_config_text"]
+
+Loc = tuple[str | int, ...]
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+#: ``$${`` (escape), ``${NAME}`` (reference) or a malformed ``${``, in that order.
+_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
+#: A model-level validator message about one field of the model: ``"units.voice: ..."``.
+_FIELD_MESSAGE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*): (.+)", re.DOTALL)
+#: pydantic's marker for an error in a dict key rather than its value.
+_KEY_MARKER = "[key]"
+
+
+def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read, interpolate and validate the YAML file at ``path``.
+
+    ``environ`` is where ``${NAME}`` is looked up (default: :data:`os.environ`).
+    Raises :class:`ConfigError` with every problem found, ``PATH: cannot read: ...`` included.
+    """
+    filename = os.fspath(path)
+    try:
+        data = Path(filename).read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{filename}: cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{filename}:{line}: yaml: not valid UTF-8 text"]) from exc
+    return load_config_text(text, filename, environ=environ)
+
+
+def load_config_text(
+    text: str, filename: str, *, environ: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Parse and validate YAML ``text``; ``filename`` is only used in error messages.
+
+    ``environ`` is where ``${NAME}`` is looked up (default: :data:`os.environ`).
+    Raises :class:`ConfigError` with every problem found, sorted by line.
+    """
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters up front
+        raise _yaml_config_error(exc, text, filename) from exc
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise ConfigError([f"{filename}:1: yaml: the file is empty (capacity_profiles is required)"])
+        if not isinstance(root, yaml.MappingNode):
+            raise ConfigError(
+                [f"{filename}:{_line(root)}: yaml: the top level must be a mapping of sections, not {_kind(root)}"]
+            )
+        document = _Document(root, os.environ if environ is None else environ)
+        data = loader.construct_document(root)
+    except yaml.YAMLError as exc:
+        raise _yaml_config_error(exc, text, filename) from exc
+    finally:
+        loader.dispose()
+
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            document.add_validation_error(error)
+    else:
+        for loc, message in config.reference_problems():
+            document.add(loc, message)
+        if not document.problems:
+            return config
+    raise ConfigError([problem.render(filename) for problem in sorted(document.problems)])
+
+
+@dataclass(frozen=True, order=True)
+class _Problem:
+    line: int
+    path: str
+    message: str
+
+    def render(self, filename: str) -> str:
+        return f"{filename}:{self.line}: {self.path}: {self.message}"
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a ``loc`` lands in the node tree: the deepest node that exists on its path."""
+
+    node: yaml.Node
+    #: The key node when ``node`` is the value of a mapping entry.
+    key: yaml.Node | None
+    #: Whether the whole ``loc`` exists (else ``node`` is its deepest existing ancestor).
+    complete: bool
+
+    def line(self, *, at_key: bool = False) -> int:
+        """The key's line for keys and for collections under a key, else the node's line."""
+        if self.key is not None and (at_key or not isinstance(self.node, yaml.ScalarNode)):
+            return _line(self.key)
+        return _line(self.node)
+
+
+class _Document:
+    """The composed node tree plus the problems found in it.
+
+    Creating it checks every mapping for duplicate keys and interpolates ``${NAME}`` in
+    string values, in place, so the tree is ready to be constructed.
+    """
+
+    def __init__(self, root: yaml.MappingNode, environ: Mapping[str, str]) -> None:
+        self.root = root
+        self.problems: list[_Problem] = []
+        self._environ = environ
+        #: Interpolated nodes (by id) and the values put into them, by variable name.
+        self._secrets: dict[int, dict[str, str]] = {}
+        #: Nodes whose interpolation failed: their validation errors would only repeat it.
+        self._failed: set[int] = set()
+        self._prepare(root)
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def add(self, loc: Loc, message: str, *, at_key: bool = False) -> None:
+        """Record ``message`` about the node at ``loc``."""
+        place = self.locate(loc)
+        self.problems.append(_Problem(place.line(at_key=at_key), _dotted(loc), self._redact(place.node, message)))
+
+    def add_validation_error(self, error: ErrorDetails) -> None:
+        """Record one pydantic error, with a short human message."""
+        loc: Loc = tuple(error["loc"])
+        kind = error["type"]
+        if loc and loc[-1] == _KEY_MARKER:
+            self.add(loc[:-1], f"invalid key: {_human(error['msg'])}", at_key=True)
+        elif kind == "extra_forbidden":
+            self.add(loc, "unknown key", at_key=True)
+        elif kind == "missing":
+            self.add(loc, "required")
+        elif self._repeats_interpolation_problem(loc):
+            return
+        elif kind == "value_error":
+            for field_loc, message in self._split_model_message(loc, _human(error["msg"])):
+                self.add(field_loc, message)
+        else:
+            self.add(loc, _human(error["msg"]))
+
+    def _repeats_interpolation_problem(self, loc: Loc) -> bool:
+        place = self.locate(loc)
+        return place.complete and id(place.node) in self._failed
+
+    def locate(self, loc: Loc) -> _Place:
+        node: yaml.Node = self.root
+        key: yaml.Node | None = None
+        for segment in loc:
+            entry = _child(node, segment)
+            if entry is None:
+                return _Place(node, key, complete=False)
+            key, node = entry
+        return _Place(node, key, complete=True)
+
+    def _split_model_message(self, loc: Loc, message: str) -> Iterator[tuple[Loc, str]]:
+        """Point a model validator's ``"a.b: msg; c: msg"`` parts at fields ``a.b`` and ``c``.
+
+        Only for a message about a whole mapping (a model-level validator) and only when
+        the first part of the named path is a key of that mapping.
+        """
+        place = self.locate(loc)
+        if not (place.complete and isinstance(place.node, yaml.MappingNode)):
+            yield loc, message
+            return
+        for part in message.split("; "):
+            match = _FIELD_MESSAGE.fullmatch(part)
+            if match and _child(place.node, match.group(1).split(".")[0]) is not None:
+                yield loc + tuple(match.group(1).split(".")), match.group(2)
+            else:
+                yield loc, part
+
+    def _redact(self, node: yaml.Node, message: str) -> str:
+        """Replace interpolated values in a message about ``node`` by their ``${NAME}``."""
+        values = self._secrets.get(id(node), {})
+        for name, value in sorted(values.items(), key=lambda item: -len(item[1])):
+            if value:
+                message = message.replace(value, f"${{{name}}}")
+        return message
+
+    # -- duplicate keys and interpolation ------------------------------------------------
+
+    def _prepare(self, root: yaml.Node) -> None:
+        seen: set[int] = set()  # aliases share nodes (and may form cycles): visit each once
+        pending: list[tuple[yaml.Node, Loc]] = [(root, ())]
+        while pending:
+            node, loc = pending.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                pending.extend(reversed(self._mapping_children(node, loc)))
+            elif isinstance(node, yaml.SequenceNode):
+                pending.extend(reversed([(item, loc + (i,)) for i, item in enumerate(node.value)]))
+            elif isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG and "${" in node.value:
+                self._interpolate(node, loc)
+
+    def _mapping_children(self, node: yaml.MappingNode, loc: Loc) -> list[tuple[yaml.Node, Loc]]:
+        """The entries' values to visit; reports keys given twice in this mapping."""
+        children: list[tuple[yaml.Node, Loc]] = []
+        first_lines: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if key.tag == _MERGE_TAG:  # ``<<: *anchor``: its keys join this mapping
+                children.append((value, loc))
+                continue
+            if not isinstance(key, yaml.ScalarNode):
+                children.append((value, loc))
+                continue
+            identity = (key.tag, key.value)
+            if identity in first_lines:
+                self.problems.append(
+                    _Problem(
+                        _line(key),
+                        _dotted(loc + (key.value,)),
+                        f"duplicate key (first given on line {first_lines[identity]})",
+                    )
+                )
+            else:
+                first_lines[identity] = _line(key)
+            children.append((value, loc + (key.value,)))
+        return children
+
+    def _interpolate(self, node: yaml.ScalarNode, loc: Loc) -> None:
+        problems: list[str] = []
+        used: dict[str, str] = {}
+
+        def substitute(match: re.Match[str]) -> str:
+            token, name = match.group(0), match.group(1)
+            if token == "$${":
+                return "${"
+            if name is None:
+                problems.append("malformed ${...}: write ${NAME} (letters, digits, _) or $${ for a literal ${")
+                return token
+            value = self._environ.get(name)
+            if value is None:
+                problems.append(f"environment variable {name} is not set")
+                return token
+            used[name] = value
+            return value
+
+        result = _REFERENCE.sub(substitute, node.value)
+        if problems:
+            self._failed.add(id(node))
+            self.problems.extend(_Problem(_line(node), _dotted(loc), message) for message in problems)
+            return
+        node.value = result
+        if used:
+            self._secrets[id(node)] = used
+
+
+def _child(node: yaml.Node, segment: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:
+    """``(key node, value node)`` of ``segment`` in a mapping or sequence node, if present."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in reversed(node.value):  # the last entry wins, as when constructing
+            if isinstance(key, yaml.ScalarNode) and key.value == str(segment):
+                return key, value
+    elif isinstance(node, yaml.SequenceNode) and isinstance(segment, int) and 0 <= segment < len(node.value):
+        return None, node.value[segment]
+    return None
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _kind(node: yaml.Node) -> str:
+    return "a sequence" if isinstance(node, yaml.SequenceNode) else "a single value"
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(str(segment) for segment in loc) or "config"
+
+
+def _human(message: str) -> str:
+    """pydantic's message without its ``Value error, `` prefix, starting in lower case."""
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if message[:2].istitle():
+        message = message[0].lower() + message[1:]
+    return message
+
+
+def _yaml_config_error(exc: yaml.YAMLError, text: str, filename: str) -> ConfigError:
+    return ConfigError([f"{filename}:{_yaml_error_line(exc, text)}: yaml: {_yaml_error_message(exc)}"])
+
+
+def _yaml_error_line(exc: yaml.YAMLError, text: str) -> int:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        if mark is not None:
+            return int(mark.line) + 1
+    if isinstance(exc, yaml.reader.ReaderError):
+        return text.count("\n", 0, exc.position) + 1
+    return 1
+
+
+def _yaml_error_message(exc: yaml.YAMLError) -> str:
+    """The parser's own words, without the quoted source snippet of ``str(exc)``."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        problem = (exc.problem or exc.context or "invalid YAML").removeprefix("but ")
+        if exc.problem and exc.context:
+            where = f" at line {exc.context_mark.line + 1}" if exc.context_mark is not None else ""
+            return f"{problem} ({exc.context}{where})"
+        return problem
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+    return str(exc)

@@ -1,0 +1,1005 @@
+"""The routing engine: inbound events in, sessions and decisions out.
+
+Pure and synchronous: no I/O and no clock reads of its own (the :class:`~gateway.clock.Clock`
+is injected). Every public method first fires the timers that are due (offer timeouts,
+wrap-up ends, queue timeouts, desktop grace periods), then acts, then leaves what the
+edges must deliver in :attr:`Engine.outbox` (see :mod:`gateway.notices`). Illegal actions
+raise an :class:`~gateway.errors.ActionError` with a stable code and change nothing.
+
+The engine owns session and interaction state; agent presence and capacity counters live
+in a :class:`~gateway.state.base.StateStore`, reserved with compare-and-set.
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .capacity import Load, Presence, Reason, check
+from .clock import Clock
+from .config import AgentConfig, CapacityProfile, GatewayConfig, OnFull, QueueConfig
+from .errors import ActionError, CapacityRejected, Forbidden, InvalidEvent, InvalidState, NotFound
+from .events import INBOUND_CHANNELS, Channel, Customer, Event, EventType
+from .notices import (
+    Decision,
+    DecisionKind,
+    Notice,
+    PresenceChanged,
+    Routed,
+    SessionChanged,
+    ToAgent,
+    ToVendor,
+    VendorAction,
+)
+from .router import AgentView, EligibilityIndex, WaitingLists
+from .sessions import (
+    Account,
+    AccountState,
+    Note,
+    Outcome,
+    Session,
+    SessionState,
+    default_label,
+)
+from .state import MemoryStateStore, StateStore
+
+InteractionKey = tuple[str, str]
+
+MAX_NOTE_CHARS = 10_000
+MAX_NOTES_PER_SESSION = 500
+
+
+@dataclass(frozen=True, slots=True)
+class VendorCapabilities:
+    """What a vendor's CMS can do; the router respects it (declared by the adapter)."""
+
+    channels: frozenset[Channel] = frozenset(INBOUND_CHANNELS)
+    can_reject: bool = True
+    can_transfer: bool = True
+    #: how many live calls of this vendor one agent may hold (None: no vendor limit)
+    max_voice_per_agent: int | None = None
+
+
+class Phase(StrEnum):
+    WAITING = "waiting"  # in a waiting list, no session
+    OFFERED = "offered"  # its holder session is offered
+    ACTIVE = "active"  # its holder session is active (a consult target may be offered)
+    DONE = "done"  # ended, rejected, or completed by the agent
+
+
+@dataclass(eq=False, slots=True)
+class Interaction:
+    vendor: str
+    interaction_id: str
+    channel: Channel
+    offer_event_id: str
+    queue: str | None
+    target_agent: str | None
+    priority: int
+    customer: Customer | None
+    subject: str | None
+    created_at: float
+    phase: Phase = Phase.OFFERED
+    #: agents who declined or missed it: never offered it again
+    excluded: set[str] = field(default_factory=set)
+    #: the session that holds it (offered or active)
+    holder: str | None = None
+    #: a consult transfer's target session, while it is offered
+    pending: str | None = None
+    wait_deadline: float | None = None
+    account_id: str | None = None
+    done_at: float | None = None
+    #: every decision given to the vendor about its offer, in order
+    decisions: list[Decision] = field(default_factory=list)
+
+    @property
+    def key(self) -> InteractionKey:
+        return (self.vendor, self.interaction_id)
+
+
+class _Timer(StrEnum):
+    OFFER = "offer"
+    WRAP = "wrap"
+    WAIT = "wait"
+    GRACE = "grace"
+
+
+@dataclass(slots=True)
+class _Agent:
+    config: AgentConfig
+    profile: CapacityProfile
+    open_sessions: dict[str, Session] = field(default_factory=dict)
+    focused: str | None = None
+    #: (time, sequence) of becoming ready or of the last offer: longest_idle sorts on it
+    idle_since: tuple[float, int] = (0.0, 0)
+    desktop_connected: bool = False
+    grace_deadline: float | None = None
+
+
+class Engine:
+    """Router, capacity and session lifecycle of one gateway."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        clock: Clock,
+        store: StateStore | None = None,
+        new_id: Callable[[], str] | None = None,
+        vendor_capabilities: Mapping[str, VendorCapabilities] | None = None,
+        dedup_window_s: float = 86_400.0,
+        closed_retention_s: float = 3_600.0,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = store if store is not None else MemoryStateStore()
+        self._new_id = new_id or (lambda: uuid.uuid4().hex)
+        self._caps = dict(vendor_capabilities or {})
+        self._dedup_window = dedup_window_s
+        self._closed_retention = closed_retention_s
+        self._grace_s = config.server.desktop_grace_s
+
+        self.queues: dict[str, QueueConfig] = {q.name: q for q in config.queues}
+        self._agents: dict[str, _Agent] = {
+            a.id: _Agent(a, config.capacity_profiles[a.profile]) for a in config.agents
+        }
+        self._index = EligibilityIndex({q.name: q.policy for q in config.queues})
+        self._waiting = WaitingLists()
+        self.sessions: dict[str, Session] = {}
+        self.interactions: dict[InteractionKey, Interaction] = {}
+        self._dedup: OrderedDict[tuple[str, str], tuple[float, Decision]] = OrderedDict()
+        # what ended, oldest first, for pruning: (at, object)
+        self._finished_interactions: deque[tuple[float, Interaction]] = deque()
+        self._finished_sessions: deque[tuple[float, Session]] = deque()
+        self._timers: list[tuple[float, int, _Timer, Any]] = []
+        self._timer_seq = 0
+        self._idle_seq = 0
+        self.outbox: list[Notice] = []
+        for agent_id in self._agents:
+            self._refresh(agent_id)
+
+    # ------------------------------------------------------------------ edges
+
+    def drain(self) -> list[Notice]:
+        """Take every notice produced so far."""
+        out, self.outbox = self.outbox, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has work (None: no timer pending)."""
+        while self._timers and not self._timer_live(self._timers[0]):
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
+
+    def tick(self) -> None:
+        """Fire every timer that is due (the server calls this at :meth:`next_deadline`)."""
+        self._now()
+
+    def set_vendor_capabilities(self, vendor: str, caps: VendorCapabilities) -> None:
+        self._caps[vendor] = caps
+
+    # ------------------------------------------------------------------ inbound events
+
+    def handle_event(self, event: Event) -> Decision:
+        """Apply one normalized vendor event and return the decision for it.
+
+        Offers get ``assigned``, ``rejected`` (with reason) or ``queued``; other events get
+        ``accepted``. A repeated ``(vendor, event_id)`` gets ``duplicate`` with the first
+        answer, and changes nothing.
+        """
+        now = self._now()
+        seen = self._dedup.get(event.key)
+        if seen is not None:
+            decision = Decision(DecisionKind.DUPLICATE, original=seen[1])
+            self._routed(event, decision)
+            return decision
+        if event.type is EventType.OFFER:
+            decision = self._offer(event, now)
+        elif event.type is EventType.END:
+            decision = self._vendor_end(event, now)
+        elif event.type is EventType.MESSAGE:
+            decision = self._vendor_message(event, now)
+        else:
+            decision = self._vendor_update(event, now)
+        self._dedup[event.key] = (now, decision)
+        self._routed(event, decision)
+        return decision
+
+    def _routed(self, event: Event, decision: Decision) -> None:
+        self.outbox.append(
+            Routed(
+                event.vendor,
+                event.event_id,
+                event.type.value,
+                event.interaction_id,
+                event.channel.value if event.channel else None,
+                decision,
+            )
+        )
+
+    def _offer(self, event: Event, now: float) -> Decision:
+        assert event.channel is not None  # the event model requires it on offers
+        existing = self.interactions.get(event.interaction_key)
+        if existing is not None and existing.phase is not Phase.DONE:
+            raise ActionError(
+                f"interaction {event.interaction_id!r} of {event.vendor!r} is already open "
+                f"({existing.phase.value})",
+                code="interaction_already_open",
+            )
+        if event.queue is not None and event.queue not in self.queues:
+            raise InvalidEvent("queue", f"unknown queue {event.queue!r}")
+        interaction = Interaction(
+            vendor=event.vendor,
+            interaction_id=event.interaction_id,
+            channel=event.channel,
+            offer_event_id=event.event_id,
+            queue=event.queue,
+            target_agent=event.agent_id,
+            priority=event.priority,
+            customer=event.customer,
+            subject=event.subject,
+            created_at=now,
+            account_id=_account_id(event.attributes),
+        )
+        self.interactions[interaction.key] = interaction
+        caps = self._caps.get(event.vendor)
+        if caps is not None and event.channel not in caps.channels:
+            return self._decide_reject(interaction, Reason.VENDOR_UNSUPPORTED, now)
+        if interaction.target_agent is not None:
+            if interaction.target_agent not in self._agents:
+                return self._decide_reject(interaction, Reason.UNKNOWN_AGENT, now)
+            reason = self._allocate(interaction.target_agent, interaction.channel, interaction.vendor)
+            if reason is not None:
+                return self._decide_reject(interaction, reason, now)
+            session = self._open_offer(interaction, interaction.target_agent, now)
+            return self._decide_assign(interaction, session, late=False)
+        return self._route_to_queue(interaction, now, late=False)
+
+    def _route_to_queue(self, interaction: Interaction, now: float, *, late: bool) -> Decision:
+        assert interaction.queue is not None
+        agent_id = self._select(interaction.queue, interaction.channel, interaction.vendor, interaction.excluded)
+        if agent_id is not None:
+            session = self._open_offer(interaction, agent_id, now)
+            return self._decide_assign(interaction, session, late=late)
+        queue = self.queues[interaction.queue]
+        if queue.on_full is OnFull.WAIT and self._waiting.count(queue.name) < queue.max_waiting:
+            interaction.phase = Phase.WAITING
+            interaction.holder = None
+            interaction.wait_deadline = now + queue.max_wait_s
+            self._waiting.add(interaction.key, queue.name, interaction.channel, interaction.priority)
+            self._arm(interaction.wait_deadline, _Timer.WAIT, interaction.key)
+            decision = Decision(DecisionKind.QUEUED)
+            self._record_decision(interaction, decision, late=late)
+            return decision
+        return self._decide_reject(interaction, Reason.NO_AGENT_AVAILABLE, now, late=late)
+
+    def _decide_assign(self, interaction: Interaction, session: Session, *, late: bool) -> Decision:
+        interaction.phase = Phase.OFFERED
+        interaction.holder = session.id
+        decision = Decision(DecisionKind.ASSIGNED, agent_id=session.agent_id, session_id=session.id)
+        self._record_decision(interaction, decision, late=late)
+        return decision
+
+    def _decide_reject(self, interaction: Interaction, reason: Reason, now: float, *, late: bool = False) -> Decision:
+        interaction.phase = Phase.DONE
+        interaction.holder = None
+        interaction.done_at = now
+        self._finished_interactions.append((now, interaction))
+        decision = Decision(DecisionKind.REJECTED, reason=reason.value)
+        self._record_decision(interaction, decision, late=late)
+        return decision
+
+    def _record_decision(self, interaction: Interaction, decision: Decision, *, late: bool) -> None:
+        interaction.decisions.append(decision)
+        if late:
+            self.outbox.append(
+                ToVendor(
+                    interaction.vendor,
+                    interaction.interaction_id,
+                    VendorAction.DECISION,
+                    decision.as_dict(),
+                    event_id=interaction.offer_event_id,
+                )
+            )
+
+    def _vendor_end(self, event: Event, now: float) -> Decision:
+        interaction = self._interaction(event)
+        if interaction.phase is Phase.WAITING:
+            self._waiting.remove(interaction.key)
+            self._finish(interaction, now)
+        elif interaction.phase is not Phase.DONE:
+            self._finish(interaction, now)  # first, so that withdrawn offers are not re-routed
+            for session_id in (interaction.pending, interaction.holder):
+                session = self.sessions.get(session_id) if session_id else None
+                if session is None:
+                    continue
+                if session.state is SessionState.OFFERED:
+                    self._withdraw(session, Outcome.ABANDONED, now)
+                elif session.state is SessionState.ACTIVE:
+                    self._end(session, Outcome.COMPLETED, now)
+            interaction.holder = interaction.pending = None
+        return Decision(DecisionKind.ACCEPTED)
+
+    def _vendor_message(self, event: Event, now: float) -> Decision:
+        interaction = self._interaction(event)
+        for session in self._live_sessions(interaction):
+            self._to_agent(
+                session.agent_id,
+                "chat.message",
+                session_id=session.id,
+                text=event.text,
+                sender="customer",
+                customer=event.customer.model_dump() if event.customer else None,
+                at=event.occurred_at.isoformat().replace("+00:00", "Z"),
+            )
+        return Decision(DecisionKind.ACCEPTED)
+
+    def _vendor_update(self, event: Event, now: float) -> Decision:
+        interaction = self._interaction(event)
+        if event.customer is not None:
+            interaction.customer = event.customer
+        if event.subject is not None:
+            interaction.subject = event.subject
+        account_id = _account_id(event.attributes)
+        if account_id is not None:
+            interaction.account_id = account_id
+        for session in self._live_sessions(interaction):
+            if event.customer is not None:
+                session.customer = event.customer
+            if event.subject is not None:
+                session.subject = event.subject
+            if account_id is not None and session.account.state is not AccountState.CONFIRMED:
+                session.account = Account(AccountState.IDENTIFIED, account_id)
+            self._changed(session, "updated", now)
+        return Decision(DecisionKind.ACCEPTED)
+
+    def _interaction(self, event: Event) -> Interaction:
+        interaction = self.interactions.get(event.interaction_key)
+        if interaction is None:
+            raise NotFound(
+                f"no interaction {event.interaction_id!r} of vendor {event.vendor!r}",
+                code="interaction_not_found",
+            )
+        return interaction
+
+    def _live_sessions(self, interaction: Interaction) -> Iterator[Session]:
+        for session_id in (interaction.holder, interaction.pending):
+            session = self.sessions.get(session_id) if session_id else None
+            if session is not None and session.state in (SessionState.OFFERED, SessionState.ACTIVE):
+                yield session
+
+    # ------------------------------------------------------------------ agent actions
+
+    def accept(self, session_id: str, *, actor: str | None = None) -> Session:
+        now = self._now()
+        session = self._own_session(session_id, actor)
+        if session.state is not SessionState.OFFERED:
+            raise InvalidState(
+                f"session {session_id} is {session.state.value}, not offered", code="session_not_offered"
+            )
+        session.state = SessionState.ACTIVE
+        session.accepted_at = now
+        session.deadline = None
+        self._changed(session, "accepted", now, message="session.opened")
+        interaction = self.interactions[(session.vendor, session.interaction_id)]  # type: ignore[index]
+        if interaction.pending == session.id:
+            source = self.sessions[interaction.holder]  # type: ignore[index]
+            interaction.pending = None
+            interaction.holder = session.id
+            self._end(source, Outcome.TRANSFERRED, now, transferred_to=session.id)
+            self._to_vendor(interaction, VendorAction.TRANSFERRED, mode="consult", session=session, source=source)
+        else:
+            interaction.phase = Phase.ACTIVE
+            self._to_vendor(interaction, VendorAction.ACCEPTED, session=session)
+        return session
+
+    def decline(self, session_id: str, *, actor: str | None = None) -> Session:
+        now = self._now()
+        session = self._own_session(session_id, actor)
+        if session.state is not SessionState.OFFERED:
+            raise InvalidState(
+                f"session {session_id} is {session.state.value}, not offered", code="session_not_offered"
+            )
+        self._withdraw(session, Outcome.DECLINED, now)
+        return session
+
+    def end(self, session_id: str, *, actor: str | None = None) -> Session:
+        now = self._now()
+        session = self._own_session(session_id, actor)
+        if session.state is not SessionState.ACTIVE:
+            raise InvalidState(
+                f"session {session_id} is {session.state.value}, not active", code="session_not_active"
+            )
+        interaction = self._interaction_of(session)
+        if interaction is not None and interaction.holder == session.id:
+            self._finish(interaction, now)
+            if interaction.pending is not None:
+                self._withdraw(self.sessions[interaction.pending], Outcome.ABANDONED, now)
+                interaction.pending = None
+            interaction.holder = None
+            self._to_vendor(interaction, VendorAction.ENDED, session=session)
+        self._end(session, Outcome.COMPLETED, now)
+        return session
+
+    def new_session(self, agent_id: str, *, label: str | None = None, actor: str | None = None) -> Session:
+        """Start a manual (agent-started) session: created active and focused."""
+        now = self._now()
+        agent = self._agent(agent_id)
+        self._authorize(agent_id, actor)
+        reason = self._allocate(agent_id, Channel.MANUAL, None)
+        if reason is not None:
+            raise CapacityRejected(reason.value, f"agent {agent_id} cannot start a manual session: {reason.value}")
+        session = Session(
+            id=self._new_id(),
+            agent_id=agent_id,
+            channel=Channel.MANUAL,
+            vendor=None,
+            interaction_id=None,
+            offered_at=now,
+            state=SessionState.ACTIVE,
+            accepted_at=now,
+            label=(label or "New session")[:120],
+            profile=agent.profile.start_screen(Channel.MANUAL),
+            units=agent.profile.weight(Channel.MANUAL),
+        )
+        self.sessions[session.id] = session
+        agent.open_sessions[session.id] = session
+        self._refresh(agent_id)
+        self._changed(session, "created", now, message="session.opened")
+        self._set_focus(agent, session, now)
+        return session
+
+    def focus(self, agent_id: str, session_id: str | None, *, actor: str | None = None) -> Session | None:
+        """Focus one session of the agent (leaving the previous one), or none."""
+        now = self._now()
+        agent = self._agent(agent_id)
+        self._authorize(agent_id, actor)
+        if session_id is None:
+            self._set_focus(agent, None, now)
+            return None
+        session = self._own_session(session_id, agent_id)
+        if session.state not in (SessionState.ACTIVE, SessionState.WRAP_UP):
+            raise InvalidState(
+                f"session {session_id} is {session.state.value}: only active or wrap-up sessions take focus",
+                code="session_not_active",
+            )
+        self._set_focus(agent, session, now)
+        return session
+
+    def note(self, session_id: str, text: str, *, actor: str | None = None) -> Session:
+        now = self._now()
+        session = self._workable(session_id, actor)
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_NOTE_CHARS:
+            raise ActionError(f"a note is 1 to {MAX_NOTE_CHARS} characters", code="invalid_request")
+        if len(session.notes) >= MAX_NOTES_PER_SESSION:
+            raise ActionError(f"a session holds at most {MAX_NOTES_PER_SESSION} notes", code="too_many_notes")
+        session.notes.append(Note(text, now))
+        self._changed(session, "note", now)
+        return session
+
+    def confirm_account(self, session_id: str, account_id: str | None = None, *, actor: str | None = None) -> Session:
+        now = self._now()
+        session = self._workable(session_id, actor)
+        chosen = account_id if account_id is not None else session.account.id
+        if not chosen:
+            raise ActionError(
+                f"session {session_id} has no identified account to confirm; give account_id",
+                code="account_not_identified",
+            )
+        session.account = Account(AccountState.CONFIRMED, str(chosen)[:256])
+        self._changed(session, "account", now)
+        return session
+
+    def reset_account(self, session_id: str, *, actor: str | None = None) -> Session:
+        now = self._now()
+        session = self._workable(session_id, actor)
+        session.account = Account()
+        self._changed(session, "account", now)
+        return session
+
+    def send(self, session_id: str, text: str, *, actor: str | None = None) -> Session:
+        """A chat reply from the agent, sent to the customer through the vendor."""
+        self._now()
+        session = self._own_session(session_id, actor)
+        if session.channel is not Channel.CHAT:
+            raise ActionError(f"session {session_id} is a {session.channel.value} session, not chat", code="channel_unsupported")
+        if session.state is not SessionState.ACTIVE:
+            raise InvalidState(f"session {session_id} is {session.state.value}, not active", code="session_not_active")
+        if not isinstance(text, str) or not text or len(text) > 65_536:
+            raise ActionError("a reply is 1 to 65536 characters", code="invalid_request")
+        interaction = self._interaction_of(session)
+        assert interaction is not None
+        self._to_vendor(interaction, VendorAction.REPLY, session=session, text=text)
+        return session
+
+    def transfer(
+        self,
+        session_id: str,
+        *,
+        to_agent: str | None = None,
+        to_queue: str | None = None,
+        mode: str = "blind",
+        actor: str | None = None,
+    ) -> Session:
+        """Transfer an active session to an agent or a queue; returns the target's offered session.
+
+        ``blind``: the target is allocated, then the source session ends.
+        ``consult``: the source stays until the target accepts; if the target declines or
+        times out, the source keeps the interaction. A transfer that cannot be allocated
+        raises and leaves everything as it was.
+        """
+        now = self._now()
+        session = self._own_session(session_id, actor)
+        if mode not in ("blind", "consult"):
+            raise ActionError("mode is blind or consult", code="invalid_request")
+        if (to_agent is None) == (to_queue is None):
+            raise ActionError("a transfer names exactly one of to_agent and to_queue", code="invalid_transfer_target")
+        if session.state is not SessionState.ACTIVE:
+            raise InvalidState(f"session {session_id} is {session.state.value}, not active", code="session_not_active")
+        interaction = self._interaction_of(session)
+        if interaction is None:
+            raise ActionError("manual sessions cannot be transferred", code="transfer_not_supported")
+        caps = self._caps.get(session.vendor or "")
+        if caps is not None and not caps.can_transfer:
+            raise ActionError(f"vendor {session.vendor} cannot transfer", code=Reason.VENDOR_UNSUPPORTED.value)
+        if interaction.pending is not None:
+            raise InvalidState(f"session {session_id} already has a consult transfer pending", code="transfer_in_progress")
+        if to_agent is not None:
+            if to_agent == session.agent_id:
+                raise ActionError("cannot transfer a session to its own agent", code="invalid_transfer_target")
+            self._agent(to_agent)
+            reason = self._allocate(to_agent, session.channel, interaction.vendor)
+            if reason is not None:
+                raise CapacityRejected(reason.value, f"transfer to {to_agent} refused: {reason.value}")
+            target_agent = to_agent
+        else:
+            assert to_queue is not None
+            if to_queue not in self.queues:
+                raise NotFound(f"no queue {to_queue!r}", code="unknown_queue")
+            found = self._select(to_queue, session.channel, interaction.vendor, {session.agent_id})
+            if found is None:
+                raise CapacityRejected(Reason.NO_AGENT_AVAILABLE.value, f"nobody in {to_queue} can take it")
+            target_agent = found
+        target = self._open_offer(interaction, target_agent, now, transferred_from=session.id)
+        if to_queue is not None:
+            target.queue = to_queue
+        if mode == "consult":
+            interaction.pending = target.id
+            return target
+        # blind: the interaction now belongs to the target's offer, routed like a fresh one
+        interaction.holder = target.id
+        interaction.phase = Phase.OFFERED
+        interaction.target_agent = to_agent
+        if to_queue is not None:
+            interaction.queue = to_queue
+            interaction.excluded = {session.agent_id}
+        self._end(session, Outcome.TRANSFERRED, now, transferred_to=target.id)
+        self._to_vendor(interaction, VendorAction.TRANSFERRED, mode="blind", session=target, source=session)
+        return target
+
+    def set_presence(
+        self, agent_id: str, state: Presence | str, reason: str | None = None, *, actor: str | None = None
+    ) -> dict[str, Any]:
+        now = self._now()
+        self._agent(agent_id)
+        self._authorize(agent_id, actor)
+        self._presence(agent_id, Presence(state), reason, now)
+        return self.agent(agent_id)
+
+    # ------------------------------------------------------------------ desktops
+
+    def desktop_connected(self, agent_id: str) -> dict[str, Any]:
+        """A desktop socket opened: cancel the grace period, lift the flags, return ``hello``."""
+        now = self._now()
+        agent = self._agent(agent_id)
+        agent.desktop_connected = True
+        agent.grace_deadline = None
+        for session in agent.open_sessions.values():
+            if session.flagged:
+                session.flagged = False
+                self._changed(session, "unflagged", now)
+        return self.agent(agent_id)
+
+    def desktop_disconnected(self, agent_id: str) -> None:
+        """The desktop socket closed: sessions survive ``desktop_grace_s``, then the agent goes offline."""
+        now = self._now()
+        agent = self._agent(agent_id)
+        agent.desktop_connected = False
+        agent.grace_deadline = now + self._grace_s
+        self._arm(agent.grace_deadline, _Timer.GRACE, agent_id)
+
+    # ------------------------------------------------------------------ reads
+
+    def agent_ids(self) -> list[str]:
+        return list(self._agents)
+
+    def agent(self, agent_id: str, *, with_sessions: bool = True) -> dict[str, Any]:
+        """The agent object (DESIGN section 6)."""
+        now = self.clock.now()
+        agent = self._agent(agent_id)
+        state = self.store.get(agent_id)
+        body: dict[str, Any] = {
+            "id": agent_id,
+            "name": agent.config.name,
+            "profile": agent.config.profile,
+            "queues": list(agent.config.queues),
+            "presence": {"state": state.presence.value, "reason": state.reason},
+            "in_use": state.load.as_dict(),
+            "desktop_connected": agent.desktop_connected,
+        }
+        if with_sessions:
+            body["sessions"] = [s.as_dict(now) for s in agent.open_sessions.values()]
+        return body
+
+    def free_capacity(self, agent_id: str) -> dict[str, int]:
+        """How many more sessions of each channel the agent could take now, presence aside."""
+        agent = self._agent(agent_id)
+        load = self.store.get(agent_id).load
+        free: dict[str, int] = {}
+        for channel in Channel:
+            count, probe = 0, load
+            while count < agent.profile.max_sessions and check(agent.profile, probe, Presence.READY, channel) is None:
+                probe = probe.plus(channel, agent.profile.weight(channel))
+                count += 1
+            free[channel.value] = count
+        return free
+
+    def session(self, session_id: str, *, actor: str | None = None) -> Session:
+        return self._own_session(session_id, actor)
+
+    def load_of(self, agent_id: str) -> Load:
+        return self.store.get(agent_id).load
+
+    def presence_of(self, agent_id: str) -> Presence:
+        return self.store.get(agent_id).presence
+
+    def profile_of(self, agent_id: str) -> CapacityProfile:
+        return self._agent(agent_id).profile
+
+    def focused_session(self, agent_id: str) -> str | None:
+        return self._agent(agent_id).focused
+
+    def open_sessions(self, agent_id: str) -> list[Session]:
+        return list(self._agent(agent_id).open_sessions.values())
+
+    def waiting(self) -> list[InteractionKey]:
+        return [w.key for w in self._waiting.waiters()]
+
+    def eligible(self, queue: str, channel: Channel) -> list[str]:
+        return self._index.eligible(queue, channel)
+
+    # ------------------------------------------------------------------ internals: lookups
+
+    def _agent(self, agent_id: str) -> _Agent:
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            raise NotFound(f"no agent {agent_id!r}", code="unknown_agent")
+        return agent
+
+    @staticmethod
+    def _authorize(agent_id: str, actor: str | None) -> None:
+        if actor is not None and actor != agent_id:
+            raise Forbidden(f"agent {actor} may not act for agent {agent_id}", code="forbidden")
+
+    def _own_session(self, session_id: str, actor: str | None) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise NotFound(f"no session {session_id!r}", code="session_not_found")
+        if actor is not None and session.agent_id != actor:
+            raise Forbidden(f"session {session_id} is not agent {actor}'s", code="forbidden")
+        return session
+
+    def _workable(self, session_id: str, actor: str | None) -> Session:
+        """A session the agent may still write on: active or in wrap-up."""
+        session = self._own_session(session_id, actor)
+        if session.state not in (SessionState.ACTIVE, SessionState.WRAP_UP):
+            raise InvalidState(
+                f"session {session_id} is {session.state.value}, not active or in wrap-up",
+                code="session_not_active",
+            )
+        return session
+
+    def _interaction_of(self, session: Session) -> Interaction | None:
+        if session.vendor is None or session.interaction_id is None:
+            return None
+        return self.interactions.get((session.vendor, session.interaction_id))
+
+    # ------------------------------------------------------------------ internals: capacity
+
+    def _refresh(self, agent_id: str) -> None:
+        agent = self._agents[agent_id]
+        state = self.store.get(agent_id)
+        profile = agent.profile
+        self._index.update(
+            AgentView(
+                agent_id=agent_id,
+                queues=tuple(agent.config.queues),
+                room={c: check(profile, state.load, state.presence, c) is None for c in INBOUND_CHANNELS},
+                idle_since=agent.idle_since,
+                busy_share=state.load.units / profile.unit_limit,
+                sessions=state.load.sessions,
+            )
+        )
+
+    def _allocate(self, agent_id: str, channel: Channel, vendor: str | None) -> Reason | None:
+        """Reserve one ``channel`` session on the agent (compare-and-set), or say why not."""
+        agent = self._agents[agent_id]
+        state = self.store.get(agent_id)
+        reason = check(agent.profile, state.load, state.presence, channel)
+        if reason is None and channel is Channel.VOICE and vendor is not None:
+            caps = self._caps.get(vendor)
+            if caps is not None and caps.max_voice_per_agent is not None:
+                live = sum(
+                    1 for s in agent.open_sessions.values() if s.channel is Channel.VOICE and s.vendor == vendor
+                )
+                if live >= caps.max_voice_per_agent:
+                    reason = Reason.CHANNEL_AT_CAPACITY
+        if reason is None:
+            reason, _ = self.store.reserve(agent_id, agent.profile, channel)
+        self._refresh(agent_id)
+        return reason
+
+    def _release(self, session: Session) -> None:
+        agent = self._agents[session.agent_id]
+        self.store.release(session.agent_id, agent.profile, session.channel)
+        agent.open_sessions.pop(session.id, None)
+        self._refresh(session.agent_id)
+
+    def _touch_idle(self, agent: _Agent, now: float) -> None:
+        self._idle_seq += 1
+        agent.idle_since = (now, self._idle_seq)
+
+    def _select(self, queue: str, channel: Channel, vendor: str, exclude: set[str]) -> str | None:
+        """Reserve a slot on the best eligible agent of ``queue`` (see :mod:`gateway.router`)."""
+        skip = set(exclude)
+        while True:
+            agent_id = next(self._index.candidates(queue, channel, skip), None)
+            if agent_id is None:
+                return None
+            if self._allocate(agent_id, channel, vendor) is None:
+                return agent_id
+            skip.add(agent_id)
+
+    # ------------------------------------------------------------------ internals: sessions
+
+    def _open_offer(
+        self, interaction: Interaction, agent_id: str, now: float, *, transferred_from: str | None = None
+    ) -> Session:
+        """Create an offered session on an agent whose slot is already reserved."""
+        agent = self._agents[agent_id]
+        profile = agent.profile
+        channel = interaction.channel
+        session = Session(
+            id=self._new_id(),
+            agent_id=agent_id,
+            channel=channel,
+            vendor=interaction.vendor,
+            interaction_id=interaction.interaction_id,
+            offered_at=now,
+            queue=interaction.queue,
+            customer=interaction.customer,
+            subject=interaction.subject,
+            label=default_label(channel, interaction.customer, interaction.subject, interaction.interaction_id),
+            profile=profile.start_screen(channel),
+            units=profile.weight(channel),
+            transferred_from=transferred_from,
+            deadline=now + profile.offer_timeout(channel),
+        )
+        if interaction.account_id is not None:
+            session.account = Account(AccountState.IDENTIFIED, interaction.account_id)
+        self.sessions[session.id] = session
+        agent.open_sessions[session.id] = session
+        self._touch_idle(agent, now)
+        self._refresh(agent_id)
+        self._arm(session.deadline, _Timer.OFFER, session.id)  # type: ignore[arg-type]
+        self._changed(session, "offered", now, message="session.offered", alert=True)
+        return session
+
+    def _withdraw(self, session: Session, outcome: Outcome, now: float) -> None:
+        """An offer ends unaccepted (declined, expired, abandoned): free the slot, then re-route."""
+        session.state = SessionState.CLOSED
+        session.closed_at = now
+        session.outcome = outcome
+        session.deadline = None
+        self._release(session)
+        self._finished_sessions.append((now, session))
+        self._changed(session, outcome.value, now, message="session.closed")
+        interaction = self._interaction_of(session)
+        if interaction is not None and interaction.phase is not Phase.DONE:
+            if interaction.pending == session.id:
+                # a consult target said no: the source keeps the interaction
+                interaction.pending = None
+                if interaction.holder is not None:
+                    self._changed(self.sessions[interaction.holder], "transfer_failed", now)
+            elif interaction.holder == session.id:
+                interaction.holder = None
+                interaction.excluded.add(session.agent_id)
+                if interaction.target_agent is not None:
+                    self._decide_reject(interaction, Reason.OFFER_TIMEOUT, now, late=True)
+                else:
+                    self._route_to_queue(interaction, now, late=True)
+        self._serve_waiting(session.agent_id, now)
+
+    def _end(self, session: Session, outcome: Outcome, now: float, *, transferred_to: str | None = None) -> None:
+        """An active session ends: into wrap-up for the channel's ``wrap_up_s`` (or closed)."""
+        session.state = SessionState.WRAP_UP
+        session.ended_at = now
+        session.outcome = outcome
+        if transferred_to is not None:
+            session.transferred_to = transferred_to
+        wrap = self._agents[session.agent_id].profile.wrap_up(session.channel)
+        if wrap > 0:
+            session.deadline = now + wrap
+            self._arm(session.deadline, _Timer.WRAP, session.id)
+            self._changed(session, "ended", now, message="session.updated")
+        else:
+            self._close(session, now)
+
+    def _close(self, session: Session, now: float) -> None:
+        agent = self._agents[session.agent_id]
+        if agent.focused == session.id:
+            session.leave_focus(now)
+            agent.focused = None
+        session.state = SessionState.CLOSED
+        session.closed_at = now
+        session.deadline = None
+        self._release(session)
+        self._finished_sessions.append((now, session))
+        self._changed(session, "closed", now, message="session.closed")
+        self._serve_waiting(session.agent_id, now)
+
+    def _finish(self, interaction: Interaction, now: float) -> None:
+        interaction.phase = Phase.DONE
+        interaction.done_at = now
+        interaction.wait_deadline = None
+        self._finished_interactions.append((now, interaction))
+
+    def _set_focus(self, agent: _Agent, session: Session | None, now: float) -> None:
+        if agent.focused is not None and (session is None or agent.focused != session.id):
+            previous = self.sessions[agent.focused]
+            previous.leave_focus(now)
+            agent.focused = None
+            self._changed(previous, "unfocused", now)
+        if session is not None and agent.focused != session.id:
+            session.enter_focus(now)
+            agent.focused = session.id
+            self._changed(session, "focused", now)
+
+    def _presence(self, agent_id: str, presence: Presence, reason: str | None, now: float) -> None:
+        agent = self._agents[agent_id]
+        before = self.store.get(agent_id).presence
+        self.store.set_presence(agent_id, presence, reason)
+        if presence is Presence.READY and before is not Presence.READY:
+            self._touch_idle(agent, now)
+        self._refresh(agent_id)
+        self.outbox.append(PresenceChanged(agent_id, presence.value, reason))
+        self._to_agent(agent_id, "agent.presence", presence={"state": presence.value, "reason": reason})
+        if presence is Presence.OFFLINE:
+            for session in [s for s in agent.open_sessions.values() if s.state is SessionState.OFFERED]:
+                self._withdraw(session, Outcome.EXPIRED, now)
+        elif presence is Presence.READY:
+            self._serve_waiting(agent_id, now)
+
+    def _serve_waiting(self, agent_id: str, now: float) -> None:
+        """Offer waiting interactions to an agent that may have room, best first."""
+        if not len(self._waiting):
+            return
+        agent = self._agents[agent_id]
+        while True:
+            state = self.store.get(agent_id)
+            if state.presence is not Presence.READY:
+                return
+            waiter = self._waiting.best_for(
+                agent.config.queues,
+                has_room=lambda c: check(agent.profile, state.load, state.presence, c) is None,
+                refuses=lambda key: agent_id in self.interactions[key].excluded,
+            )
+            if waiter is None:
+                return
+            interaction = self.interactions[waiter.key]  # type: ignore[index]
+            if self._allocate(agent_id, interaction.channel, interaction.vendor) is not None:
+                return
+            self._waiting.remove(waiter.key)
+            interaction.wait_deadline = None
+            session = self._open_offer(interaction, agent_id, now)
+            self._decide_assign(interaction, session, late=True)
+
+    # ------------------------------------------------------------------ internals: timers
+
+    def _arm(self, deadline: float, kind: _Timer, ref: Any) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (deadline, self._timer_seq, kind, ref))
+
+    def _timer_live(self, timer: tuple[float, int, _Timer, Any]) -> bool:
+        deadline, _seq, kind, ref = timer
+        if kind is _Timer.OFFER or kind is _Timer.WRAP:
+            session = self.sessions.get(ref)
+            wanted = SessionState.OFFERED if kind is _Timer.OFFER else SessionState.WRAP_UP
+            return session is not None and session.state is wanted and session.deadline == deadline
+        if kind is _Timer.WAIT:
+            interaction = self.interactions.get(ref)
+            return interaction is not None and interaction.phase is Phase.WAITING and interaction.wait_deadline == deadline
+        agent = self._agents.get(ref)
+        return agent is not None and not agent.desktop_connected and agent.grace_deadline == deadline
+
+    def _now(self) -> float:
+        """Fire due timers in deadline order (each at its own deadline), prune, return now."""
+        now = self.clock.now()
+        while self._timers and self._timers[0][0] <= now:
+            timer = heapq.heappop(self._timers)
+            if self._timer_live(timer):
+                self._fire(timer)
+        self._prune(now)
+        return now
+
+    def _fire(self, timer: tuple[float, int, _Timer, Any]) -> None:
+        at, _seq, kind, ref = timer
+        if kind is _Timer.OFFER:
+            self._withdraw(self.sessions[ref], Outcome.EXPIRED, at)
+        elif kind is _Timer.WRAP:
+            self._close(self.sessions[ref], at)
+        elif kind is _Timer.WAIT:
+            interaction = self.interactions[ref]
+            self._waiting.remove(ref)
+            interaction.wait_deadline = None
+            self._decide_reject(interaction, Reason.QUEUE_TIMEOUT, at, late=True)
+        else:
+            agent = self._agents[ref]
+            agent.grace_deadline = None
+            self._presence(ref, Presence.OFFLINE, "desktop_disconnected", at)
+            for session in agent.open_sessions.values():
+                if session.state is SessionState.ACTIVE and not session.flagged:
+                    session.flagged = True
+                    self._changed(session, "flagged", at)
+
+    def _prune(self, now: float) -> None:
+        """Forget old event ids, finished interactions and closed sessions (bounded memory)."""
+        horizon = now - self._dedup_window
+        while self._dedup:
+            key, (at, _decision) = next(iter(self._dedup.items()))
+            if at > horizon:
+                break
+            del self._dedup[key]
+        while self._finished_interactions and self._finished_interactions[0][0] <= horizon:
+            _at, interaction = self._finished_interactions.popleft()
+            if self.interactions.get(interaction.key) is interaction and interaction.phase is Phase.DONE:
+                del self.interactions[interaction.key]
+        closed_horizon = now - self._closed_retention
+        while self._finished_sessions and self._finished_sessions[0][0] <= closed_horizon:
+            _at, session = self._finished_sessions.popleft()
+            if session.state is SessionState.CLOSED:
+                self.sessions.pop(session.id, None)
+
+    # ------------------------------------------------------------------ internals: notices
+
+    def _changed(self, session: Session, transition: str, now: float, *, message: str = "session.updated", **extra: Any) -> None:
+        body = session.as_dict(now)
+        self.outbox.append(SessionChanged(transition, body))
+        self.outbox.append(ToAgent(session.agent_id, {"type": message, "session": body, **extra}))
+
+    def _to_agent(self, agent_id: str, message_type: str, **fields: Any) -> None:
+        self.outbox.append(ToAgent(agent_id, {"type": message_type, **fields}))
+
+    def _to_vendor(
+        self,
+        interaction: Interaction,
+        action: VendorAction,
+        *,
+        session: Session,
+        source: Session | None = None,
+        **fields: Any,
+    ) -> None:
+        data: dict[str, Any] = {"agent_id": session.agent_id, "session_id": session.id, **fields}
+        if source is not None:
+            data.update(from_agent_id=source.agent_id, from_session_id=source.id)
+        self.outbox.append(ToVendor(interaction.vendor, interaction.interaction_id, action, data))
+
+
+def _account_id(attributes: Mapping[str, Any]) -> str | None:
+    value = attributes.get("account_id")
+    return str(value)[:256] if value not in (None, "") else None

@@ -1,0 +1,171 @@
+"""Sessions: one slot of one agent holding one interaction, with its own record.
+
+::
+
+    offered --accept--> active --end--> wrap_up --(wrap_up_s)--> closed
+    offered --decline/timeout--> closed
+    manual: created active
+
+This module holds the session data and its bookkeeping (times, focus intervals, notes,
+account). What may happen when is decided by :mod:`gateway.engine`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from .clock import ms_between
+from .events import Channel, Customer
+
+
+class SessionState(StrEnum):
+    OFFERED = "offered"
+    ACTIVE = "active"
+    WRAP_UP = "wrap_up"
+    CLOSED = "closed"
+
+
+#: States in which a session occupies its agent's slot.
+OCCUPYING = frozenset({SessionState.OFFERED, SessionState.ACTIVE, SessionState.WRAP_UP})
+
+
+class Outcome(StrEnum):
+    COMPLETED = "completed"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    ABANDONED = "abandoned"
+    TRANSFERRED = "transferred"
+
+
+class AccountState(StrEnum):
+    UNIDENTIFIED = "unidentified"
+    IDENTIFIED = "identified"
+    CONFIRMED = "confirmed"
+
+
+@dataclass(slots=True)
+class Account:
+    state: AccountState = AccountState.UNIDENTIFIED
+    id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state.value, "id": self.id}
+
+
+@dataclass(slots=True)
+class Note:
+    text: str
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "at": iso(self.at)}
+
+
+def iso(ts: float | None) -> str | None:
+    """RFC 3339 UTC with milliseconds, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    id: str
+    agent_id: str
+    channel: Channel
+    #: None for manual sessions (started by the agent, no vendor behind them)
+    vendor: str | None
+    interaction_id: str | None
+    offered_at: float
+    state: SessionState = SessionState.OFFERED
+    queue: str | None = None
+    customer: Customer | None = None
+    subject: str | None = None
+    label: str = ""
+    profile: str = ""
+    account: Account = field(default_factory=Account)
+    accepted_at: float | None = None
+    ended_at: float | None = None
+    closed_at: float | None = None
+    outcome: Outcome | None = None
+    notes: list[Note] = field(default_factory=list)
+    transferred_from: str | None = None
+    transferred_to: str | None = None
+    #: Units this session weighs on its agent (kept so release matches reserve exactly).
+    units: int = 1
+    #: When the open focus interval started (None: not focused).
+    focused_since: float | None = None
+    focus_ms_closed: int = 0
+    #: Deadline of the pending offer or wrap-up timer, if any.
+    deadline: float | None = None
+    #: Active while the agent's desktop is gone past its grace period.
+    flagged: bool = False
+
+    @property
+    def occupying(self) -> bool:
+        return self.state in OCCUPYING
+
+    @property
+    def manual(self) -> bool:
+        return self.channel is Channel.MANUAL
+
+    def focus_ms(self, now: float) -> int:
+        open_ms = ms_between(self.focused_since, now) if self.focused_since is not None else 0
+        return self.focus_ms_closed + (open_ms or 0)
+
+    def enter_focus(self, now: float) -> None:
+        if self.focused_since is None:
+            self.focused_since = now
+
+    def leave_focus(self, now: float) -> None:
+        if self.focused_since is not None:
+            self.focus_ms_closed += ms_between(self.focused_since, now) or 0
+            self.focused_since = None
+
+    @property
+    def handle_ms(self) -> int | None:
+        return ms_between(self.accepted_at, self.ended_at)
+
+    @property
+    def wrap_ms(self) -> int | None:
+        return ms_between(self.ended_at, self.closed_at)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        """The session object of the public API (DESIGN section 6)."""
+        return {
+            "id": self.id,
+            "agent_id": self.agent_id,
+            "channel": self.channel.value,
+            "state": self.state.value,
+            "vendor": self.vendor,
+            "interaction_id": self.interaction_id,
+            "queue": self.queue,
+            "customer": self.customer.model_dump() if self.customer else None,
+            "subject": self.subject,
+            "label": self.label,
+            "profile": self.profile,
+            "account": self.account.as_dict(),
+            "offered_at": iso(self.offered_at),
+            "accepted_at": iso(self.accepted_at),
+            "ended_at": iso(self.ended_at),
+            "closed_at": iso(self.closed_at),
+            "handle_ms": self.handle_ms,
+            "wrap_ms": self.wrap_ms,
+            "focus_ms": self.focus_ms(now if self.closed_at is None else self.closed_at),
+            "outcome": self.outcome.value if self.outcome else None,
+            "notes": [note.as_dict() for note in self.notes],
+            "transferred_from": self.transferred_from,
+            "transferred_to": self.transferred_to,
+            "focused": self.focused_since is not None,
+            "flagged": self.flagged,
+        }
+
+
+def default_label(channel: Channel, customer: Customer | None, subject: str | None, fallback: str) -> str:
+    """A tab title: who or what the session is about."""
+    who = (customer.name or customer.address) if customer else None
+    text = who or subject or fallback
+    return f"{channel.value.capitalize()}: {text}"[:120]

@@ -1,0 +1,27 @@
+"""In-process state store (the embedded default; durability comes from the journal)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from .base import AgentState, StateStore
+
+
+class MemoryStateStore(StateStore):
+    def __init__(self) -> None:
+        self._agents: dict[str, AgentState] = {}
+
+    def get(self, agent_id: str) -> AgentState:
+        return self._agents.get(agent_id) or AgentState()
+
+    def compare_and_set(self, agent_id: str, expected_version: int, new: AgentState) -> AgentState | None:
+        current = self.get(agent_id)
+        if current.version != expected_version:
+            return None
+        stored = replace(new, version=expected_version + 1)
+        self._agents[agent_id] = stored
+        return stored
+
+    def agent_ids(self) -> Iterable[str]:
+        return tuple(self._agents)
