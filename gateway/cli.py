@@ -35,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cti-gateway",
-        description="Route inbound calls, chats and e-mails from contact-center systems to multi-session agents.",
+        description="Route inbound calls, chats and e-mails from contact-center systems "
+        "to multi-session agents.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('cti-gateway')}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)

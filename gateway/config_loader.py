@@ -39,6 +39,7 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 #: ``$${`` (escape), ``${NAME}`` (reference) or a malformed ``${``, in that order.
 _REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
+_MALFORMED = "malformed ${...}: write ${NAME} (letters, digits, _) or $${ for a literal ${"
 #: A model-level validator message about one field of the model: ``"units.voice: ..."``.
 _FIELD_MESSAGE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*): (.+)", re.DOTALL)
 #: pydantic's marker for an error in a dict key rather than its value.
@@ -81,9 +82,8 @@ def load_config_text(
         if root is None:
             raise ConfigError([f"{filename}:1: yaml: the file is empty (capacity_profiles is required)"])
         if not isinstance(root, yaml.MappingNode):
-            raise ConfigError(
-                [f"{filename}:{_line(root)}: yaml: the top level must be a mapping of sections, not {_kind(root)}"]
-            )
+            message = f"the top level must be a mapping of sections, not {_kind(root)}"
+            raise ConfigError([f"{filename}:{_line(root)}: yaml: {message}"])
         document = _Document(root, os.environ if environ is None else environ)
         data = loader.construct_document(root)
     except yaml.YAMLError as exc:
@@ -153,7 +153,8 @@ class _Document:
     def add(self, loc: Loc, message: str, *, at_key: bool = False) -> None:
         """Record ``message`` about the node at ``loc``."""
         place = self.locate(loc)
-        self.problems.append(_Problem(place.line(at_key=at_key), _dotted(loc), self._redact(place.node, message)))
+        message = self._redact(place.node, message)
+        self.problems.append(_Problem(place.line(at_key=at_key), _dotted(loc), message))
 
     def add_validation_error(self, error: ErrorDetails) -> None:
         """Record one pydantic error, with a short human message."""
@@ -234,10 +235,9 @@ class _Document:
         children: list[tuple[yaml.Node, Loc]] = []
         first_lines: dict[tuple[str, str], int] = {}
         for key, value in node.value:
-            if key.tag == _MERGE_TAG:  # ``<<: *anchor``: its keys join this mapping
-                children.append((value, loc))
-                continue
-            if not isinstance(key, yaml.ScalarNode):
+            # ``<<: *anchor`` brings the anchor's keys into this mapping; a complex key (a
+            # mapping or sequence as key) is refused when the document is constructed.
+            if key.tag == _MERGE_TAG or not isinstance(key, yaml.ScalarNode):
                 children.append((value, loc))
                 continue
             identity = (key.tag, key.value)
@@ -263,7 +263,7 @@ class _Document:
             if token == "$${":
                 return "${"
             if name is None:
-                problems.append("malformed ${...}: write ${NAME} (letters, digits, _) or $${ for a literal ${")
+                problems.append(_MALFORMED)
                 return token
             value = self._environ.get(name)
             if value is None:

@@ -1,0 +1,1 @@
+"""Vendor adapters: each speaks one vendor protocol and emits normalized events."""

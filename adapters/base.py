@@ -1,0 +1,161 @@
+"""The adapter contract: what every vendor adapter is and may rely on.
+
+An adapter speaks one vendor protocol and turns that vendor's traffic into normalized
+:class:`~gateway.events.Event` objects. It never imports the router or the engine: it gets
+an :class:`AdapterHost` and calls :meth:`AdapterHost.submit`, which returns only once the
+event is journaled (durable) together with the decision, so an adapter may acknowledge to
+its vendor as soon as ``submit`` returns.
+
+Three shapes of adapter fit the same contract:
+
+* **HTTP** (webhook, Twilio): :meth:`Adapter.routes` returns handlers that the gateway
+  mounts under ``/v1/vendors/{vendor}/`` on its own server.
+* **Outbound client** (Asterisk AMI, FreeSWITCH ESL, Kamailio evapi): :meth:`Adapter.start`
+  opens the connection (with reconnects and backoff, reporting health), :meth:`Adapter.stop`
+  closes it.
+* **Listening server** (SMTP): :meth:`Adapter.start` binds its own port.
+
+Decisions taken after the synchronous answer (an interaction that waited in a queue, a
+re-route after a decline, a timeout) and session actions (accepted, transferred, ended,
+chat replies) go back through :meth:`Adapter.deliver`, each as a
+:class:`~gateway.notices.ToVendor`. An adapter that cannot act on one says so by raising
+:class:`DeliveryError` with ``retryable`` set as appropriate.
+
+Class-level metadata (``name``, ``channels``, ``capabilities``, ``Config``) is validated
+when the class is registered (:mod:`adapters.registry`); the vendor's settings from the
+YAML file are validated against ``Config`` at start-up, with unknown keys rejected.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from gateway.clock import Clock
+from gateway.errors import AdapterError
+from gateway.events import Channel, Event
+from gateway.notices import Decision, ToVendor
+
+
+class AdapterConfig(BaseModel):
+    """Base of every adapter's settings model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What the vendor's CMS can do, declared by the adapter; the router respects it."""
+
+    #: the CMS can take a rejection back and route the interaction elsewhere
+    can_reject: bool = True
+    #: the CMS can move a live interaction to another agent
+    can_transfer: bool = False
+    #: live calls of this vendor one agent may hold (None: no vendor limit)
+    max_voice_per_agent: int | None = None
+
+
+class Health(StrEnum):
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An HTTP route an adapter adds, relative to ``/v1/vendors/{vendor}``."""
+
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class DeliveryError(AdapterError):
+    """A notice could not be delivered to the vendor."""
+
+    code = "delivery_failed"
+
+
+class AdapterHost(Protocol):
+    """What the gateway offers an adapter."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def ready(self) -> bool:
+        """Whether the gateway takes events now (store up, not shutting down)."""
+        ...
+
+    async def submit(self, event: Event) -> Decision:
+        """Route one event; returns once the event and its decision are durable.
+
+        Raises :class:`gateway.errors.InvalidEvent` / :class:`gateway.errors.ActionError`
+        for events the gateway refuses (nothing is journaled then), and
+        :class:`gateway.errors.GatewayError` with code ``not_ready`` when it cannot take
+        events now (retryable).
+        """
+        ...
+
+    def set_health(self, vendor: str, health: Health, detail: str | None = None) -> None:
+        """Report the vendor connection's health (logged once per change)."""
+        ...
+
+
+class Adapter(ABC):
+    """Base class of adapters. Subclasses set the class-level metadata below."""
+
+    #: the ``adapter:`` value in the YAML file
+    name: ClassVar[str]
+    #: the channels this adapter may offer
+    channels: ClassVar[frozenset[Channel]]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: the settings model (a subclass of :class:`AdapterConfig`)
+    Config: ClassVar[type[AdapterConfig]] = AdapterConfig
+
+    def __init__(self, vendor: str, config: AdapterConfig, host: AdapterHost) -> None:
+        self.vendor = vendor
+        self.config = config
+        self.host = host
+        self._health = Health.DOWN
+
+    def routes(self) -> list[Route]:
+        """HTTP routes to mount under ``/v1/vendors/{vendor}`` (none by default)."""
+        return []
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Begin taking traffic (connect, bind, or just mark the routes live)."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop taking traffic and release every resource; must not raise."""
+
+    async def deliver(self, notice: ToVendor) -> None:
+        """Send a late decision or a session action back to the vendor.
+
+        The default does nothing: the adapter's protocol has no way back for it (it is
+        still in the supervisor stream and the journal).
+        """
+
+    @property
+    def health(self) -> Health:
+        return self._health
+
+    def _set_health(self, health: Health, detail: str | None = None) -> None:
+        if health is not self._health:
+            self._health = health
+            self.host.set_health(self.vendor, health, detail)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "vendor": self.vendor,
+            "adapter": self.name,
+            "channels": sorted(c.value for c in self.channels),
+            "health": self._health.value,
+        }

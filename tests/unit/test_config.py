@@ -1,0 +1,461 @@
+"""Loading the YAML configuration: interpolation, file:line errors, the shipped files, the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import GatewayConfig, OnFull, QueuePolicy
+from gateway.config_loader import load_config, load_config_text
+from gateway.errors import ConfigError
+from gateway.events import Channel
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "config" / "gateway.yaml"
+MINIMAL = ROOT / "config" / "examples" / "minimal.yaml"
+NAME = "gateway.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in tmp_path so that messages name the file plainly: ``gateway.yaml:3: ...``."""
+    monkeypatch.chdir(tmp_path)
+
+
+def write(text: str) -> Path:
+    path = Path(NAME)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def load(text: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    return load_config(write(text), environ={} if environ is None else environ)
+
+
+def problems(text: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(text, environ)
+    return info.value.problems
+
+
+def sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# -- the shipped files -------------------------------------------------------------------
+
+
+def test_shipped_config_loads_with_the_documented_sample_tokens() -> None:
+    config = load_config(SHIPPED, environ={})
+
+    assert config.server.host == "127.0.0.1"
+    assert config.server.port == 8080
+    assert config.server.supervisor_token_sha256 == sha256("supervisor-sample")
+    assert config.store.url == "sqlite:///data/gateway.db"
+    blended = config.capacity_profiles["blended"]
+    assert (blended.max_sessions, blended.reserved_inbound) == (6, 1)
+    assert blended.channels == {Channel.VOICE: 1, Channel.CHAT: 6, Channel.EMAIL: 3, Channel.MANUAL: 5}
+    assert blended.weight(Channel.VOICE) == 1
+    assert blended.offer_timeout(Channel.EMAIL) == 120
+    assert blended.wrap_up(Channel.VOICE) == 30
+    assert "chat_heavy" in config.capacity_profiles
+    queues = {queue.name: queue for queue in config.queues}
+    assert (queues["support"].policy, queues["support"].on_full) == (QueuePolicy.LONGEST_IDLE, OnFull.REJECT)
+    assert (queues["sales"].policy, queues["sales"].on_full) == (QueuePolicy.LEAST_BUSY, OnFull.WAIT)
+    assert queues["sales"].max_wait_s == 120
+    tokens = {agent.id: agent.token_sha256 for agent in config.agents}
+    assert tokens == {"a1001": sha256("agent-a1001-sample"), "a1002": sha256("agent-a1002-sample")}
+    [vendor] = config.vendors
+    assert (vendor.name, vendor.adapter) == ("crm-hooks", "webhook")
+    assert vendor.settings()["secret"]
+    assert config.reference_problems() == []
+
+
+def test_shipped_config_mentions_its_sample_tokens_in_comments() -> None:
+    text = SHIPPED.read_text(encoding="utf-8")
+    for token in ("supervisor-sample", "agent-a1001-sample", "agent-a1002-sample", "${CRM_HOOK_SECRET}"):
+        assert token in text
+
+
+def test_minimal_example_loads() -> None:
+    config = load_config(MINIMAL, environ={})
+    assert list(config.capacity_profiles) == ["single"]
+    assert [agent.id for agent in config.agents] == ["a1001"]
+
+
+# -- environment interpolation -----------------------------------------------------------
+
+_ENV_DOC = """\
+    server:
+      host: ${HOST}
+      port: ${PORT}
+    store: {url: "sqlite:///${DATA_DIR}/gw.db"}
+    capacity_profiles:
+      p: {max_sessions: 1}
+    vendors:
+      - name: hooks
+        adapter: webhook
+        secret: "${SECRET}"
+        template: "literal $${NOT_A_VAR} and $$ and $ stay"
+"""
+
+
+def test_interpolation_of_whole_and_embedded_values_and_the_escape() -> None:
+    environ = {"HOST": "0.0.0.0", "PORT": "9090", "DATA_DIR": "/var/lib/gw", "SECRET": "s3cr3t"}
+    config = load(_ENV_DOC, environ)
+
+    assert config.server.host == "0.0.0.0"
+    assert config.server.port == 9090
+    assert config.store.url == "sqlite:////var/lib/gw/gw.db"
+    settings = config.vendors[0].settings()
+    assert settings["secret"] == "s3cr3t"
+    assert settings["template"] == "literal ${NOT_A_VAR} and $$ and $ stay"
+
+
+def test_interpolation_reads_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GW_TEST_PORT", "7070")
+    write("server: {port: '${GW_TEST_PORT}'}\ncapacity_profiles: {p: {max_sessions: 1}}\n")
+    assert load_config(NAME).server.port == 7070
+
+
+def test_missing_variables_are_reported_at_their_line_once() -> None:
+    assert problems(_ENV_DOC, {"HOST": "h"}) == [
+        "gateway.yaml:3: server.port: environment variable PORT is not set",
+        "gateway.yaml:4: store.url: environment variable DATA_DIR is not set",
+        "gateway.yaml:10: vendors.0.secret: environment variable SECRET is not set",
+    ]
+
+
+def test_malformed_reference_is_an_error() -> None:
+    assert problems("""\
+        capacity_profiles: {p: {max_sessions: 1}}
+        vendors:
+          - {name: v, adapter: webhook, secret: "${SECRET"}
+    """) == [
+        "gateway.yaml:3: vendors.0.secret: malformed ${...}: "
+        "write ${NAME} (letters, digits, _) or $${ for a literal ${"
+    ]
+
+
+def test_interpolated_values_are_never_echoed() -> None:
+    found = problems(
+        """\
+        capacity_profiles: {p: {max_sessions: 1}}
+        agents:
+          - {id: a1, profile: "${PROFILE}"}
+          - {id: a2, profile: "x-${PROFILE}"}
+        """,
+        {"PROFILE": "hunter2-secret"},
+    )
+
+    assert found == [
+        "gateway.yaml:3: agents.0.profile: unknown capacity profile '${PROFILE}'",
+        "gateway.yaml:4: agents.1.profile: unknown capacity profile 'x-${PROFILE}'",
+    ]
+
+
+# -- unknown keys, duplicate keys, shape ---------------------------------------------------
+
+
+def test_unknown_keys_at_top_level_and_nested_are_reported_at_the_key() -> None:
+    assert problems("""\
+        capacity_profiles:
+          p:
+            max_sessions: 2
+            max_session: 3
+        queus: []
+        server:
+          port: 1
+          extra:
+            nested: true
+    """) == [
+        "gateway.yaml:4: capacity_profiles.p.max_session: unknown key",
+        "gateway.yaml:5: queus: unknown key",
+        "gateway.yaml:8: server.extra: unknown key",
+    ]
+
+
+def test_duplicate_keys_are_errors() -> None:
+    assert problems("""\
+        capacity_profiles:
+          p: {max_sessions: 1}
+        agents:
+          - id: a1
+            profile: p
+            profile: p
+        capacity_profiles:
+          p: {max_sessions: 2}
+    """) == [
+        "gateway.yaml:6: agents.0.profile: duplicate key (first given on line 5)",
+        "gateway.yaml:7: capacity_profiles: duplicate key (first given on line 1)",
+    ]
+
+
+def test_merge_keys_are_not_duplicates() -> None:
+    config = load("""\
+        capacity_profiles:
+          base: &base {max_sessions: 4, reserved_inbound: 1}
+          big:
+            <<: *base
+            max_sessions: 8
+    """)
+    assert config.capacity_profiles["big"].max_sessions == 8
+    assert config.capacity_profiles["big"].reserved_inbound == 1
+
+
+def test_missing_required_fields_point_at_the_deepest_existing_node() -> None:
+    assert problems("""\
+        server: {port: 1}
+        agents:
+          - id: a1
+            name: Ada
+    """) == [
+        "gateway.yaml:1: capacity_profiles: required",
+        "gateway.yaml:3: agents.0.profile: required",
+    ]
+
+
+def test_type_errors_name_the_value_line_and_drop_pydantic_prefixes() -> None:
+    assert problems("""\
+        server:
+          port: eighty
+        capacity_profiles:
+          p:
+            max_sessions: 2
+            channels: {fax: 1}
+        queues:
+          - name: q
+            policy: round_robin
+    """) == [
+        "gateway.yaml:2: server.port: input should be a valid integer, unable to parse string as an integer",
+        "gateway.yaml:6: capacity_profiles.p.channels.fax: "
+        "invalid key: input should be 'voice', 'chat', 'email' or 'manual'",
+        "gateway.yaml:9: queues.0.policy: input should be 'longest_idle' or 'least_busy'",
+    ]
+
+
+def test_model_validator_message_without_field_prefix() -> None:
+    assert problems("""\
+        capacity_profiles: {p: {max_sessions: 1}}
+        store:
+          url: ftp://example.org
+    """) == ["gateway.yaml:2: store: url must start with sqlite://, memory:// or redis://"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "gateway.yaml:1: yaml: the file is empty (capacity_profiles is required)"),
+        ("# only a comment\n", "gateway.yaml:1: yaml: the file is empty (capacity_profiles is required)"),
+        ("\n- a\n- b\n", "gateway.yaml:2: yaml: the top level must be a mapping of sections, not a sequence"),
+        ("just text\n", "gateway.yaml:1: yaml: the top level must be a mapping of sections, not a single value"),
+        (
+            "server:\n  port: [1\n",
+            "gateway.yaml:3: yaml: expected ',' or ']', but got '<stream end>' "
+            "(while parsing a flow sequence at line 2)",
+        ),
+        ("server: 1\n  port: 2\n", "gateway.yaml:2: yaml: mapping values are not allowed here"),
+        (
+            "a: 1\n---\nb: 2\n",
+            "gateway.yaml:2: yaml: found another document (expected a single document in the stream at line 1)",
+        ),
+        (
+            "a: 1\nb: !python/name:os.system x\n",
+            "gateway.yaml:2: yaml: could not determine a constructor for the tag '!python/name:os.system'",
+        ),
+        (
+            "a: 1\nb: \x01\n",
+            "gateway.yaml:2: yaml: unacceptable character #x0001: special characters are not allowed",
+        ),
+    ],
+)
+def test_yaml_level_errors(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+def test_invalid_utf8_is_reported_with_its_line() -> None:
+    Path(NAME).write_bytes(b"capacity_profiles: {}\nname: \xff\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(NAME)
+    assert info.value.problems == ["gateway.yaml:2: yaml: not valid UTF-8 text"]
+
+
+def test_unreadable_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("missing.yaml")
+    assert info.value.problems == ["missing.yaml: cannot read: No such file or directory"]
+
+
+def test_load_config_text_uses_the_given_filename() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text("capacity_profiles: {p: {max_sessions: 0}}\n", "inline.yaml", environ={})
+    assert info.value.problems == [
+        "inline.yaml:1: capacity_profiles.p.max_sessions: input should be greater than or equal to 1"
+    ]
+
+
+# -- capacity profile rules --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        ("max_sessions: 0", "3: capacity_profiles.p.max_sessions: input should be greater than or equal to 1"),
+        ("max_sessions: 65", "3: capacity_profiles.p.max_sessions: input should be less than or equal to 64"),
+        (
+            "max_sessions: 6\n    units: {voice: 7}",
+            "4: capacity_profiles.p.units.voice: 7 exceeds max_units (6): a voice session could never be admitted",
+        ),
+        (
+            "max_sessions: 6\n    max_units: 4\n    units: {chat: 5}",
+            "5: capacity_profiles.p.units.chat: 5 exceeds max_units (4): a chat session could never be admitted",
+        ),
+        (
+            "max_sessions: 6\n    reserved_inbound: 6",
+            "2: capacity_profiles.p: reserved_inbound (6) must be below max_sessions (6), "
+            "or no manual session could ever start",
+        ),
+        (
+            "max_sessions: 6\n    channels: {voice: 0}",
+            "4: capacity_profiles.p.channels.voice: 0 can never admit a voice session (minimum 1)",
+        ),
+    ],
+)
+def test_profile_rules(profile: str, expected: str) -> None:
+    text = "capacity_profiles:\n  p:\n    " + profile + "\n"
+    assert problems(text) == [f"{NAME}:{expected}"]
+
+
+def test_several_problems_of_one_profile_are_reported_at_their_own_lines() -> None:
+    assert problems("""\
+        capacity_profiles:
+          p:
+            max_sessions: 2
+            reserved_inbound: 2
+            channels:
+              chat: 0
+            units: {voice: 3}
+    """) == [
+        "gateway.yaml:2: capacity_profiles.p: reserved_inbound (2) must be below max_sessions (2), "
+        "or no manual session could ever start",
+        "gateway.yaml:6: capacity_profiles.p.channels.chat: 0 can never admit a chat session (minimum 1)",
+        "gateway.yaml:7: capacity_profiles.p.units.voice: 3 exceeds max_units (2): "
+        "a voice session could never be admitted",
+    ]
+
+
+# -- references and many problems at once -----------------------------------------------
+
+
+def test_unknown_profile_and_queue_references() -> None:
+    assert problems("""\
+        capacity_profiles:
+          blended: {max_sessions: 6}
+        queues:
+          - name: support
+        agents:
+          - id: a1001
+            profile: blendid
+            queues: [support, sails]
+    """) == [
+        "gateway.yaml:7: agents.0.profile: unknown capacity profile 'blendid'",
+        "gateway.yaml:8: agents.0.queues.1: unknown queue 'sails'",
+    ]
+
+
+def test_all_problems_are_reported_together_sorted_by_line() -> None:
+    found = problems(
+        """\
+        vendors:
+          - {name: hooks, adapter: webhook, secret: "${HOOK_SECRET}"}
+        agents:
+          - {id: a1, profile: p, colour: red}
+        capacity_profiles:
+          p:
+            max_sessions: 65
+        server:
+          port: 1
+          port: 2
+        """
+    )
+    assert found == [
+        "gateway.yaml:2: vendors.0.secret: environment variable HOOK_SECRET is not set",
+        "gateway.yaml:4: agents.0.colour: unknown key",
+        "gateway.yaml:7: capacity_profiles.p.max_sessions: input should be less than or equal to 64",
+        "gateway.yaml:10: server.port: duplicate key (first given on line 9)",
+    ]
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    write("""\
+        capacity_profiles: {p: {max_sessions: 2}, q: {max_sessions: 3}}
+        queues: [{name: support}]
+        agents: [{id: a1, profile: p}, {id: a2, profile: q, queues: [support]}]
+    """)
+    assert main(["check-config", NAME]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "gateway.yaml: OK (2 capacity profiles, 1 queue, 2 agents, 0 vendors)\n"
+    assert captured.err == ""
+
+
+def test_check_config_prints_every_problem_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    write("""\
+        capacity_profiles: {p: {max_sessions: 0}}
+        agents: [{id: a1, profile: nope, x: 1}]
+    """)
+    assert main(["check-config", NAME]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "gateway.yaml:1: capacity_profiles.p.max_sessions: input should be greater than or equal to 1",
+        "gateway.yaml:2: agents.0.x: unknown key",
+    ]
+
+
+def test_check_config_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "nowhere.yaml"]) == 2
+    assert capsys.readouterr().err == "nowhere.yaml: cannot read: No such file or directory\n"
+
+
+def test_check_config_of_the_shipped_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    assert main(["check-config", "config/gateway.yaml"]) == 0
+    assert capsys.readouterr().out == (
+        "config/gateway.yaml: OK (2 capacity profiles, 2 queues, 2 agents, 1 vendor)\n"
+    )
+
+
+def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_python_dash_m_gateway(tmp_path: Path) -> None:
+    write("capacity_profiles: {p: {max_sessions: 1}}\nqueues: [{name: q, policy: nope}]\n")
+
+    def check_config(path: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "gateway", "check-config", path]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+
+    bad = check_config(str(tmp_path / NAME))
+    good = check_config("config/gateway.yaml")
+
+    assert (bad.returncode, bad.stdout) == (2, "")
+    policies = "'longest_idle' or 'least_busy'"
+    assert bad.stderr == f"{tmp_path / NAME}:2: queues.0.policy: input should be {policies}\n"
+    assert (good.returncode, good.stderr) == (0, "")
+    assert good.stdout == "config/gateway.yaml: OK (2 capacity profiles, 2 queues, 2 agents, 1 vendor)\n"
