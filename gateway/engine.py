@@ -36,6 +36,18 @@ from .notices import (
     ToVendor,
     VendorAction,
 )
+from .interactions import Interaction, InteractionKey, Phase, VendorCapabilities
+from .persistence import (
+    Changes,
+    Snapshot,
+    StateDict,
+    decision_from_state,
+    decision_to_state,
+    interaction_from_state,
+    interaction_to_state,
+    session_from_state,
+    session_to_state,
+)
 from .router import AgentView, EligibilityIndex, WaitingLists
 from .sessions import (
     Account,
@@ -48,58 +60,8 @@ from .sessions import (
 )
 from .state import MemoryStateStore, StateStore
 
-InteractionKey = tuple[str, str]
-
 MAX_NOTE_CHARS = 10_000
 MAX_NOTES_PER_SESSION = 500
-
-
-@dataclass(frozen=True, slots=True)
-class VendorCapabilities:
-    """What a vendor's CMS can do; the router respects it (declared by the adapter)."""
-
-    channels: frozenset[Channel] = frozenset(INBOUND_CHANNELS)
-    can_reject: bool = True
-    can_transfer: bool = True
-    #: how many live calls of this vendor one agent may hold (None: no vendor limit)
-    max_voice_per_agent: int | None = None
-
-
-class Phase(StrEnum):
-    WAITING = "waiting"  # in a waiting list, no session
-    OFFERED = "offered"  # its holder session is offered
-    ACTIVE = "active"  # its holder session is active (a consult target may be offered)
-    DONE = "done"  # ended, rejected, or completed by the agent
-
-
-@dataclass(eq=False, slots=True)
-class Interaction:
-    vendor: str
-    interaction_id: str
-    channel: Channel
-    offer_event_id: str
-    queue: str | None
-    target_agent: str | None
-    priority: int
-    customer: Customer | None
-    subject: str | None
-    created_at: float
-    phase: Phase = Phase.OFFERED
-    #: agents who declined or missed it: never offered it again
-    excluded: set[str] = field(default_factory=set)
-    #: the session that holds it (offered or active)
-    holder: str | None = None
-    #: a consult transfer's target session, while it is offered
-    pending: str | None = None
-    wait_deadline: float | None = None
-    account_id: str | None = None
-    done_at: float | None = None
-    #: every decision given to the vendor about its offer, in order
-    decisions: list[Decision] = field(default_factory=list)
-
-    @property
-    def key(self) -> InteractionKey:
-        return (self.vendor, self.interaction_id)
 
 
 class _Timer(StrEnum):
@@ -160,6 +122,11 @@ class Engine:
         self._timer_seq = 0
         self._idle_seq = 0
         self.outbox: list[Notice] = []
+        # what changed since the last take_changes(), for the journal
+        self._dirty_sessions: dict[str, Session] = {}
+        self._dirty_interactions: dict[InteractionKey, Interaction] = {}
+        self._dirty_agents: set[str] = set()
+        self._new_events: list[StateDict] = []
         for agent_id in self._agents:
             self._refresh(agent_id)
 
@@ -179,6 +146,11 @@ class Engine:
     def tick(self) -> None:
         """Fire every timer that is due (the server calls this at :meth:`next_deadline`)."""
         self._now()
+
+    @property
+    def dedup_window_s(self) -> float:
+        """How long an event id is remembered (a repeat inside it is a duplicate)."""
+        return self._dedup_window
 
     def set_vendor_capabilities(self, vendor: str, caps: VendorCapabilities) -> None:
         self._caps[vendor] = caps
@@ -207,6 +179,17 @@ class Engine:
         else:
             decision = self._vendor_update(event, now)
         self._dedup[event.key] = (now, decision)
+        self._new_events.append(
+            {
+                "vendor": event.vendor,
+                "event_id": event.event_id,
+                "at": now,
+                "type": event.type.value,
+                "interaction_id": event.interaction_id,
+                "event": event.model_dump(mode="json"),
+                "decision": decision_to_state(decision),
+            }
+        )
         self._routed(event, decision)
         return decision
 
@@ -271,7 +254,9 @@ class Engine:
             interaction.phase = Phase.WAITING
             interaction.holder = None
             interaction.wait_deadline = now + queue.max_wait_s
-            self._waiting.add(interaction.key, queue.name, interaction.channel, interaction.priority)
+            interaction.wait_seq = self._waiting.add(
+                interaction.key, queue.name, interaction.channel, interaction.priority
+            ).seq
             self._arm(interaction.wait_deadline, _Timer.WAIT, interaction.key)
             decision = Decision(DecisionKind.QUEUED)
             self._record_decision(interaction, decision, late=late)
@@ -296,6 +281,7 @@ class Engine:
 
     def _record_decision(self, interaction: Interaction, decision: Decision, *, late: bool) -> None:
         interaction.decisions.append(decision)
+        self._dirty_interactions[interaction.key] = interaction
         if late:
             self.outbox.append(
                 ToVendor(
@@ -348,6 +334,7 @@ class Engine:
         account_id = _account_id(event.attributes)
         if account_id is not None:
             interaction.account_id = account_id
+        self._dirty_interactions[interaction.key] = interaction
         for session in self._live_sessions(interaction):
             if event.customer is not None:
                 session.customer = event.customer
@@ -599,6 +586,7 @@ class Engine:
         agent = self._agent(agent_id)
         agent.desktop_connected = True
         agent.grace_deadline = None
+        self._dirty_agents.add(agent_id)
         for session in agent.open_sessions.values():
             if session.flagged:
                 session.flagged = False
@@ -611,7 +599,108 @@ class Engine:
         agent = self._agent(agent_id)
         agent.desktop_connected = False
         agent.grace_deadline = now + self._grace_s
+        self._dirty_agents.add(agent_id)
         self._arm(agent.grace_deadline, _Timer.GRACE, agent_id)
+
+    # ------------------------------------------------------------------ persistence
+
+    def take_changes(self) -> Changes:
+        """Everything that changed since the last call, as state dicts for the journal."""
+        now = self.clock.now()
+        for session in self._dirty_sessions.values():
+            interaction = self._interaction_of(session)
+            if interaction is not None:
+                self._dirty_interactions[interaction.key] = interaction
+        changes = Changes(
+            sessions=[session_to_state(s, now) for s in self._dirty_sessions.values()],
+            interactions=[interaction_to_state(i) for i in self._dirty_interactions.values()],
+            agents=[self._agent_state(a) for a in sorted(self._dirty_agents)],
+            events=self._new_events,
+            meta={"idle_seq": self._idle_seq} if self._dirty_agents else {},
+        )
+        self._dirty_sessions = {}
+        self._dirty_interactions = {}
+        self._dirty_agents = set()
+        self._new_events = []
+        return changes
+
+    def mark_all_dirty(self) -> None:
+        """Make the next :meth:`take_changes` hold the whole state (after a failed write)."""
+        self._dirty_sessions.update(self.sessions)
+        self._dirty_interactions.update(self.interactions)
+        self._dirty_agents.update(self._agents)
+
+    def _agent_state(self, agent_id: str) -> StateDict:
+        agent = self._agents[agent_id]
+        state = self.store.get(agent_id)
+        return {
+            "id": agent_id,
+            "presence": state.presence.value,
+            "reason": state.reason,
+            "idle_since": list(agent.idle_since),
+            "focused": agent.focused,
+            "desktop_connected": agent.desktop_connected,
+            "grace_deadline": agent.grace_deadline,
+        }
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Rebuild state from a journal snapshot, on a fresh engine, before any other call.
+
+        Open sessions, pending offers and wrap-ups (timers re-armed at their original
+        deadlines, so one that passed while the gateway was down fires at once), waiting
+        interactions in their original order, presence, focus and the recent event ids.
+        Capacity counters are recomputed from the open sessions: exact by construction.
+        A desktop that was connected counts as disconnected now: its grace period starts.
+        Rows for agents no longer in the configuration are ignored (their sessions too).
+        """
+        if self.sessions or self.interactions or self._dedup:
+            raise RuntimeError("restore() needs a fresh engine")
+        now = self.clock.now()
+        self._idle_seq = int(snapshot.meta.get("idle_seq", 0))
+        for row in snapshot.agents:
+            agent = self._agents.get(row["id"])
+            if agent is None:
+                continue
+            presence = Presence(row["presence"])
+            self.store.set_presence(row["id"], presence, row.get("reason"))
+            agent.idle_since = (float(row["idle_since"][0]), int(row["idle_since"][1]))
+            agent.focused = row.get("focused")
+            if row.get("desktop_connected") or row.get("grace_deadline") is not None:
+                agent.grace_deadline = row.get("grace_deadline") or now + self._grace_s
+                self._arm(agent.grace_deadline, _Timer.GRACE, row["id"])
+        for row in snapshot.sessions:
+            session = session_from_state(row)
+            agent = self._agents.get(session.agent_id)
+            if agent is None or not session.occupying:
+                continue
+            self.store.occupy(session.agent_id, agent.profile, session.channel)
+            self.sessions[session.id] = session
+            agent.open_sessions[session.id] = session
+            if session.state is SessionState.OFFERED and session.deadline is not None:
+                self._arm(session.deadline, _Timer.OFFER, session.id)
+            elif session.state is SessionState.WRAP_UP and session.deadline is not None:
+                self._arm(session.deadline, _Timer.WRAP, session.id)
+        for agent in self._agents.values():
+            if agent.focused is not None and agent.focused not in agent.open_sessions:
+                agent.focused = None
+        waiting: list[Interaction] = []
+        for row in snapshot.interactions:
+            interaction = interaction_from_state(row)
+            self.interactions[interaction.key] = interaction
+            if interaction.phase is Phase.DONE:
+                self._finished_interactions.append((interaction.done_at or now, interaction))
+            elif interaction.phase is Phase.WAITING:
+                waiting.append(interaction)
+        for interaction in sorted(waiting, key=lambda i: i.wait_seq or 0):
+            assert interaction.queue is not None and interaction.wait_deadline is not None
+            interaction.wait_seq = self._waiting.add(
+                interaction.key, interaction.queue, interaction.channel, interaction.priority
+            ).seq
+            self._arm(interaction.wait_deadline, _Timer.WAIT, interaction.key)
+        for row in sorted(snapshot.events, key=lambda r: r["at"]):
+            self._dedup[(row["vendor"], row["event_id"])] = (row["at"], decision_from_state(row["decision"]))
+        for agent_id in self._agents:
+            self._refresh(agent_id)
 
     # ------------------------------------------------------------------ reads
 
@@ -753,6 +842,7 @@ class Engine:
     def _touch_idle(self, agent: _Agent, now: float) -> None:
         self._idle_seq += 1
         agent.idle_since = (now, self._idle_seq)
+        self._dirty_agents.add(agent.config.id)
 
     def _select(self, queue: str, channel: Channel, vendor: str, exclude: set[str]) -> str | None:
         """Reserve a slot on the best eligible agent of ``queue`` (see :mod:`gateway.router`)."""
@@ -857,9 +947,11 @@ class Engine:
         interaction.phase = Phase.DONE
         interaction.done_at = now
         interaction.wait_deadline = None
+        self._dirty_interactions[interaction.key] = interaction
         self._finished_interactions.append((now, interaction))
 
     def _set_focus(self, agent: _Agent, session: Session | None, now: float) -> None:
+        self._dirty_agents.add(agent.config.id)
         if agent.focused is not None and (session is None or agent.focused != session.id):
             previous = self.sessions[agent.focused]
             previous.leave_focus(now)
@@ -874,6 +966,7 @@ class Engine:
         agent = self._agents[agent_id]
         before = self.store.get(agent_id).presence
         self.store.set_presence(agent_id, presence, reason)
+        self._dirty_agents.add(agent_id)
         if presence is Presence.READY and before is not Presence.READY:
             self._touch_idle(agent, now)
         self._refresh(agent_id)
@@ -979,6 +1072,7 @@ class Engine:
 
     def _changed(self, session: Session, transition: str, now: float, *, message: str = "session.updated", **extra: Any) -> None:
         body = session.as_dict(now)
+        self._dirty_sessions[session.id] = session
         self.outbox.append(SessionChanged(transition, body))
         self.outbox.append(ToAgent(session.agent_id, {"type": message, "session": body, **extra}))
 

@@ -18,6 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .events import Channel, Customer
+from .interactions import Interaction, Phase
+from .notices import Decision, DecisionKind
+from .sessions import Account, AccountState, Note, Outcome, Session, SessionState
+
 StateDict = dict[str, Any]
 
 
@@ -93,3 +98,143 @@ class Journal(Protocol):
     async def ping(self) -> bool:
         """Whether the storage answers."""
         ...
+
+
+# ---------------------------------------------------------------------------- codecs
+# State dicts <-> core objects. Kept here so that the core objects stay plain dataclasses.
+
+
+def decision_to_state(decision: Decision) -> StateDict:
+    body: StateDict = {"kind": decision.kind.value}
+    if decision.agent_id is not None:
+        body["agent_id"] = decision.agent_id
+    if decision.session_id is not None:
+        body["session_id"] = decision.session_id
+    if decision.reason is not None:
+        body["reason"] = decision.reason
+    if decision.original is not None:
+        body["original"] = decision_to_state(decision.original)
+    return body
+
+
+def decision_from_state(body: StateDict) -> Decision:
+
+    original = body.get("original")
+    return Decision(
+        DecisionKind(body["kind"]),
+        agent_id=body.get("agent_id"),
+        session_id=body.get("session_id"),
+        reason=body.get("reason"),
+        original=decision_from_state(original) if original else None,
+    )
+
+
+def session_to_state(session: Session, now: float) -> StateDict:
+    return {
+        "id": session.id,
+        "agent_id": session.agent_id,
+        "channel": session.channel.value,
+        "state": session.state.value,
+        "vendor": session.vendor,
+        "interaction_id": session.interaction_id,
+        "offered_at": session.offered_at,
+        "accepted_at": session.accepted_at,
+        "ended_at": session.ended_at,
+        "closed_at": session.closed_at,
+        "queue": session.queue,
+        "customer": session.customer.model_dump() if session.customer else None,
+        "subject": session.subject,
+        "label": session.label,
+        "profile": session.profile,
+        "account": {"state": session.account.state.value, "id": session.account.id},
+        "outcome": session.outcome.value if session.outcome else None,
+        "notes": [{"text": n.text, "at": n.at} for n in session.notes],
+        "transferred_from": session.transferred_from,
+        "transferred_to": session.transferred_to,
+        "units": session.units,
+        "focused_since": session.focused_since,
+        "focus_ms_closed": session.focus_ms_closed,
+        "deadline": session.deadline,
+        "flagged": session.flagged,
+        "record": session.as_dict(now),
+    }
+
+
+def session_from_state(body: StateDict) -> Session:
+    return Session(
+        id=body["id"],
+        agent_id=body["agent_id"],
+        channel=Channel(body["channel"]),
+        vendor=body.get("vendor"),
+        interaction_id=body.get("interaction_id"),
+        offered_at=body["offered_at"],
+        state=SessionState(body["state"]),
+        queue=body.get("queue"),
+        customer=Customer(**body["customer"]) if body.get("customer") else None,
+        subject=body.get("subject"),
+        label=body.get("label", ""),
+        profile=body.get("profile", ""),
+        account=Account(AccountState(body["account"]["state"]), body["account"].get("id")),
+        accepted_at=body.get("accepted_at"),
+        ended_at=body.get("ended_at"),
+        closed_at=body.get("closed_at"),
+        outcome=Outcome(body["outcome"]) if body.get("outcome") else None,
+        notes=[Note(n["text"], n["at"]) for n in body.get("notes", [])],
+        transferred_from=body.get("transferred_from"),
+        transferred_to=body.get("transferred_to"),
+        units=body.get("units", 1),
+        focused_since=body.get("focused_since"),
+        focus_ms_closed=body.get("focus_ms_closed", 0),
+        deadline=body.get("deadline"),
+        flagged=body.get("flagged", False),
+    )
+
+
+def interaction_to_state(interaction: Interaction) -> StateDict:
+    return {
+        "vendor": interaction.vendor,
+        "interaction_id": interaction.interaction_id,
+        "channel": interaction.channel.value,
+        "offer_event_id": interaction.offer_event_id,
+        "queue": interaction.queue,
+        "target_agent": interaction.target_agent,
+        "priority": interaction.priority,
+        "customer": interaction.customer.model_dump() if interaction.customer else None,
+        "subject": interaction.subject,
+        "created_at": interaction.created_at,
+        "phase": interaction.phase.value,
+        "excluded": sorted(interaction.excluded),
+        "holder": interaction.holder,
+        "pending": interaction.pending,
+        "wait_deadline": interaction.wait_deadline,
+        "wait_seq": interaction.wait_seq,
+        "account_id": interaction.account_id,
+        "done_at": interaction.done_at,
+        "decisions": [decision_to_state(d) for d in interaction.decisions],
+    }
+
+
+def interaction_from_state(body: StateDict) -> Interaction:
+    return Interaction(
+        vendor=body["vendor"],
+        interaction_id=body["interaction_id"],
+        channel=Channel(body["channel"]),
+        offer_event_id=body["offer_event_id"],
+        queue=body.get("queue"),
+        target_agent=body.get("target_agent"),
+        priority=body.get("priority", 0),
+        customer=Customer(**body["customer"]) if body.get("customer") else None,
+        subject=body.get("subject"),
+        created_at=body["created_at"],
+        phase=Phase(body["phase"]),
+        excluded=set(body.get("excluded", [])),
+        holder=body.get("holder"),
+        pending=body.get("pending"),
+        wait_deadline=body.get("wait_deadline"),
+        wait_seq=body.get("wait_seq"),
+        account_id=body.get("account_id"),
+        done_at=body.get("done_at"),
+        decisions=[decision_from_state(d) for d in body.get("decisions", [])],
+    )
+
+

@@ -74,6 +74,16 @@ class StateStore(ABC):
                 return None, stored
         raise StoreConflict(f"reserve on {agent_id} lost {CAS_ATTEMPTS} compare-and-sets")
 
+    def occupy(self, agent_id: str, profile: CapacityProfile, channel: Channel) -> AgentState:
+        """Count one more ``channel`` session without checking the rules (restoring sessions)."""
+        for _ in range(CAS_ATTEMPTS):
+            state = self.get(agent_id)
+            new = replace(state, load=state.load.plus(channel, profile.weight(channel)))
+            stored = self.compare_and_set(agent_id, state.version, new)
+            if stored is not None:
+                return stored
+        raise StoreConflict(f"occupy on {agent_id} lost {CAS_ATTEMPTS} compare-and-sets")
+
     def release(self, agent_id: str, profile: CapacityProfile, channel: Channel) -> AgentState:
         """Give back one ``channel`` session of the agent."""
         for _ in range(CAS_ATTEMPTS):

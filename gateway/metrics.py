@@ -1,0 +1,82 @@
+"""Prometheus metrics, on a registry of the app's own (so several apps can run in one process)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .capacity import Presence
+from .events import ALL_CHANNELS, Event
+from .notices import Decision, DecisionKind, SessionChanged
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Engine
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "cti_gateway_events_total",
+            "Inbound vendor events by vendor, type, channel and decision",
+            ["vendor", "type", "channel", "decision", "reason"],
+            registry=self.registry,
+        )
+        self.routing_latency = Histogram(
+            "cti_gateway_routing_seconds",
+            "Time from receiving an event to its durable decision",
+            ["type"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.sessions_in_use = Gauge(
+            "cti_gateway_sessions_in_use", "Occupying sessions by channel", ["channel"], registry=self.registry
+        )
+        self.agents_by_presence = Gauge(
+            "cti_gateway_agents", "Agents by presence", ["presence"], registry=self.registry
+        )
+        self.adapter_up = Gauge(
+            "cti_gateway_adapter_up", "1 when the vendor connection is up", ["vendor"], registry=self.registry
+        )
+        self.session_transitions = Counter(
+            "cti_gateway_session_transitions_total",
+            "Session transitions",
+            ["transition"],
+            registry=self.registry,
+        )
+        self.waiting = Gauge("cti_gateway_waiting_interactions", "Interactions waiting in queues", registry=self.registry)
+
+    def observe_routing(self, event: Event, decision: Decision, seconds: float) -> None:
+        shown = decision.original if decision.kind is DecisionKind.DUPLICATE and decision.original else decision
+        self.events.labels(
+            vendor=event.vendor,
+            type=event.type.value,
+            channel=event.channel.value if event.channel else "",
+            decision=decision.kind.value,
+            reason=shown.reason or "",
+        ).inc()
+        self.routing_latency.labels(type=event.type.value).observe(seconds)
+
+    def session_changed(self, notice: SessionChanged) -> None:
+        self.session_transitions.labels(transition=notice.transition).inc()
+
+    def refresh_gauges(self, engine: "Engine") -> None:
+        totals = {channel: 0 for channel in ALL_CHANNELS}
+        presence = {p: 0 for p in Presence}
+        for agent_id in engine.agent_ids():
+            load = engine.load_of(agent_id)
+            for channel in ALL_CHANNELS:
+                totals[channel] += load.of(channel)
+            presence[engine.presence_of(agent_id)] += 1
+        for channel, count in totals.items():
+            self.sessions_in_use.labels(channel=channel.value).set(count)
+        for state, count in presence.items():
+            self.agents_by_presence.labels(presence=state.value).set(count)
+        self.waiting.set(len(engine.waiting()))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

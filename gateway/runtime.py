@@ -1,0 +1,281 @@
+"""The runtime: the engine made safe to drive from asyncio, with durability and delivery.
+
+Every change to the engine goes through :meth:`Runtime.act` (or :meth:`Runtime.submit`
+for vendor events): the engine call runs (synchronously, so no two interleave), its changes
+are handed to the journal, and only once they are durable are its notices delivered
+(desktops, vendors, the supervisor stream) and the caller answered. Journal writes are
+group-committed, so concurrent callers share transactions while each still waits for its
+own changes and everything before them.
+
+A timer task fires the engine's deadlines (offer timeouts, wrap-ups, queue timeouts, desktop
+grace periods) through the same path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import structlog
+
+from adapters.base import Adapter, Health
+from .clock import Clock
+from .engine import Engine
+from .errors import GatewayError
+from .events import Event
+from .hub import DesktopHub, EventBus
+from .metrics import Metrics
+from .notices import Decision, Notice, PresenceChanged, Routed, SessionChanged, ToAgent, ToVendor
+from .persistence import Changes, Journal
+
+T = TypeVar("T")
+
+log = structlog.get_logger("cti_gateway.runtime")
+
+#: Longest a caller waits for the journal before the request fails with ``not_ready``.
+COMMIT_TIMEOUT_S = 10.0
+#: Vendor notices waiting for an adapter; beyond this they are logged and dropped.
+VENDOR_QUEUE_MAX = 10_000
+
+
+class NotReady(GatewayError):
+    code = "not_ready"
+    retryable = True
+
+
+class Runtime:
+    def __init__(
+        self,
+        engine: Engine,
+        journal: Journal,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        hub: DesktopHub | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.engine = engine
+        self.journal = journal
+        self._clock = clock
+        self.metrics = metrics
+        self.hub = hub or DesktopHub(self)
+        self.bus = bus or EventBus()
+        self.adapters: dict[str, Adapter] = {}
+        self._accepting = False
+        self._store_ok = True
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._wake = asyncio.Event()
+        self._timer_task: asyncio.Task[None] | None = None
+        self._vendor_queue: asyncio.Queue[ToVendor] = asyncio.Queue(VENDOR_QUEUE_MAX)
+        self._vendor_task: asyncio.Task[None] | None = None
+        self._health: dict[str, Health] = {}
+        # after a failed commit the next one writes the full state plus the events it lost
+        self._resync = False
+        self._parked_events: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ AdapterHost
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def ready(self) -> bool:
+        return self._accepting and self._store_ok
+
+    async def submit(self, event: Event) -> Decision:
+        """Route one vendor event; returns once it and its decision are journaled."""
+        started = self._clock.now()
+        with structlog.contextvars.bound_contextvars(
+            vendor=event.vendor, interaction_id=event.interaction_id, event_id=event.event_id
+        ):
+            decision = await self.act(lambda engine: engine.handle_event(event))
+            self.metrics.observe_routing(event, decision, self._clock.now() - started)
+            return decision
+
+    def set_health(self, vendor: str, health: Health, detail: str | None = None) -> None:
+        before = self._health.get(vendor)
+        self._health[vendor] = health
+        self.metrics.adapter_up.labels(vendor=vendor).set(1 if health is Health.UP else 0)
+        if before is not health:
+            if health is Health.UP:
+                log.info("vendor_up", vendor=vendor, detail=detail)
+            else:
+                log.warning("vendor_down", vendor=vendor, detail=detail)
+
+    # ------------------------------------------------------------------ the one way in
+
+    async def act(self, call: Callable[[Engine], T]) -> T:
+        """Run one engine call, journal what it changed, then deliver and return its result.
+
+        An :class:`~gateway.errors.ActionError` from the engine propagates once whatever
+        changed before it (timers that were due) is journaled; the action itself changed
+        nothing.
+        """
+        if not self._accepting:
+            raise NotReady("the gateway is not taking requests (starting or shutting down)")
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            error: BaseException | None = None
+            result: Any = None
+            try:
+                result = call(self.engine)
+            except GatewayError as exc:
+                error = exc
+            if self._resync:
+                # a commit failed earlier: write the whole current state, not a diff
+                self.engine.mark_all_dirty()
+                self._resync = False
+            changes = self.engine.take_changes()
+            notices = self.engine.drain()
+            if self._parked_events:
+                changes.events[:0] = self._parked_events
+                self._parked_events = []
+            if changes:
+                try:
+                    await self._commit(changes)
+                except NotReady:
+                    self._resync = True
+                    self._parked_events.extend(changes.events)
+                    raise
+            self._deliver(notices)
+            self._wake.set()
+            if error is not None:
+                raise error
+            return result  # type: ignore[no-any-return]
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def _commit(self, changes: Changes) -> None:
+        try:
+            await asyncio.wait_for(self.journal.commit(changes), COMMIT_TIMEOUT_S)
+        except (TimeoutError, GatewayError, OSError) as exc:
+            if self._store_ok:
+                log.error("journal_down", error=str(exc))
+            self._store_ok = False
+            raise NotReady(f"the journal did not take the change: {exc}") from exc
+        if not self._store_ok:
+            log.info("journal_up")
+        self._store_ok = True
+
+    def _deliver(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            if isinstance(notice, ToAgent):
+                self.hub.send(notice.agent_id, notice.message)
+            elif isinstance(notice, ToVendor):
+                self._queue_vendor(notice)
+            elif isinstance(notice, SessionChanged):
+                self.bus.publish({"type": "session.changed", "transition": notice.transition, "session": notice.session})
+                self.metrics.session_changed(notice)
+            elif isinstance(notice, PresenceChanged):
+                self.bus.publish(
+                    {"type": "agent.presence", "agent_id": notice.agent_id, "state": notice.state, "reason": notice.reason}
+                )
+            elif isinstance(notice, Routed):
+                self.bus.publish(
+                    {
+                        "type": "event.routed",
+                        "vendor": notice.vendor,
+                        "event_id": notice.event_id,
+                        "event_type": notice.event_type,
+                        "interaction_id": notice.interaction_id,
+                        "channel": notice.channel,
+                        "decision": notice.decision.as_dict(),
+                    }
+                )
+
+    def _queue_vendor(self, notice: ToVendor) -> None:
+        self.bus.publish(
+            {
+                "type": "vendor.notice",
+                "vendor": notice.vendor,
+                "interaction_id": notice.interaction_id,
+                "action": notice.action.value,
+                "event_id": notice.event_id,
+                "data": notice.data,
+            }
+        )
+        if notice.vendor not in self.adapters:
+            return
+        try:
+            self._vendor_queue.put_nowait(notice)
+        except asyncio.QueueFull:
+            log.error("vendor_queue_full", vendor=notice.vendor, action=notice.action.value)
+
+    async def _vendor_sender(self) -> None:
+        while True:
+            notice = await self._vendor_queue.get()
+            adapter = self.adapters.get(notice.vendor)
+            if adapter is None:
+                continue
+            try:
+                await adapter.deliver(notice)
+            except GatewayError as exc:
+                log.warning("vendor_delivery_failed", vendor=notice.vendor, action=notice.action.value, error=str(exc))
+            except Exception:  # an adapter bug must not stop delivery to the others
+                log.exception("vendor_delivery_crashed", vendor=notice.vendor, action=notice.action.value)
+
+    # ------------------------------------------------------------------ timers
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            deadline = self.engine.next_deadline()
+            delay = None if deadline is None else max(0.0, deadline - self._clock.now())
+            if delay is None or delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            try:
+                await self.act(lambda engine: engine.tick())
+            except NotReady:
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("timer_tick_failed")
+                await asyncio.sleep(0.5)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Restore from the journal, then start taking requests and firing timers."""
+        snapshot = await self.journal.load(since=self._clock.now() - self.engine.dedup_window_s)
+        self.engine.restore(snapshot)
+        self.engine.drain()
+        self._accepting = True
+        self._timer_task = asyncio.create_task(self._timer_loop(), name="engine-timers")
+        self._vendor_task = asyncio.create_task(self._vendor_sender(), name="vendor-notices")
+        log.info(
+            "restored",
+            open_sessions=sum(1 for s in self.engine.sessions.values() if s.occupying),
+            waiting=len(self.engine.waiting()),
+        )
+
+    async def stop_intake(self) -> None:
+        """Stop taking new requests and wait for the ones in flight (graceful shutdown)."""
+        self._accepting = False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), COMMIT_TIMEOUT_S)
+
+    async def stop(self) -> None:
+        await self.stop_intake()
+        for task in (self._timer_task, self._vendor_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._timer_task = self._vendor_task = None
+
+    async def check_ready(self) -> dict[str, Any]:
+        """Readiness: the journal answers and every adapter is up."""
+        store = await self.journal.ping()
+        self._store_ok = store
+        adapters = {name: adapter.health.value for name, adapter in self.adapters.items()}
+        ok = store and self._accepting and all(h == Health.UP.value for h in adapters.values())
+        return {"ready": ok, "store": "up" if store else "down", "adapters": adapters, "accepting": self._accepting}
