@@ -67,9 +67,9 @@ def build_app(
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[CONFIG] = config
     app[RUNTIME] = runtime
-    for vendor in config.vendors:
+    for index, vendor in enumerate(config.vendors):
         cls = adapter_classes[vendor.name]
-        adapter: Adapter = cls(vendor.name, registry.validate_vendor(vendor), runtime)
+        adapter: Adapter = cls(vendor.name, registry.validate_vendor(vendor, index=index), runtime)
         runtime.adapters[vendor.name] = adapter
         for route in adapter.routes():
             app.router.add_route(route.method, f"/v1/vendors/{vendor.name}{route.path}", route.handler)

@@ -57,14 +57,18 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Run the gateway on a configuration file until SIGTERM or Ctrl-C.",
     )
     parser.add_argument("--config", default=DEFAULT_CONFIG, metavar="PATH", help=f"the YAML file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--host", help="listen on this address instead of server.host")
+    parser.add_argument("--port", type=int, help="listen on this port instead of server.port")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default="json", choices=["json", "console"])
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from adapters.registry import default_registry
+
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, vendor_check=default_registry().vendor_problems)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -77,12 +81,13 @@ def _run(args: argparse.Namespace) -> int:
 
     configure(args.log_level, args.log_format)
     try:
-        app = build_app(config)
+        app = build_app(config, registry=default_registry())
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{args.config}: {problem}", file=sys.stderr)
         return EXIT_INVALID
-    host, port = config.server.host, config.server.port
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
 
     def announce(_message: str) -> None:
         base = f"http://{host}:{port}"
@@ -135,8 +140,10 @@ def _add_check_config(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from adapters.registry import default_registry  # imported here: only this command needs the adapters
+
     try:
-        config = load_config(args.path)
+        config = load_config(args.path, vendor_check=default_registry().vendor_problems)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -14,13 +14,18 @@ what only the file knows about:
 The file is composed into a node tree first (the nodes keep their line numbers), checked
 and interpolated node by node, then constructed and validated; validation errors are
 mapped back onto the nodes through their pydantic ``loc``.
+
+The adapter-specific settings of vendors are not known here: a caller that knows the
+adapters passes ``vendor_check`` (e.g. ``adapters.registry.default_registry().vendor_problems``),
+called with each vendor entry that is valid on its own and its index, returning
+``(loc, message)`` pairs that are reported at the line of ``loc``'s key.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +33,14 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from .config import GatewayConfig
+from .config import GatewayConfig, VendorConfig
 from .errors import ConfigError
 
-__all__ = ["load_config", "load_config_text"]
+__all__ = ["VendorCheck", "load_config", "load_config_text"]
 
 Loc = tuple[str | int, ...]
+#: Checks one vendor's adapter settings: ``(vendor, index) -> [(loc from the root, message)]``.
+VendorCheck = Callable[[VendorConfig, int], Iterable[tuple[Loc, str]]]
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -46,10 +53,16 @@ _FIELD_MESSAGE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*): (.+
 _KEY_MARKER = "[key]"
 
 
-def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    vendor_check: VendorCheck | None = None,
+) -> GatewayConfig:
     """Read, interpolate and validate the YAML file at ``path``.
 
-    ``environ`` is where ``${NAME}`` is looked up (default: :data:`os.environ`).
+    ``environ`` is where ``${NAME}`` is looked up (default: :data:`os.environ`);
+    ``vendor_check`` validates vendors' adapter settings (default: not checked).
     Raises :class:`ConfigError` with every problem found, ``PATH: cannot read: ...`` included.
     """
     filename = os.fspath(path)
@@ -62,15 +75,20 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError([f"{filename}:{line}: yaml: not valid UTF-8 text"]) from exc
-    return load_config_text(text, filename, environ=environ)
+    return load_config_text(text, filename, environ=environ, vendor_check=vendor_check)
 
 
 def load_config_text(
-    text: str, filename: str, *, environ: Mapping[str, str] | None = None
+    text: str,
+    filename: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    vendor_check: VendorCheck | None = None,
 ) -> GatewayConfig:
     """Parse and validate YAML ``text``; ``filename`` is only used in error messages.
 
-    ``environ`` is where ``${NAME}`` is looked up (default: :data:`os.environ`).
+    ``environ`` is where ``${NAME}`` is looked up (default: :data:`os.environ`);
+    ``vendor_check`` validates vendors' adapter settings (default: not checked).
     Raises :class:`ConfigError` with every problem found, sorted by line.
     """
     try:
@@ -91,6 +109,7 @@ def load_config_text(
     finally:
         loader.dispose()
 
+    config: GatewayConfig | None = None
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
@@ -99,8 +118,10 @@ def load_config_text(
     else:
         for loc, message in config.reference_problems():
             document.add(loc, message)
-        if not document.problems:
-            return config
+    if vendor_check is not None:
+        document.check_vendors(data, vendor_check)
+    if config is not None and not document.problems:
+        return config
     raise ConfigError([problem.render(filename) for problem in sorted(document.problems)])
 
 
@@ -173,6 +194,20 @@ class _Document:
                 self.add(field_loc, message)
         else:
             self.add(loc, _human(error["msg"]))
+
+    def check_vendors(self, data: object, check: VendorCheck) -> None:
+        """Record ``check``'s problems of every vendor entry that is valid on its own."""
+        vendors = data.get("vendors") if isinstance(data, dict) else None
+        if not isinstance(vendors, list):
+            return
+        for index, item in enumerate(vendors):
+            try:
+                vendor = VendorConfig.model_validate(item)
+            except ValidationError:
+                continue  # reported by the validation of the whole file
+            for loc, message in check(vendor, index):
+                if not self._repeats_interpolation_problem(loc):
+                    self.add(loc, message, at_key=True)
 
     def _repeats_interpolation_problem(self, loc: Loc) -> bool:
         place = self.locate(loc)

@@ -1,0 +1,294 @@
+"""Which adapters exist: the built-ins plus plug-ins of the ``cti_gateway.adapters`` group.
+
+::
+
+    registry = AdapterRegistry.discover()    # built-ins + installed plug-ins, never raises
+    cls = registry.get("webhook")            # UnknownAdapter (a ConfigError and a KeyError)
+    settings = registry.validate_vendor(config.vendors[0], index=0)   # ConfigError
+    adapter = cls(vendor.name, settings, host)
+
+A plug-in is an entry point ``<name> = "package.module:AdapterClass"`` in the group
+:data:`ENTRY_POINT_GROUP`. Its class is checked when it is registered
+(:meth:`AdapterRegistry.register`); a plug-in that cannot be imported, whose class is
+invalid or whose adapter name is taken is skipped by :meth:`AdapterRegistry.discover` (and
+:meth:`AdapterRegistry.add_entry_points`) and logged once as ``adapter_plugin_rejected`` (``entry_point``, ``reason``): a broken plug-in
+never stops the gateway. Built-ins are registered first, so a plug-in cannot take their
+names; a built-in that is also declared as an entry point (the project's own
+``pyproject.toml`` does that) is registered once.
+
+Vendor settings (the YAML keys of a vendor beside ``name`` and ``adapter``) are validated
+against the adapter's ``Config`` model: :meth:`AdapterRegistry.vendor_problems` returns
+``(path, message)`` pairs with paths from the file's root (``("vendors", 0, "secret")``)
+for :func:`gateway.config_loader.load_config`'s ``vendor_check`` to map onto lines;
+:meth:`AdapterRegistry.validate_vendor` returns the settings or raises
+:class:`~gateway.errors.ConfigError` with ``vendors.<i>.<field>: message`` problems.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from collections.abc import Iterable, Iterator
+from functools import cache
+from typing import Any, Protocol
+
+import structlog
+from pydantic import ValidationError
+
+from gateway.config import VendorConfig
+from gateway.errors import ConfigError
+from gateway.events import Channel
+
+from .base import Adapter, AdapterConfig, Capabilities
+
+__all__ = [
+    "BUILTIN_ADAPTERS",
+    "ENTRY_POINT_GROUP",
+    "AdapterRegistrationError",
+    "AdapterRegistry",
+    "UnknownAdapter",
+    "default_registry",
+]
+
+log = structlog.get_logger(__name__)
+
+ENTRY_POINT_GROUP = "cti_gateway.adapters"
+
+#: Built-in adapters as ``name -> "module:Class"``, loaded like entry points.
+BUILTIN_ADAPTERS: dict[str, str] = {
+    "webhook": "adapters.webhook:WebhookAdapter",
+}
+
+Loc = tuple[str | int, ...]
+
+
+class AdapterRegistrationError(ValueError):
+    """An adapter class cannot be registered: the message says every reason."""
+
+
+class UnknownAdapter(ConfigError, KeyError):
+    """No adapter of that name is registered.
+
+    A :class:`~gateway.errors.ConfigError` (a vendor names it in the YAML file) and a
+    :class:`KeyError` (a failed look-up); the message lists the known adapters.
+    """
+
+    code = "unknown_adapter"
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        self.known = sorted(known)
+        listed = ", ".join(self.known) or "none"
+        super().__init__([f"unknown adapter {name!r} (known: {listed})"])
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class _EntryPoint(Protocol):
+    """What :meth:`AdapterRegistry.discover` uses of :class:`importlib.metadata.EntryPoint`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def value(self) -> str: ...
+
+    def load(self) -> Any: ...
+
+
+class AdapterRegistry:
+    """Adapter classes by their ``name`` (the ``adapter:`` value of a vendor in the YAML)."""
+
+    def __init__(self) -> None:
+        self._adapters: dict[str, type[Adapter]] = {}
+        #: entry points already handled by :meth:`discover`, by ``value``
+        self._seen: set[str] = set()
+        #: rejected entry points: ``name`` -> reason
+        self.rejected: dict[str, str] = {}
+
+    # -- registering -----------------------------------------------------------------------
+
+    def register(self, cls: Any) -> type[Adapter]:
+        """Check ``cls`` and register it under ``cls.name``; returns it (usable as a decorator).
+
+        Registering the same class again does nothing. Raises
+        :class:`AdapterRegistrationError` naming every problem: not an :class:`Adapter`
+        subclass, abstract methods left, ``name`` not a non-empty identifier, ``channels``
+        not a non-empty frozenset of :class:`~gateway.events.Channel` without ``manual``,
+        ``capabilities`` not a :class:`~adapters.base.Capabilities`, ``Config`` not an
+        :class:`~adapters.base.AdapterConfig` subclass, ``start`` / ``stop`` / ``deliver``
+        not coroutine functions, or the name taken by another class.
+        """
+        problems = class_problems(cls)
+        if problems:
+            raise AdapterRegistrationError(f"{_qualname(cls)}: {'; '.join(problems)}")
+        adapter: type[Adapter] = cls
+        existing = self._adapters.get(adapter.name)
+        if existing is not None and existing is not adapter:
+            raise AdapterRegistrationError(
+                f"{_qualname(adapter)}: adapter name {adapter.name!r} is already taken by {_qualname(existing)}"
+            )
+        self._adapters[adapter.name] = adapter
+        return adapter
+
+    @classmethod
+    def discover(cls, entry_points: Iterable[_EntryPoint] | None = None) -> AdapterRegistry:
+        """A new registry with the built-ins, then the plug-ins; broken ones skipped and logged.
+
+        ``entry_points`` defaults to the installed ones of :data:`ENTRY_POINT_GROUP`
+        (:func:`importlib.metadata.entry_points`). Never raises for a plug-in's fault.
+        """
+        registry = cls()
+        registry.add_entry_points(
+            importlib.metadata.EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
+            for name, value in BUILTIN_ADAPTERS.items()
+        )
+        if entry_points is None:
+            entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        registry.add_entry_points(sorted(entry_points, key=lambda ep: (ep.name, ep.value)))
+        return registry
+
+    def add_entry_points(self, entry_points: Iterable[_EntryPoint]) -> None:
+        """Load and register each entry point not seen before; skip and log the broken ones.
+
+        Rejections are logged once as ``adapter_plugin_rejected`` (``entry_point``,
+        ``target``, ``reason``) and kept in :attr:`rejected`. Never raises for a plug-in's
+        fault.
+        """
+        for entry_point in entry_points:
+            if entry_point.value in self._seen:
+                continue
+            self._seen.add(entry_point.value)
+            self._load(entry_point)
+
+    def _load(self, entry_point: _EntryPoint) -> None:
+        try:
+            cls = entry_point.load()
+        except Exception as exc:  # noqa: BLE001 - whatever a plug-in's import does wrong, it is skipped
+            self._reject(entry_point, f"cannot be imported: {type(exc).__name__}: {exc}")
+            return
+        try:
+            self.register(cls)
+        except AdapterRegistrationError as exc:
+            self._reject(entry_point, str(exc))
+
+    def _reject(self, entry_point: _EntryPoint, reason: str) -> None:
+        self.rejected[entry_point.name] = reason
+        log.warning("adapter_plugin_rejected", entry_point=entry_point.name, target=entry_point.value, reason=reason)
+
+    # -- looking up --------------------------------------------------------------------------
+
+    def get(self, name: str) -> type[Adapter]:
+        """The adapter class called ``name``; :class:`UnknownAdapter` lists the known names."""
+        try:
+            return self._adapters[name]
+        except KeyError:
+            raise UnknownAdapter(name, self._adapters) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._adapters)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._adapters
+
+    def __iter__(self) -> Iterator[type[Adapter]]:
+        return iter([self._adapters[name] for name in self.names()])
+
+    def __len__(self) -> int:
+        return len(self._adapters)
+
+    # -- vendor settings -------------------------------------------------------------------
+
+    def vendor_problems(self, vendor: VendorConfig, index: int) -> list[tuple[Loc, str]]:
+        """Problems of the ``index``-th vendor's adapter and settings as ``(path, message)``.
+
+        Paths start at the file's root: ``("vendors", index, "adapter")`` for an unknown
+        adapter, ``("vendors", index, <setting>, ...)`` for a setting; messages are short
+        (``unknown key``, ``required``, the model's own words) and never echo a value.
+        """
+        _, problems = self._check(vendor, ("vendors", index))
+        return problems
+
+    def validate_vendor(self, vendor: VendorConfig, *, index: int | None = None) -> AdapterConfig:
+        """The vendor's settings validated by its adapter's ``Config``.
+
+        Raises :class:`ConfigError` with one ``vendors.<index>.<field>: message`` problem
+        per fault (``vendors.<name>...`` when ``index`` is not given).
+        """
+        prefix: Loc = ("vendors", vendor.name if index is None else index)
+        config, problems = self._check(vendor, prefix)
+        if problems or config is None:
+            raise ConfigError([f"{_dotted(loc)}: {message}" for loc, message in problems])
+        return config
+
+    def _check(self, vendor: VendorConfig, prefix: Loc) -> tuple[AdapterConfig | None, list[tuple[Loc, str]]]:
+        try:
+            cls = self.get(vendor.adapter)
+        except UnknownAdapter as exc:
+            return None, [((*prefix, "adapter"), exc.message)]
+        try:
+            return cls.Config.model_validate(vendor.settings()), []
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False, include_context=False)
+            return None, [((*prefix, *error["loc"]), _message(error["type"], error["msg"])) for error in errors]
+
+
+def class_problems(cls: Any) -> list[str]:
+    """Why ``cls`` cannot be registered as an adapter (empty when it can)."""
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        return [f"not a subclass of {Adapter.__module__}.{Adapter.__qualname__}"]
+    problems: list[str] = []
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        problems.append(f"abstract methods not implemented: {missing}")
+    name = getattr(cls, "name", None)
+    if not (isinstance(name, str) and name.isidentifier() and name.isascii()):
+        problems.append(f"name must be a non-empty identifier, not {name!r}")
+    channels = getattr(cls, "channels", None)
+    if not (
+        isinstance(channels, frozenset)
+        and channels
+        and all(isinstance(channel, Channel) for channel in channels)
+    ):
+        problems.append(f"channels must be a non-empty frozenset of gateway.events.Channel, not {channels!r}")
+    elif Channel.MANUAL in channels:
+        problems.append("channels must not include manual (agents start manual sessions, not vendors)")
+    capabilities = getattr(cls, "capabilities", None)
+    if not isinstance(capabilities, Capabilities):
+        problems.append(f"capabilities must be an adapters.base.Capabilities, not {capabilities!r}")
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, AdapterConfig)):
+        problems.append(f"Config must be a subclass of adapters.base.AdapterConfig, not {config!r}")
+    for method in ("start", "stop", "deliver"):
+        if not inspect.iscoroutinefunction(getattr(cls, method, None)):
+            problems.append(f"{method} must be a coroutine function (async def)")
+    return problems
+
+
+@cache
+def default_registry() -> AdapterRegistry:
+    """The process-wide registry, discovered on first use."""
+    return AdapterRegistry.discover()
+
+
+def _message(kind: str, message: str) -> str:
+    """pydantic's message in the config loader's words."""
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required"
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if message[:2].istitle():
+        message = message[0].lower() + message[1:]
+    return message
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _qualname(cls: Any) -> str:
+    if isinstance(cls, type):
+        return f"{cls.__module__}.{cls.__qualname__}"
+    return repr(cls)

@@ -1,0 +1,1 @@
+"""The gateway's HTTP and WebSocket interfaces (DESIGN section 6)."""

@@ -1,0 +1,251 @@
+"""The agent desktop WebSocket: ``GET /v1/agents/{id}/ws`` (DESIGN section 6).
+
+Who may open it: the agent itself (its token, as ``Authorization: Bearer`` or ``?token=``).
+The supervisor may not: a socket here *is* the agent's desktop (it keeps the agent's
+sessions from the disconnect grace period), so a watching supervisor would change what it
+watches. Supervisors use ``GET /v1/events/ws``.
+
+On open the socket is registered with the desktop hub and the agent's snapshot is taken in
+the same engine step (the first socket of an agent marks its desktop connected, see
+:meth:`Engine.desktop_connected`), so ``{"type": "hello", "agent": ...}`` is the first
+message and every later message describes a change after it. A reconnect gets ``hello``
+again. When the agent's last socket closes, :meth:`Engine.desktop_disconnected` starts
+the grace period.
+
+Client messages are JSON objects with ``type`` and an optional ``ref`` (string or integer),
+answered in order by ``{"type": "ack", "ref"}`` or ``{"type": "error", "ref", "code",
+"message"}``: ``presence``, ``accept``, ``decline``, ``end``, ``focus`` (``session_id`` may
+be null: leave every session), ``new_session`` (ack carries the new ``session``),
+``transfer`` (ack carries ``session`` and ``target``), ``note``, ``confirm_account``,
+``reset_account``, ``send``, and ``ping`` (answered by ``pong``). Acks of session actions
+carry the ``session`` after the action. A malformed message, an unknown type or an illegal
+action gets an ``error``; the socket stays open. Messages above 64 KiB close it (1009).
+
+Outgoing messages wait in a bounded outbox (:mod:`.sockets`); a desktop that does not read
+them is closed with 4008 "too slow" and may reconnect for a fresh ``hello``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from gateway.engine import Engine
+from gateway.errors import GatewayError
+
+from .auth import ApiError, Principal
+from .context import ApiContext
+from .models import WS_MESSAGES, BodyProblem, parse_json, validate
+from .sockets import SocketOutbox, pump
+
+__all__ = ["AgentSocket"]
+
+log = structlog.get_logger("cti_gateway.api.agent_ws")
+
+Message = dict[str, Any]
+
+
+def _ref_of(data: Any) -> Any:
+    if isinstance(data, dict):
+        ref = data.get("ref")
+        if isinstance(ref, (str, int)) and not isinstance(ref, bool):
+            return ref
+    return None
+
+
+def error_message(ref: Any, code: str, message: str, **extra: Any) -> Message:
+    return {"type": "error", "ref": ref, "code": code, "message": message, **extra}
+
+
+def upgrade_required() -> ApiError:
+    return ApiError(
+        426, "upgrade_required", "this is a WebSocket endpoint: connect with a WebSocket client",
+        headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+    )
+
+
+class AgentSocket:
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self.runtime = ctx.runtime
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        agent_id = request.match_info["id"]
+        principal = self.ctx.authenticate(request)
+        if principal.is_supervisor:
+            raise ApiError(
+                403, "forbidden",
+                "the agent WebSocket is the agent's desktop; supervisors watch GET /v1/events/ws",
+            )
+        principal.require_agent(agent_id)
+        settings = self.ctx.settings
+        ws = web.WebSocketResponse(
+            heartbeat=settings.ws_heartbeat_s,
+            max_msg_size=settings.max_ws_message_bytes,
+        )
+        if not ws.can_prepare(request).ok:
+            raise upgrade_required()
+
+        hub = self.runtime.hub
+        outbox = SocketOutbox(settings.ws_queue_size, name=f"agent:{agent_id}")
+
+        def join(e: Engine) -> dict[str, Any]:
+            first = hub.add(agent_id, outbox)
+            return e.desktop_connected(agent_id) if first else e.agent(agent_id)
+
+        try:
+            snapshot = await self.runtime.act(join)
+        except BaseException:
+            await self._leave(agent_id, outbox)
+            raise
+
+        writer: asyncio.Task[None] | None = None
+        try:
+            await ws.prepare(request)
+            self.ctx.sockets.add(ws)
+            log.info("desktop_connected", agent_id=agent_id, sockets=hub.connected(agent_id))
+            outbox.put_front({"type": "hello", "agent": snapshot})
+            writer = asyncio.create_task(
+                pump(
+                    ws, outbox, request,
+                    send_timeout=settings.ws_send_timeout_s,
+                    close_timeout=settings.ws_close_timeout_s,
+                ),
+                name=f"ws-writer-{agent_id}",
+            )
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    reply = await self._on_text(principal, agent_id, msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    reply = error_message(None, "invalid_request", "binary frames are not supported: send JSON text")
+                else:  # ERROR: the reader failed (e.g. message too big); aiohttp closes
+                    break
+                outbox.send(reply)
+                if outbox.overflowed:
+                    break
+        finally:
+            outbox.close()
+            if writer is not None:
+                # the writer may be closing a too-slow socket: let it finish, briefly
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(writer, settings.ws_close_timeout_s + 1.0)
+            with contextlib.suppress(BaseException):
+                await ws.close()
+            self.ctx.sockets.discard(ws)
+            await self._leave(agent_id, outbox)
+            log.info("desktop_disconnected", agent_id=agent_id, code=ws.close_code, sockets=hub.connected(agent_id))
+        return ws
+
+    async def _leave(self, agent_id: str, outbox: SocketOutbox) -> None:
+        """Unregister the socket; the agent's last one starts the disconnect grace period."""
+        hub = self.runtime.hub
+
+        def leave(e: Engine) -> None:
+            if hub.remove(agent_id, outbox):
+                e.desktop_disconnected(agent_id)
+
+        try:
+            await self.runtime.act(leave)
+        except asyncio.CancelledError:
+            hub.remove(agent_id, outbox)
+            raise
+        except Exception as exc:  # not taking requests (shutting down) or the journal is down
+            hub.remove(agent_id, outbox)
+            log.warning("desktop_disconnect_not_recorded", agent_id=agent_id, error=repr(exc))
+
+    # ------------------------------------------------------------------ client messages
+
+    async def _on_text(self, principal: Principal, agent_id: str, text: str) -> Message:
+        ref: Any = None
+        try:
+            data = parse_json(text)
+            ref = _ref_of(data)
+            if not isinstance(data, dict):
+                raise BodyProblem("body", "a message is a JSON object with a type")
+            if "ref" in data and data["ref"] is not None and ref is None:
+                raise BodyProblem("ref", "must be a string or an integer")
+            kind = data.get("type")
+            if not isinstance(kind, str):
+                raise BodyProblem("type", "required (a string)")
+            model = WS_MESSAGES.get(kind)
+            if model is None:
+                return error_message(
+                    ref, "unknown_message_type",
+                    f"unknown message type {kind[:64]!r}; known: {', '.join(sorted(WS_MESSAGES))}",
+                    field="type",
+                )
+            fields = {k: v for k, v in data.items() if k not in ("type", "ref")}
+            body = validate(model, fields)
+        except BodyProblem as problem:
+            return error_message(ref, "invalid_request", problem.message, field=problem.field)
+        try:
+            self.ctx.limiter.check(principal.key)
+            extra = await self._act(kind, body, agent_id)
+        except GatewayError as exc:
+            details = exc.to_dict()
+            code, message = str(details.pop("code")), str(details.pop("message"))
+            return error_message(ref, code, message, **details)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("desktop_message_failed", agent_id=agent_id, type=kind)
+            return error_message(ref, "internal_error", "the gateway failed to process the message")
+        if kind == "ping":
+            return {"type": "pong", "ref": ref}
+        return {"type": "ack", "ref": ref, **extra}
+
+    async def _act(self, kind: str, body: Any, agent_id: str) -> dict[str, Any]:
+        """Run one client message as the agent; returns the extra fields of its ack."""
+        act = self.runtime.act
+        actor = agent_id
+
+        def as_session(call: Any) -> Any:
+            async def run() -> dict[str, Any]:
+                session = await act(lambda e: _dump(e, call(e)))
+                return {"session": session}
+
+            return run()
+
+        if kind == "ping":
+            return {}
+        if kind == "presence":
+            await act(lambda e: e.set_presence(agent_id, body.state, body.reason, actor=actor))
+            return {}
+        if kind == "accept":
+            return await as_session(lambda e: e.accept(body.session_id, actor=actor))
+        if kind == "decline":
+            return await as_session(lambda e: e.decline(body.session_id, actor=actor))
+        if kind == "end":
+            return await as_session(lambda e: e.end(body.session_id, actor=actor))
+        if kind == "focus":
+            return await as_session(lambda e: e.focus(agent_id, body.session_id, actor=actor))
+        if kind == "new_session":
+            return await as_session(lambda e: e.new_session(agent_id, label=body.label, actor=actor))
+        if kind == "note":
+            return await as_session(lambda e: e.note(body.session_id, body.text, actor=actor))
+        if kind == "confirm_account":
+            return await as_session(lambda e: e.confirm_account(body.session_id, body.account_id, actor=actor))
+        if kind == "reset_account":
+            return await as_session(lambda e: e.reset_account(body.session_id, actor=actor))
+        if kind == "send":
+            return await as_session(lambda e: e.send(body.session_id, body.text, actor=actor))
+        if kind == "transfer":
+
+            def transfer(e: Engine) -> dict[str, Any]:
+                target = e.transfer(
+                    body.session_id, to_agent=body.to_agent, to_queue=body.to_queue, mode=body.mode, actor=actor
+                )
+                now = e.clock.now()
+                return {"session": e.session(body.session_id).as_dict(now), "target": target.as_dict(now)}
+
+            result: dict[str, Any] = await act(transfer)
+            return result
+        raise AssertionError(f"unhandled message type {kind}")  # pragma: no cover - WS_MESSAGES is closed
+
+
+def _dump(e: Engine, session: Any) -> dict[str, Any] | None:
+    return None if session is None else session.as_dict(e.clock.now())

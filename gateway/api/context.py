@@ -1,0 +1,72 @@
+"""What every handler of the API shares: the runtime, the settings, auth, open sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import WSCloseCode, web
+
+from gateway.runtime import Runtime
+
+from .auth import Principal, RateLimiter, TokenAuthority, authenticate
+
+__all__ = ["API", "ApiContext", "ApiSettings"]
+
+log = structlog.get_logger("cti_gateway.api")
+
+
+@dataclass
+class ApiSettings:
+    """Tunables of the HTTP/WebSocket layer (mutable until a connection reads them)."""
+
+    #: request bodies above this are refused with 413 ``body_too_large``
+    max_body_bytes: int = 64 * 1024
+    #: WebSocket messages above this close the socket (1009 message too big)
+    max_ws_message_bytes: int = 64 * 1024
+    #: outgoing messages one socket may have waiting; beyond, it is closed as too slow
+    ws_queue_size: int = 256
+    #: longest one WebSocket send may take before the socket is dropped as too slow
+    ws_send_timeout_s: float = 10.0
+    #: how long the closing handshake of a too-slow socket may take before the connection is dropped
+    ws_close_timeout_s: float = 2.0
+    #: WebSocket ping interval (a missing pong closes the socket)
+    ws_heartbeat_s: float = 20.0
+    #: per principal: requests (and WebSocket messages) per second, and burst; rate 0 disables
+    rate_per_s: float = 50.0
+    rate_burst: float = 100.0
+
+
+class ApiContext:
+    def __init__(self, runtime: Runtime, settings: ApiSettings | None = None) -> None:
+        self.runtime = runtime
+        self.settings = settings or ApiSettings()
+        self.authority = TokenAuthority.from_config(runtime.engine.config)
+        self.limiter = RateLimiter(self.settings.rate_per_s, self.settings.rate_burst)
+        self.sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+
+    def authenticate(self, request: web.BaseRequest) -> Principal:
+        """The caller (401 ``unauthorized``), charged one request of its rate limit (429)."""
+        self.limiter.rate = self.settings.rate_per_s
+        self.limiter.burst = self.settings.rate_burst
+        return authenticate(request, self.authority, self.limiter)
+
+    async def close_sockets(self, _app: web.Application | None = None) -> None:
+        """Close every open WebSocket (1001 going away): registered as ``on_shutdown``."""
+        sockets = list(self.sockets)
+        if not sockets:
+            return
+        log.info("closing_sockets", count=len(sockets))
+
+        async def close(ws: web.WebSocketResponse) -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down"), 2.0)
+
+        await asyncio.gather(*(close(ws) for ws in sockets))
+
+
+#: The API's context in the application (tests may tune ``app[API].settings`` before connecting).
+API = web.AppKey("cti_gateway_api", ApiContext)

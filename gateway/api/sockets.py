@@ -1,0 +1,158 @@
+"""The outgoing side of a WebSocket: a bounded outbox and the task that drains it.
+
+Routing never waits for a socket. The hub and the event bus hand each message to a
+socket's :class:`SocketOutbox` with :meth:`~SocketOutbox.offer`, which only appends to a
+bounded deque. One writer task per socket (:func:`pump`) sends what is queued, each send
+bounded by a timeout. A socket that falls behind, because its outbox is full or a send
+timed out, is closed with code :data:`CLOSE_TOO_SLOW` (4008, "too slow"); its client
+reconnects and gets a fresh ``hello``. Nothing it missed is replayed: the snapshot in
+``hello`` replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+__all__ = ["CLOSE_TOO_SLOW", "SocketOutbox", "dumps", "pump"]
+
+log = structlog.get_logger("cti_gateway.api.sockets")
+
+#: WebSocket close code for a client that does not read fast enough (application range).
+CLOSE_TOO_SLOW = 4008
+
+Message = dict[str, Any]
+
+
+def dumps(message: Message) -> str:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class SocketOutbox:
+    """A :class:`gateway.hub.Subscriber`: bounded, never blocks, closes the socket on overflow."""
+
+    def __init__(self, maxsize: int, *, name: str = "socket") -> None:
+        self.maxsize = max(1, int(maxsize))
+        self.name = name
+        self._items: deque[Message] = deque()
+        self._wake = asyncio.Event()
+        #: set once: the socket fell behind (then everything offered is discarded)
+        self.overflowed = False
+        #: set once: no more messages (the socket is closing)
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # -- Subscriber protocol (called synchronously by the hub / bus)
+
+    def offer(self, message: Message) -> bool:
+        """Queue a message; False if the outbox is full (the caller then calls :meth:`overflow`).
+
+        Once the socket is closing (or already overflowed), messages are discarded and True
+        is returned: the socket is going away and a second overflow report adds nothing.
+        """
+        if self.closed or self.overflowed:
+            return True
+        if len(self._items) >= self.maxsize:
+            return False
+        self._items.append(message)
+        self._wake.set()
+        return True
+
+    def overflow(self) -> None:
+        """The socket fell behind: drop what is queued and let the writer close it."""
+        if not self.overflowed and not self.closed:
+            log.warning("socket_too_slow", socket=self.name, queued=len(self._items))
+        self.overflowed = True
+        self._items.clear()
+        self._wake.set()
+
+    # -- the socket's own side
+
+    def put_front(self, message: Message) -> None:
+        """Queue a message ahead of everything (``hello``), regardless of the bound."""
+        if not (self.closed or self.overflowed):
+            self._items.appendleft(message)
+            self._wake.set()
+
+    def send(self, message: Message) -> None:
+        """Queue a reply of the socket's own (ack, error, pong); overflow if full."""
+        if not self.offer(message):
+            self.overflow()
+
+    def close(self) -> None:
+        self.closed = True
+        self._items.clear()
+        self._wake.set()
+
+    async def get(self) -> Message | None:
+        """The next message, or None once the outbox is closed or overflowed."""
+        while True:
+            if self.overflowed or self.closed:
+                return None
+            if self._items:
+                return self._items.popleft()
+            self._wake.clear()
+            await self._wake.wait()
+
+
+async def pump(
+    ws: web.WebSocketResponse,
+    outbox: SocketOutbox,
+    request: web.BaseRequest,
+    *,
+    send_timeout: float,
+    close_timeout: float = 2.0,
+) -> None:
+    """Send what ``outbox`` holds until it closes; close the socket as too slow if it overflows
+    or a send takes longer than ``send_timeout``. Never raises (but for cancellation)."""
+    try:
+        while True:
+            message = await outbox.get()
+            if message is None:
+                break
+            try:
+                text = dumps(message)
+            except (TypeError, ValueError):
+                log.exception("socket_message_not_json", socket=outbox.name, type=message.get("type"))
+                continue
+            await asyncio.wait_for(ws.send_str(text), send_timeout)
+    except TimeoutError:
+        log.warning("socket_send_timeout", socket=outbox.name, timeout_s=send_timeout)
+        outbox.overflow()
+        # a cancelled send may have left half a frame on the wire: no close frame after it
+        _abort(request)
+        return
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the peer went away while we were sending: nothing to do
+        log.debug("socket_send_failed", socket=outbox.name, error=repr(exc))
+        outbox.close()
+        return
+    if outbox.overflowed and not ws.closed:
+        await close_too_slow(ws, request, timeout=close_timeout)
+
+
+async def close_too_slow(ws: web.WebSocketResponse, request: web.BaseRequest, *, timeout: float = 2.0) -> None:
+    """Close with 4008 "too slow"; if the closing handshake does not finish in time, drop the connection."""
+    try:
+        await asyncio.wait_for(ws.close(code=CLOSE_TOO_SLOW, message=b"too slow"), timeout)
+    except asyncio.CancelledError:
+        _abort(request)
+        raise
+    except Exception:
+        _abort(request)
+
+
+def _abort(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is not None:
+        with contextlib.suppress(Exception):
+            transport.abort()

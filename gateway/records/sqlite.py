@@ -1,0 +1,557 @@
+"""The embedded journal: one SQLite file in WAL mode, written by group commit.
+
+Durability
+----------
+``commit()`` returns once its transaction is committed. The file runs in WAL mode with
+``synchronous=NORMAL`` by default: a committed transaction is in the WAL file (handed to
+the operating system) before ``commit()`` returns, so it survives a crash *of the gateway
+process* (an exception, ``kill -9``, the OOM killer): that is the promise we make, and what
+``tests/integration/test_sqlite_journal.py`` checks with SIGKILL.
+
+The trade-off: with ``NORMAL`` the WAL is fsynced only at checkpoints, so a *power loss or
+kernel crash* may lose the transactions committed since the last checkpoint (the file stays
+consistent, never corrupt; it just rolls back to an earlier commit). Pass
+``synchronous="FULL"`` to fsync the WAL on every transaction, which makes acknowledged
+changes survive power loss too; group commit amortizes that fsync over every commit waiting
+at the time, see ``tests/bench/bench_journal.py`` for the cost on a given machine.
+
+Group commit
+------------
+Callers of :meth:`SqliteJournal.commit` put their encoded changes in a queue and wait on a
+future. One writer task takes *everything* queued at once, writes it in ONE transaction
+(upserts, the later row for a key winning), commits, and then resolves the futures in queue
+order. If the transaction fails, each of those futures gets a :class:`JournalUnavailable`
+(``not_ready``, retryable) and nothing of the batch is written; the writer goes on with
+later batches. The queue is bounded (``max_pending`` commits not yet resolved): beyond it,
+``commit()`` fails at once with ``not_ready`` rather than piling up memory. Each wait is
+bounded by ``commit_timeout_s``; a commit that timed out stays queued and may still be
+written (the caller only learns "not acknowledged", as with any timeout).
+
+Reads use a second, read-only connection, so that they never see a transaction the writer
+has not committed yet and (thanks to WAL) never wait for it.
+
+Retention: session records, interactions and events are kept forever (the records are the
+reporting data). There is no pruning; archive or delete rows offline if a site needs to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Self, cast
+
+import aiosqlite
+
+from ..persistence import Changes, Snapshot, StateDict
+from ._common import (
+    JournalSchemaError,
+    JournalUnavailable,
+    Merged,
+    Prepared,
+    check_range,
+    loads,
+    prepare,
+)
+
+log = logging.getLogger(__name__)
+
+#: Version of the schema below (stored as the file's ``PRAGMA user_version``).
+SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` of a cti-gateway journal ("CTIG").
+APPLICATION_ID = 0x43544947
+
+_SCHEMA = (
+    # The JSON columns are declared TEXT on purpose: a column declared "JSON" would get
+    # NUMERIC affinity, and SQLite would turn a JSON text such as "5" into the integer 5.
+    """CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY NOT NULL,
+        agent_id TEXT,
+        state TEXT NOT NULL,
+        offered_at REAL,
+        closed_at REAL,
+        data TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS sessions_state ON sessions (state)",
+    "CREATE INDEX IF NOT EXISTS sessions_offered_at ON sessions (offered_at)",
+    """CREATE TABLE IF NOT EXISTS interactions (
+        vendor TEXT NOT NULL,
+        interaction_id TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        done_at REAL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (vendor, interaction_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS interactions_phase ON interactions (phase)",
+    "CREATE INDEX IF NOT EXISTS interactions_done_at ON interactions (done_at)",
+    """CREATE TABLE IF NOT EXISTS agents (
+        id TEXT PRIMARY KEY NOT NULL,
+        data TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS events (
+        vendor TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        type TEXT,
+        interaction_id TEXT,
+        data TEXT NOT NULL,
+        PRIMARY KEY (vendor, event_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS events_at ON events (at)",
+    """CREATE TABLE IF NOT EXISTS meta (
+        key TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    )""",
+)
+
+_UPSERT_SESSIONS = """
+INSERT INTO sessions (id, agent_id, state, offered_at, closed_at, data) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET agent_id = excluded.agent_id, state = excluded.state,
+    offered_at = excluded.offered_at, closed_at = excluded.closed_at, data = excluded.data
+"""
+_UPSERT_INTERACTIONS = """
+INSERT INTO interactions (vendor, interaction_id, phase, done_at, data) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (vendor, interaction_id) DO UPDATE SET phase = excluded.phase,
+    done_at = excluded.done_at, data = excluded.data
+"""
+_UPSERT_AGENTS = """
+INSERT INTO agents (id, data) VALUES (?, ?)
+ON CONFLICT (id) DO UPDATE SET data = excluded.data
+"""
+_UPSERT_EVENTS = """
+INSERT INTO events (vendor, event_id, at, type, interaction_id, data) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (vendor, event_id) DO UPDATE SET at = excluded.at, type = excluded.type,
+    interaction_id = excluded.interaction_id, data = excluded.data
+"""
+_UPSERT_META = """
+INSERT INTO meta (key, value) VALUES (?, ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value
+"""
+
+# The tables grow forever, so the start-up queries must not scan them: "state != 'closed'"
+# is written as two ranges so that SQLite searches the index on state (MULTI-INDEX OR), and
+# the unary "+" in ORDER BY keeps the planner from scanning the whole table in index order
+# instead (checked with EXPLAIN QUERY PLAN in the tests).
+_LOAD_SESSIONS = (
+    "SELECT data FROM sessions WHERE state < 'closed' OR state > 'closed' ORDER BY +offered_at, +rowid"
+)
+_LOAD_INTERACTIONS = (
+    "SELECT data FROM interactions WHERE phase < 'done' OR phase > 'done' OR done_at >= ? ORDER BY +rowid"
+)
+_LOAD_AGENTS = "SELECT data FROM agents ORDER BY rowid"
+_LOAD_EVENTS = "SELECT data FROM events WHERE at >= ? ORDER BY at, rowid"
+_LOAD_META = "SELECT key, value FROM meta"
+
+
+def _decode_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Any:
+    """Row factory of the read connection: the JSON column (last) decoded, in the db thread."""
+    if len(row) == 1:
+        return loads(row[0])
+    return (*row[:-1], loads(row[-1]))
+
+
+@dataclass(slots=True)
+class JournalStats:
+    """Counters, for tests, benchmarks and metrics."""
+
+    #: commits acknowledged (their futures resolved with success)
+    commits: int = 0
+    #: transactions committed (each holds one or more commits)
+    transactions: int = 0
+    #: transactions that failed (each failing every commit it held)
+    failed_transactions: int = 0
+    #: commits failed by a failed transaction
+    failed_commits: int = 0
+    #: rows written (after merging rows with the same key inside a transaction)
+    rows: int = 0
+    #: most commits ever held by one transaction
+    largest_batch: int = 0
+
+
+class _Stop:
+    """Queue sentinel: the writer exits once it reaches it."""
+
+
+class SqliteJournal:
+    """The :class:`gateway.persistence.Journal` on one SQLite file (see the module doc).
+
+    ``synchronous``: ``"NORMAL"`` (default; durable against a process crash) or ``"FULL"``
+    (also against power loss). ``busy_timeout_s``: how long a statement waits for a lock held
+    by another connection. ``commit_timeout_s``: how long ``commit()`` waits for its
+    transaction before raising ``not_ready``. ``max_pending``: commits queued or in flight
+    beyond which ``commit()`` raises ``not_ready`` at once. ``read_timeout_s`` bounds
+    ``ping()``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout_s: float = 5.0,
+        commit_timeout_s: float = 10.0,
+        max_pending: int = 10_000,
+        ping_timeout_s: float = 2.0,
+    ) -> None:
+        sync = synchronous.upper()
+        if sync not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        if max_pending < 1:
+            raise ValueError("max_pending must be >= 1")
+        self.path = Path(path)
+        self.synchronous = sync
+        self.busy_timeout_s = busy_timeout_s
+        self.commit_timeout_s = commit_timeout_s
+        self.max_pending = max_pending
+        self.ping_timeout_s = ping_timeout_s
+        self.stats = JournalStats()
+        self._state: Literal["new", "open", "closing", "closed"] = "new"
+        self._writer_conn: aiosqlite.Connection | None = None
+        self._reader_conn: aiosqlite.Connection | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._queue: deque[tuple[Prepared, asyncio.Future[None]] | _Stop] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._read_lock: asyncio.Lock | None = None
+        self._life_lock: asyncio.Lock | None = None
+        #: commits queued or being written, not yet resolved
+        self._pending = 0
+
+    def __repr__(self) -> str:
+        return f"SqliteJournal({str(self.path)!r}, state={self._state})"
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        """Create the directory, the file and the schema if needed; start the writer. Idempotent."""
+        if self._life_lock is None:
+            self._life_lock = asyncio.Lock()
+        async with self._life_lock:
+            if self._state == "open":
+                return
+            self._prepare_file()
+            writer = reader = None
+            try:
+                writer = await aiosqlite.connect(self.path, isolation_level=None)
+                await self._configure(writer)
+                await self._migrate(writer)
+                reader = await aiosqlite.connect(self.path, isolation_level=None)
+                await reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+                await reader.execute("PRAGMA query_only = ON")
+                reader.row_factory = _decode_row  # type: ignore[assignment]
+            except BaseException as exc:
+                for conn in (reader, writer):
+                    if conn is not None:
+                        await conn.close()
+                if isinstance(exc, sqlite3.Error):
+                    raise JournalUnavailable(f"cannot open journal {self.path}: {exc}") from exc
+                raise
+            self._writer_conn, self._reader_conn = writer, reader
+            self._queue = deque()
+            self._pending = 0
+            self._wakeup = asyncio.Event()
+            self._read_lock = asyncio.Lock()
+            self._writer = asyncio.create_task(self._run_writer(writer), name=f"journal-writer:{self.path.name}")
+            self._state = "open"
+
+    async def close(self) -> None:
+        """Write every commit already queued, then close the file. Idempotent."""
+        if self._life_lock is None:
+            return
+        async with self._life_lock:
+            if self._state != "open":
+                return
+            self._state = "closing"  # commit() refuses from now on
+            assert self._writer is not None and self._wakeup is not None
+            self._queue.append(_Stop())
+            self._wakeup.set()
+            try:
+                await self._writer
+            except Exception:  # pragma: no cover - the writer catches its own errors
+                log.exception("journal writer ended with an error")
+            finally:
+                self._writer = None
+                assert self._read_lock is not None
+                async with self._read_lock:
+                    for conn in (self._reader_conn, self._writer_conn):
+                        if conn is not None:
+                            try:
+                                await conn.close()
+                            except Exception:  # pragma: no cover - best effort
+                                log.exception("closing the journal connection failed")
+                self._reader_conn = self._writer_conn = None
+                self._state = "closed"
+
+    def _prepare_file(self) -> None:
+        # Every directory we create gets 0o750 (Path.mkdir(parents=True) would give the
+        # intermediate ones the default mode).
+        missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
+        for directory in reversed(missing):
+            try:
+                directory.mkdir(mode=0o750, exist_ok=True)
+            except OSError as exc:
+                raise JournalUnavailable(f"cannot create the journal directory {directory}: {exc}") from exc
+        # Create the file ourselves so that it is not world-readable (records hold customer
+        # data); SQLite gives the -wal and -shm files the same permissions.
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise JournalUnavailable(f"cannot create journal {self.path}: {exc}") from exc
+        else:
+            os.close(fd)
+
+    async def _configure(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        async with conn.execute("PRAGMA journal_mode = WAL") as cursor:
+            row = await cursor.fetchone()
+        mode = str(row[0]).lower() if row else "?"
+        if mode != "wal":
+            log.warning("journal %s: WAL mode unavailable (journal_mode=%s); readers will block on writes", self.path, mode)
+        await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        # Keep the WAL file from staying huge after a burst (bytes; it is truncated at checkpoints).
+        await conn.execute("PRAGMA journal_size_limit = 67108864")
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = await _scalar(conn, "PRAGMA user_version")
+            app_id = await _scalar(conn, "PRAGMA application_id")
+            tables = await _scalar(conn, "SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+            if app_id not in (0, APPLICATION_ID) or (version == 0 and app_id == 0 and tables):
+                raise JournalSchemaError(
+                    f"{self.path} is an SQLite database of another application "
+                    f"(application_id={app_id}, {tables} tables), not a cti-gateway journal; "
+                    "point store.url at another file"
+                )
+            if version > SCHEMA_VERSION:
+                raise JournalSchemaError(
+                    f"{self.path} has journal schema version {version}, newer than this "
+                    f"cti-gateway supports ({SCHEMA_VERSION}): it was written by a newer "
+                    "release; upgrade cti-gateway (or restore a backup made before the upgrade)"
+                )
+            if version < SCHEMA_VERSION:
+                # Version 0: a new file. Later versions add their migration steps here.
+                for statement in _SCHEMA:
+                    await conn.execute(statement)
+                await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------ writes
+
+    async def commit(self, changes: Changes) -> None:
+        """Return once ``changes`` and every earlier commit are committed (see the module doc).
+
+        Raises :class:`JournalUnavailable` (``not_ready``) when the journal is not open, the
+        queue is full, the wait times out, or the transaction failed. Raises ``ValueError``
+        / ``TypeError`` for state dicts that cannot be stored (missing keys, not JSON).
+        """
+        if self._state != "open":
+            raise JournalUnavailable(f"journal {self.path.name} is {self._state}, not open")
+        writer = self._writer
+        if writer is None or writer.done():
+            raise JournalUnavailable("journal writer is not running")
+        rows = prepare(changes)
+        if not rows and self._pending == 0:
+            return  # nothing to write and nothing earlier still in flight
+        if self._pending >= self.max_pending:
+            raise JournalUnavailable(f"journal overloaded: {self._pending} commits pending")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        self._queue.append((rows, future))
+        self._pending += 1
+        assert self._wakeup is not None
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.commit_timeout_s)
+        except TimeoutError:
+            raise JournalUnavailable(
+                f"journal commit not confirmed within {self.commit_timeout_s:g}s (it may still be written)"
+            ) from None
+
+    async def _run_writer(self, conn: aiosqlite.Connection) -> None:
+        assert self._wakeup is not None
+        batch: list[tuple[Prepared, asyncio.Future[None]]] = []
+        try:
+            while True:
+                if not self._queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                stop = False
+                batch = []
+                while self._queue:
+                    item = self._queue.popleft()
+                    if isinstance(item, _Stop):
+                        stop = True
+                        break
+                    batch.append(item)
+                if batch:
+                    await self._write_batch(conn, batch)
+                    batch = []
+                if stop:
+                    return
+        finally:
+            # Only reached with work left if the task was cancelled or hit a bug. The batch
+            # in hand is already uncounted by _write_batch; what is still queued is not.
+            queued = [item for item in self._queue if not isinstance(item, _Stop)]
+            self._queue.clear()
+            self._pending -= len(queued)
+            for _, future in batch + queued:
+                if not future.done():
+                    future.set_exception(JournalUnavailable("journal writer stopped"))
+
+    async def _write_batch(self, conn: aiosqlite.Connection, batch: list[tuple[Prepared, asyncio.Future[None]]]) -> None:
+        merged = Merged()
+        for rows, _ in batch:
+            merged.add(rows)
+        try:
+            if merged.row_count():
+                await self._transaction(conn, merged)
+        except Exception as exc:  # noqa: BLE001 - any failure fails the batch; the writer lives on
+            self.stats.failed_transactions += 1
+            self.stats.failed_commits += len(batch)
+            log.error("journal transaction of %d commits failed: %s", len(batch), exc)
+            for _, future in batch:
+                if not future.done():
+                    error = JournalUnavailable(f"journal write failed: {exc}")
+                    error.__cause__ = exc
+                    future.set_exception(error)
+        else:
+            if merged.row_count():
+                self.stats.transactions += 1
+                self.stats.rows += merged.row_count()
+            self.stats.commits += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+        finally:
+            self._pending -= len(batch)
+
+    async def _transaction(self, conn: aiosqlite.Connection, merged: Merged) -> None:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            if merged.sessions:
+                await conn.executemany(_UPSERT_SESSIONS, merged.sessions.values())
+            if merged.interactions:
+                await conn.executemany(_UPSERT_INTERACTIONS, merged.interactions.values())
+            if merged.agents:
+                await conn.executemany(_UPSERT_AGENTS, merged.agents.values())
+            if merged.events:
+                await conn.executemany(_UPSERT_EVENTS, merged.events.values())
+            if merged.meta:
+                await conn.executemany(_UPSERT_META, merged.meta.values())
+            await conn.execute("COMMIT")
+        except BaseException:
+            try:
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+            except Exception as exc:  # noqa: BLE001  # pragma: no cover - the connection is broken
+                log.error("journal rollback failed: %s", exc)
+            raise
+
+    # ------------------------------------------------------------------ reads
+
+    def _reader(self) -> tuple[aiosqlite.Connection, asyncio.Lock]:
+        if self._state != "open" or self._reader_conn is None or self._read_lock is None:
+            raise JournalUnavailable(f"journal {self.path.name} is {self._state}, not open")
+        return self._reader_conn, self._read_lock
+
+    async def load(self, *, since: float) -> Snapshot:
+        conn, lock = self._reader()
+        async with lock:
+            try:
+                await conn.execute("BEGIN")  # one consistent snapshot across the tables
+                try:
+                    # rows are already decoded by _decode_row
+                    sessions = cast(list[StateDict], list(await conn.execute_fetchall(_LOAD_SESSIONS)))
+                    interactions = cast(
+                        list[StateDict], list(await conn.execute_fetchall(_LOAD_INTERACTIONS, (since,)))
+                    )
+                    agents = cast(list[StateDict], list(await conn.execute_fetchall(_LOAD_AGENTS)))
+                    events = cast(list[StateDict], list(await conn.execute_fetchall(_LOAD_EVENTS, (since,))))
+                    meta = cast(StateDict, dict(cast(Any, await conn.execute_fetchall(_LOAD_META))))
+                finally:
+                    await conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise JournalUnavailable(f"journal read failed: {exc}") from exc
+        return Snapshot(sessions=sessions, interactions=interactions, agents=agents, events=events, meta=meta)
+
+    async def record(self, session_id: str) -> StateDict | None:
+        conn, lock = self._reader()
+        async with lock:
+            try:
+                rows = await conn.execute_fetchall("SELECT data FROM sessions WHERE id = ?", (session_id,))
+            except sqlite3.Error as exc:
+                raise JournalUnavailable(f"journal read failed: {exc}") from exc
+        for row in rows:
+            return cast(StateDict, row)
+        return None
+
+    async def records(self, *, start: float | None, end: float | None, limit: int | None = None) -> list[StateDict]:
+        check_range(start, end, limit)
+        where: list[str] = []
+        params: list[Any] = []
+        if start is not None:
+            where.append("offered_at >= ?")
+            params.append(start)
+        if end is not None:
+            where.append("offered_at < ?")
+            params.append(end)
+        sql = "SELECT data FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY offered_at, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        conn, lock = self._reader()
+        async with lock:
+            try:
+                return cast(list[StateDict], list(await conn.execute_fetchall(sql, params)))
+            except sqlite3.Error as exc:
+                raise JournalUnavailable(f"journal read failed: {exc}") from exc
+
+    async def ping(self) -> bool:
+        """Whether the writer runs and its connection answers a query within ``ping_timeout_s``.
+
+        The query goes through the writer's connection, behind any transaction in progress:
+        a writer stuck on a lock (another process holding the file) makes ping fail.
+        """
+        conn = self._writer_conn
+        if self._state != "open" or conn is None or self._writer is None or self._writer.done():
+            return False
+        try:
+            version = await asyncio.wait_for(_scalar(conn, "PRAGMA user_version"), self.ping_timeout_s)
+        except (TimeoutError, sqlite3.Error, ValueError):
+            return False
+        return version == SCHEMA_VERSION
+
+
+async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
+    async with conn.execute(sql) as cursor:
+        row = await cursor.fetchone()
+    return row[0] if row else None
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    """Mark the outcome as retrieved, so a waiter that timed out leaves no asyncio warning."""
+    if not future.cancelled():
+        future.exception()

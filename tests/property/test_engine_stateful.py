@@ -1,0 +1,937 @@
+"""Stateful property test of the routing engine (DESIGN sections 4 and 5).
+
+A hypothesis ``RuleBasedStateMachine`` drives one :class:`~gateway.engine.Engine` through
+random histories of targeted and queue offers, accepts, declines, time passing (offer
+timeouts, wrap-ups, queue timeouts and desktop grace periods firing), blind and consult
+transfers to agents and queues (chains of any length), agent ends, vendor
+end/message/update events, focus changes, manual sessions, presence changes, desktop
+connects/disconnects, re-sent event ids and illegal actions.
+
+After every step it checks, from the engine's observable state:
+
+* DESIGN section 4: per agent and channel the counters equal the occupying sessions and the
+  units their weights; no cap is exceeded; an interaction has at most one active session
+  (two only while a consult is pending); its holder / consult target exist and occupy a
+  slot; nobody waits in a queue while an agent of that queue has room for it; the
+  eligibility index holds exactly the agents with room, in the queue policy's order;
+  due timers have fired; and, once everything has ended and wrap-up has passed, every
+  counter is zero (the ``end_everything`` rule and the teardown).
+* DESIGN section 5: focus time never exceeds the session's elapsed time; at most one
+  focused session per agent, active or in wrap-up; an offer expires within its timeout;
+  a wrap-up lasts exactly ``wrap_up_s``.
+* Decisions: every offer sent is tracked with its synchronous answer and every late
+  ``ToVendor`` decision drained from the engine. The first answer is assigned, rejected or
+  queued (and the one the capacity rules and the queue policy call for); nothing follows a
+  rejection; a queued offer gets exactly one assigned/rejected per queueing; an assigned
+  offer gets a later decision only when its holder offer was declined or expired, and then
+  exactly one; a re-sent event id gets ``duplicate`` with the first answer and changes
+  nothing; nothing is decided about an interaction that has ended.
+* Illegal actions raise :class:`~gateway.errors.ActionError` with the expected code and
+  change nothing (state fingerprint before/after, empty outbox).
+
+Profiles (``dev`` / ``ci``) live in ``tests/conftest.py``; the step count is set here.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+
+from gateway.capacity import Presence, check, within_limits
+from gateway.clock import ManualClock, ms_between
+from gateway.config import GatewayConfig, OnFull, QueuePolicy
+from gateway.engine import Engine
+from gateway.errors import ActionError
+from gateway.events import INBOUND_CHANNELS, Channel, Customer, Event, EventType
+from gateway.interactions import Phase, VendorCapabilities
+from gateway.notices import Decision, DecisionKind, Notice, PresenceChanged, Routed, SessionChanged, ToVendor, VendorAction
+from gateway.sessions import SessionState
+
+#: Steps per history. 2000 histories of this length take about 4 minutes on 2 cores (ci).
+STEP_COUNT = 50
+
+T0 = 1_700_000_000.0
+GRACE_S = 5.0
+#: short, so that closed sessions are pruned during a history (ids may vanish)
+CLOSED_RETENTION_S = 45.0
+
+CONFIG: dict[str, Any] = {
+    "server": {"desktop_grace_s": GRACE_S},
+    "store": {"url": "memory://"},
+    "capacity_profiles": {
+        # manual sessions can never take the last free session
+        "reserved": {
+            "max_sessions": 4,
+            "reserved_inbound": 1,
+            "channels": {"voice": 1, "chat": 3, "email": 2, "manual": 2},
+            "offer_timeout_s": {"voice": 4, "chat": 6, "email": 8},
+        },
+        # a call takes the whole capacity
+        "voice_whole": {
+            "max_sessions": 3,
+            "units": {"voice": 3, "chat": 1, "email": 1, "manual": 1},
+            "max_units": 3,
+            "offer_timeout_s": {"voice": 5, "chat": 5, "email": 5},
+        },
+        # wrap-up after every channel but e-mail (0 = none)
+        "wrapper": {
+            "max_sessions": 3,
+            "channels": {"voice": 1, "email": 1},
+            "wrap_up_s": {"voice": 6, "chat": 3, "email": 0, "manual": 4},
+            "offer_timeout_s": {"voice": 3, "chat": 7, "email": 9},
+        },
+        # units below sessions, a reserve of two, fractional wrap-up, default offer timeout (30 s)
+        "weighted": {
+            "max_sessions": 5,
+            "reserved_inbound": 2,
+            "units": {"voice": 2, "chat": 1, "email": 2, "manual": 1},
+            "max_units": 4,
+            "wrap_up_s": {"chat": 1.5},
+        },
+    },
+    "queues": [
+        {"name": "idle", "policy": "longest_idle", "on_full": "reject"},
+        {"name": "busy", "policy": "least_busy", "on_full": "reject"},
+        {"name": "wait", "policy": "least_busy", "on_full": "wait", "max_wait_s": 8, "max_waiting": 2},
+        {"name": "lobby", "policy": "longest_idle", "on_full": "wait", "max_wait_s": 4, "max_waiting": 1},
+    ],
+    "agents": [
+        {"id": "a1", "profile": "reserved", "queues": ["idle", "busy", "wait"]},
+        {"id": "a2", "profile": "voice_whole", "queues": ["idle", "wait"]},
+        {"id": "a3", "profile": "wrapper", "queues": ["busy", "wait"]},
+        {"id": "a4", "profile": "weighted", "queues": ["idle", "busy", "lobby"]},
+    ],
+}
+
+AGENTS = ("a1", "a2", "a3", "a4")
+QUEUES = ("idle", "busy", "wait", "lobby")
+VENDORS = ("crm", "pbx", "mail")
+CAPABILITIES = {
+    "pbx": VendorCapabilities(channels=frozenset({Channel.VOICE, Channel.CHAT})),
+    "mail": VendorCapabilities(channels=frozenset({Channel.EMAIL}), can_transfer=False),
+}
+QUEUE_AGENTS = {q: tuple(a["id"] for a in CONFIG["agents"] if q in a["queues"]) for q in QUEUES}
+MAX_WRAP_S = max(s for p in CONFIG["capacity_profiles"].values() for s in p.get("wrap_up_s", {}).values())
+MAX_OFFER_S = 30.0
+PRESENCES = ("ready", "not_ready", "offline")
+
+DURATIONS = st.one_of(
+    st.sampled_from([0.0, 0.001, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 9.0, 30.0]),
+    st.integers(0, 40_000).map(lambda ms: ms / 1000),
+    st.integers(0, 3_000_000).map(lambda us: us / 1_000_000),
+)
+CHANNELS = st.sampled_from(INBOUND_CHANNELS)
+PRIORITIES = st.integers(-2, 2)
+CUSTOMERS = st.one_of(
+    st.none(),
+    st.builds(Customer, address=st.sampled_from(["+4930123", "ada@example.org"]), name=st.sampled_from([None, "Ada"])),
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def step(fn: F) -> F:
+    """Mark the machine unhealthy while a step runs: the teardown skips its checks after a failure."""
+
+    @functools.wraps(fn)
+    def wrapper(self: "EngineMachine", *args: Any, **kwargs: Any) -> Any:
+        self.healthy = False
+        result = fn(self, *args, **kwargs)
+        self.healthy = True
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass
+class OfferModel:
+    """What the vendor was told about one offer event, in order."""
+
+    key: tuple[str, str]  # (vendor, interaction_id)
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    #: the session the vendor believes holds the interaction while it is offered/active
+    holder: str | None = None
+    #: holder offers declined or expired and not yet answered by a new decision
+    credit: int = 0
+    #: the interaction ended (vendor end, agent end, rejection): nothing may be decided any more
+    done: bool = False
+
+
+class EngineMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        ids = itertools.count(1)
+        self.clock = ManualClock(T0)
+        self.engine = Engine(
+            GatewayConfig.model_validate(CONFIG),
+            clock=self.clock,
+            new_id=lambda: f"s{next(ids)}",
+            vendor_capabilities=CAPABILITIES,
+            closed_retention_s=CLOSED_RETENTION_S,
+        )
+        self.event_ids = itertools.count(1)
+        self.interaction_ids = itertools.count(1)
+        self.offers: dict[tuple[str, str], OfferModel] = {}
+        #: interaction key -> the offer event of its current incarnation
+        self.current: dict[tuple[str, str], tuple[str, str]] = {}
+        #: every event that got an answer, for re-sending
+        self.sent: list[tuple[Event, Decision]] = []
+        #: session id -> (agent, vendor, interaction) of every session ever offered or created
+        self.born: dict[str, tuple[str, str | None, str | None]] = {}
+        # longest-idle model: sequence of the agent's last "became ready" or "was offered"
+        self.idle_seq = 0
+        self.idle: dict[str, int] = {a: 0 for a in AGENTS}
+        self.presence: dict[str, str] = {a: "offline" for a in AGENTS}
+        self.grace: dict[str, float | None] = {a: None for a in AGENTS}
+        #: whether the engine has fired its timers at the current clock time
+        self.synced = True
+        self.healthy = True
+
+    # ------------------------------------------------------------------ plumbing
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def sync(self) -> None:
+        """Fire what is due (what the server's timer does) and check what it produced."""
+        self.engine.tick()
+        self.process(self.engine.drain())
+        self.synced = True
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Everything an illegal action must leave untouched."""
+        e = self.engine
+        sessions = tuple(
+            (
+                s.id, s.agent_id, s.state, s.deadline, s.focused_since, s.focus_ms_closed, s.accepted_at,
+                s.ended_at, s.closed_at, s.outcome, s.flagged, len(s.notes), s.account.state, s.account.id,
+                s.transferred_from, s.transferred_to, s.customer, s.subject, s.queue, s.units,
+            )
+            for s in e.sessions.values()
+        )
+        interactions = tuple(
+            (
+                key, i.offer_event_id, i.phase, i.holder, i.pending, frozenset(i.excluded), i.target_agent,
+                i.queue, i.wait_deadline, i.account_id, i.done_at, len(i.decisions), i.customer, i.subject,
+            )
+            for key, i in e.interactions.items()
+        )
+        agents = tuple(
+            (a, e.store.get(a), e.focused_session(a), e.agent(a, with_sessions=False)["desktop_connected"])
+            for a in AGENTS
+        )
+        eligible = tuple(tuple(e.eligible(q, c)) for q in QUEUES for c in INBOUND_CHANNELS)
+        return (self.now(), sessions, interactions, agents, tuple(e.waiting()), eligible, len(e._dedup))
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one engine action; an ActionError must have changed nothing. Returns the result or the error."""
+        self.sync()
+        before = self.fingerprint()
+        try:
+            result = fn(*args, **kwargs)
+        except ActionError as exc:
+            assert self.engine.outbox == [], f"{fn.__name__} raised {exc!r} but left notices {self.engine.outbox}"
+            assert self.fingerprint() == before, f"{fn.__name__} raised {exc!r} but changed the state"
+            return exc
+        self.process(self.engine.drain())
+        return result
+
+    def touch(self, agent_id: str) -> None:
+        self.idle_seq += 1
+        self.idle[agent_id] = self.idle_seq
+
+    def policy_key(self, queue: str, agent_id: str) -> tuple[Any, ...]:
+        """The order DESIGN section 4 asks of a queue's policy (ties: the idle order, then the id)."""
+        if self.engine.queues[queue].policy is QueuePolicy.LEAST_BUSY:
+            load = self.engine.load_of(agent_id)
+            share = load.units / self.engine.profile_of(agent_id).unit_limit
+            return (share, load.sessions, self.idle[agent_id], agent_id)
+        return (self.idle[agent_id], agent_id)
+
+    def has_room(self, agent_id: str, channel: Channel) -> bool:
+        e = self.engine
+        return check(e.profile_of(agent_id), e.load_of(agent_id), e.presence_of(agent_id), channel) is None
+
+    def process(self, notices: list[Notice]) -> None:
+        """Follow the notices in order: idle order, presence, holders, late decisions."""
+        for notice in notices:
+            if isinstance(notice, SessionChanged):
+                s = notice.session
+                if notice.transition in ("offered", "created"):
+                    self.born[s["id"]] = (s["agent_id"], s["vendor"], s["interaction_id"])
+                if notice.transition == "offered":
+                    self.touch(s["agent_id"])
+                elif notice.transition in ("declined", "expired", "abandoned") and s["vendor"] is not None:
+                    offer_key = self.current.get((s["vendor"], s["interaction_id"]))
+                    offer = self.offers[offer_key] if offer_key else None
+                    if offer is not None and offer.holder == s["id"]:
+                        offer.holder = None
+                        if notice.transition != "abandoned":
+                            offer.credit += 1
+            elif isinstance(notice, PresenceChanged):
+                if notice.state == "ready" and self.presence[notice.agent_id] != "ready":
+                    self.touch(notice.agent_id)
+                if notice.reason == "desktop_disconnected":
+                    deadline = self.grace[notice.agent_id]
+                    assert deadline is not None, f"{notice.agent_id} went offline for a desktop that is connected"
+                    assert self.now() >= deadline, f"{notice.agent_id} went offline before the grace period ended"
+                    self.grace[notice.agent_id] = None
+                self.presence[notice.agent_id] = notice.state
+            elif isinstance(notice, ToVendor):
+                if notice.action is VendorAction.DECISION:
+                    self.late_decision(notice)
+                elif notice.action is VendorAction.TRANSFERRED:
+                    offer_key = self.current[(notice.vendor, notice.interaction_id)]
+                    self.offers[offer_key].holder = notice.data["session_id"]
+        for offer_key, offer in self.offers.items():
+            assert offer.credit == 0, (
+                f"offer {offer_key}: its holder offer was declined/expired but no decision followed "
+                f"(answers so far {offer.answers})"
+            )
+
+    def late_decision(self, notice: ToVendor) -> None:
+        assert notice.event_id is not None
+        offer_key = (notice.vendor, notice.event_id)
+        offer = self.offers.get(offer_key)
+        assert offer is not None, f"decision {notice} about an offer that was never sent"
+        assert offer.key == (notice.vendor, notice.interaction_id), f"decision {notice} names another interaction"
+        assert not offer.done, f"decision {notice.data} about {offer_key} after its interaction ended ({offer.answers})"
+        kind = notice.data["decision"]
+        last = offer.answers[-1]
+        assert last["decision"] != "rejected", f"{offer_key}: decision {notice.data} after rejection {offer.answers}"
+        if last["decision"] == "queued":
+            assert offer.credit == 0
+            assert kind in ("assigned", "rejected"), f"{offer_key}: {kind} follows queued ({offer.answers})"
+            if kind == "rejected":
+                assert notice.data["reason"] == "queue_timeout", notice.data
+        else:
+            assert offer.credit > 0, (
+                f"{offer_key}: late decision {notice.data} although its holder offer was not declined or "
+                f"expired ({offer.answers})"
+            )
+            offer.credit -= 1
+            assert kind in ("assigned", "queued", "rejected"), notice.data
+            if kind == "rejected":
+                assert notice.data["reason"] in ("offer_timeout", "no_agent_available"), notice.data
+        if kind == "assigned":
+            self.check_assigned(offer, notice.data)
+        offer.answers.append(dict(notice.data))
+
+    def check_assigned(self, offer: OfferModel, body: dict[str, Any]) -> None:
+        session_id = body["session_id"]
+        born = self.born.get(session_id)
+        assert born is not None, f"assigned to {session_id}, which was never offered"
+        assert born == (body["agent_id"], *offer.key), f"assigned {body} but the session is {born}"
+        offer.holder = session_id
+
+    def send(self, event: Event) -> Decision | ActionError:
+        return self.call(self.engine.handle_event, event)
+
+    def new_event(self, type_: EventType, vendor: str, interaction_id: str, **fields: Any) -> Event:
+        return Event(
+            vendor=vendor,
+            event_id=f"e{next(self.event_ids)}",
+            type=type_,
+            interaction_id=interaction_id,
+            occurred_at=datetime.fromtimestamp(self.now(), tz=timezone.utc),
+            **fields,
+        )
+
+    def open_interaction(self, key: tuple[str, str]) -> bool:
+        interaction = self.engine.interactions.get(key)
+        return interaction is not None and interaction.phase is not Phase.DONE
+
+    def sessions_in(self, *states: SessionState, manual: bool | None = None) -> list[str]:
+        return sorted(
+            (
+                s.id
+                for s in self.engine.sessions.values()
+                if s.state in states and (manual is None or s.manual == manual)
+            ),
+            key=lambda sid: int(sid[1:]),
+        )
+
+    def pick_interaction_id(self, data: st.DataObject, vendor: str, reuse: bool) -> str:
+        known = sorted(iid for (v, iid) in self.current if v == vendor)
+        if reuse and known:
+            return data.draw(st.sampled_from(known), label="reused interaction")
+        return f"i{next(self.interaction_ids)}"
+
+    # ------------------------------------------------------------------ start
+
+    @initialize(
+        presences=st.lists(st.sampled_from(PRESENCES), min_size=len(AGENTS), max_size=len(AGENTS)),
+        desktops=st.lists(st.booleans(), min_size=len(AGENTS), max_size=len(AGENTS)),
+    )
+    @step
+    def start(self, presences: list[str], desktops: list[bool]) -> None:
+        """A shift starts: most agents log in (agents start offline, DESIGN section 6)."""
+        for agent, state, desktop in zip(AGENTS, presences, desktops):
+            if desktop:
+                assert not isinstance(self.call(self.engine.desktop_connected, agent), ActionError)
+            if state != "offline":
+                assert not isinstance(self.call(self.engine.set_presence, agent, state), ActionError)
+
+    # ------------------------------------------------------------------ offers
+
+    def offer(self, event: Event) -> None:
+        key = event.interaction_key
+        self.sync()
+        was_open = self.open_interaction(key)
+        expected = self.expected_answer(event)
+        decision = self.send(event)
+        if was_open:
+            assert isinstance(decision, ActionError), f"an offer for open interaction {key} was taken: {decision}"
+            assert decision.code == "interaction_already_open", decision
+            return
+        assert isinstance(decision, Decision), f"offer {event} raised {decision!r}"
+        assert decision.kind in (DecisionKind.ASSIGNED, DecisionKind.REJECTED, DecisionKind.QUEUED), decision
+        kind, detail = expected
+        assert decision.kind.value == kind, f"offer {event.event_id}: expected {expected}, got {decision}"
+        if kind == "rejected":
+            assert decision.reason == detail, f"expected reason {detail}, got {decision}"
+        elif kind == "assigned":
+            assert decision.agent_id in detail, f"assigned to {decision.agent_id}, the policy says {detail}"
+        previous = self.current.get(key)
+        if previous is not None:
+            assert self.offers[previous].done
+        offer = OfferModel(key=key, answers=[decision.as_dict()])
+        self.offers[event.key] = offer
+        self.current[key] = event.key
+        if decision.kind is DecisionKind.ASSIGNED:
+            self.check_assigned(offer, decision.as_dict())
+        self.sent.append((event, decision))
+
+    def expected_answer(self, event: Event) -> tuple[str, Any]:
+        """What DESIGN section 4 says the synchronous answer to this offer is (engine synced)."""
+        assert event.channel is not None
+        caps = CAPABILITIES.get(event.vendor)
+        if caps is not None and event.channel not in caps.channels:
+            return ("rejected", "vendor_unsupported")
+        if event.agent_id is not None:
+            if event.agent_id not in AGENTS:
+                return ("rejected", "unknown_agent")
+            e = self.engine
+            reason = check(e.profile_of(event.agent_id), e.load_of(event.agent_id), e.presence_of(event.agent_id), event.channel)
+            return ("assigned", {event.agent_id}) if reason is None else ("rejected", reason.value)
+        assert event.queue is not None
+        best = self.best_of(event.queue, event.channel, exclude=set())
+        if best is not None:
+            return ("assigned", {best})
+        queue = self.engine.queues[event.queue]
+        waiting = sum(1 for k in self.engine.waiting() if self.engine.interactions[k].queue == queue.name)
+        if queue.on_full is OnFull.WAIT and waiting < queue.max_waiting:
+            return ("queued", None)
+        return ("rejected", "no_agent_available")
+
+    def best_of(self, queue: str, channel: Channel, exclude: set[str]) -> str | None:
+        room = [a for a in QUEUE_AGENTS[queue] if a not in exclude and self.has_room(a, channel)]
+        return min(room, key=lambda a: self.policy_key(queue, a)) if room else None
+
+    @rule(data=st.data(), vendor=st.sampled_from(VENDORS), channel=CHANNELS,
+          agent=st.sampled_from((*AGENTS, "ghost")), priority=PRIORITIES, reuse=st.booleans(), customer=CUSTOMERS)
+    @step
+    def targeted_offer(self, data: st.DataObject, vendor: str, channel: Channel, agent: str, priority: int,
+                       reuse: bool, customer: Customer | None) -> None:
+        iid = self.pick_interaction_id(data, vendor, reuse)
+        self.offer(self.new_event(EventType.OFFER, vendor, iid, channel=channel, agent_id=agent,
+                                  priority=priority, customer=customer))
+
+    @rule(data=st.data(), vendor=st.sampled_from(VENDORS), channel=CHANNELS, queue=st.sampled_from(QUEUES),
+          priority=PRIORITIES, reuse=st.booleans(), account=st.sampled_from([None, "acc-7"]))
+    @step
+    def queue_offer(self, data: st.DataObject, vendor: str, channel: Channel, queue: str, priority: int,
+                    reuse: bool, account: str | None) -> None:
+        iid = self.pick_interaction_id(data, vendor, reuse)
+        attributes = {"account_id": account} if account else {}
+        self.offer(self.new_event(EventType.OFFER, vendor, iid, channel=channel, queue=queue,
+                                  priority=priority, attributes=attributes))
+
+    @rule(data=st.data())
+    @step
+    def resend(self, data: st.DataObject) -> None:
+        """A vendor re-sends an event id it sent before: the first answer again, nothing changes."""
+        if not self.sent:
+            return
+        event, first = data.draw(st.sampled_from(self.sent), label="re-sent event")
+        self.sync()
+        before = self.fingerprint()
+        decision = self.engine.handle_event(event)
+        assert decision.kind is DecisionKind.DUPLICATE, decision
+        assert decision.original == first, f"duplicate of {event.event_id} answers {decision.original}, first was {first}"
+        assert self.fingerprint() == before, "a duplicate changed the state"
+        notices = self.engine.drain()
+        assert len(notices) == 1 and isinstance(notices[0], Routed), notices
+
+    # ------------------------------------------------------------------ agent actions
+
+    @rule(data=st.data(), with_actor=st.booleans())
+    @step
+    def accept(self, data: st.DataObject, with_actor: bool) -> None:
+        self.sync()
+        offered = self.sessions_in(SessionState.OFFERED)
+        if not offered:
+            return
+        sid = data.draw(st.sampled_from(offered), label="offered session")
+        actor = self.engine.sessions[sid].agent_id if with_actor else None
+        result = self.call(self.engine.accept, sid, actor=actor)
+        assert not isinstance(result, ActionError), f"accepting offered {sid} failed: {result!r}"
+        assert result.state is SessionState.ACTIVE
+
+    @rule(data=st.data())
+    @step
+    def decline(self, data: st.DataObject) -> None:
+        self.sync()
+        offered = self.sessions_in(SessionState.OFFERED)
+        if not offered:
+            return
+        sid = data.draw(st.sampled_from(offered), label="offered session")
+        result = self.call(self.engine.decline, sid)
+        assert not isinstance(result, ActionError), f"declining offered {sid} failed: {result!r}"
+        assert result.state is SessionState.CLOSED
+
+    @rule(data=st.data())
+    @step
+    def agent_end(self, data: st.DataObject) -> None:
+        self.sync()
+        active = self.sessions_in(SessionState.ACTIVE)
+        if not active:
+            return
+        sid = data.draw(st.sampled_from(active), label="active session")
+        result = self.call(self.engine.end, sid, actor=self.engine.sessions[sid].agent_id)
+        assert not isinstance(result, ActionError), f"ending active {sid} failed: {result!r}"
+        assert result.state in (SessionState.WRAP_UP, SessionState.CLOSED)
+
+    @rule(data=st.data(), mode=st.sampled_from(["blind", "consult"]), to_queue=st.booleans())
+    @step
+    def transfer(self, data: st.DataObject, mode: str, to_queue: bool) -> None:
+        self.sync()
+        active = self.sessions_in(SessionState.ACTIVE, manual=False)
+        if not active:
+            return
+        sid = data.draw(st.sampled_from(active), label="active session")
+        e = self.engine
+        session = e.sessions[sid]
+        interaction = e.interactions[(session.vendor, session.interaction_id)]  # type: ignore[index]
+        expected: str | None = None
+        best: str | None = None
+        if to_queue:
+            target = data.draw(st.sampled_from(QUEUES), label="to queue")
+            kwargs: dict[str, Any] = {"to_queue": target}
+        else:
+            target = data.draw(st.sampled_from([a for a in AGENTS if a != session.agent_id]), label="to agent")
+            kwargs = {"to_agent": target}
+        if session.vendor == "mail":
+            expected = "vendor_unsupported"
+        elif interaction.pending is not None:
+            expected = "transfer_in_progress"
+        elif to_queue:
+            best = self.best_of(target, session.channel, exclude={session.agent_id})
+            expected = None if best is not None else "no_agent_available"
+        else:
+            reason = check(e.profile_of(target), e.load_of(target), e.presence_of(target), session.channel)
+            expected = reason.value if reason else None
+            best = target
+        result = self.call(e.transfer, sid, mode=mode, actor=session.agent_id, **kwargs)
+        if expected is not None:
+            assert isinstance(result, ActionError), f"transfer of {sid} to {target} should fail with {expected}: {result}"
+            assert result.code == expected, f"transfer of {sid} to {target}: expected {expected}, got {result!r}"
+            return
+        assert not isinstance(result, ActionError), f"transfer of {sid} to {target} failed: {result!r}"
+        assert result.agent_id == best, f"transfer to {target} went to {result.agent_id}, the policy says {best}"
+        assert result.state is SessionState.OFFERED and result.transferred_from == sid
+        if mode == "consult":
+            assert session.state is SessionState.ACTIVE and interaction.pending == result.id
+        else:
+            assert session.state in (SessionState.WRAP_UP, SessionState.CLOSED) and interaction.holder == result.id
+
+    @rule(data=st.data(), agent=st.sampled_from(AGENTS), none=st.booleans())
+    @step
+    def focus(self, data: st.DataObject, agent: str, none: bool) -> None:
+        self.sync()
+        focusable = [s.id for s in self.engine.open_sessions(agent) if s.state in (SessionState.ACTIVE, SessionState.WRAP_UP)]
+        sid = None if none or not focusable else data.draw(st.sampled_from(sorted(focusable)), label="session")
+        result = self.call(self.engine.focus, agent, sid, actor=agent)
+        assert not isinstance(result, ActionError), f"focus of {sid} failed: {result!r}"
+        assert self.engine.focused_session(agent) == sid
+
+    @rule(agent=st.sampled_from(AGENTS), label=st.sampled_from([None, "callback"]))
+    @step
+    def manual_session(self, agent: str, label: str | None) -> None:
+        self.sync()
+        e = self.engine
+        reason = check(e.profile_of(agent), e.load_of(agent), e.presence_of(agent), Channel.MANUAL)
+        result = self.call(e.new_session, agent, label=label, actor=agent)
+        if reason is not None:
+            assert isinstance(result, ActionError) and result.code == reason.value, (reason, result)
+            return
+        assert not isinstance(result, ActionError), f"manual session on {agent} refused: {result!r}"
+        assert result.state is SessionState.ACTIVE and e.focused_session(agent) == result.id
+
+    @rule(agent=st.sampled_from(AGENTS), state=st.sampled_from(PRESENCES), reason=st.sampled_from([None, "break"]))
+    @step
+    def presence(self, agent: str, state: str, reason: str | None) -> None:
+        result = self.call(self.engine.set_presence, agent, state, reason, actor=agent)
+        assert not isinstance(result, ActionError), result
+        assert self.engine.presence_of(agent) is Presence(state)
+        if state == "offline":
+            assert not [s for s in self.engine.open_sessions(agent) if s.state is SessionState.OFFERED]
+
+    @rule(agent=st.sampled_from(AGENTS), connected=st.booleans())
+    @step
+    def desktop(self, agent: str, connected: bool) -> None:
+        if connected:
+            result = self.call(self.engine.desktop_connected, agent)
+            self.grace[agent] = None
+            assert not isinstance(result, ActionError), result
+            assert not any(s.flagged for s in self.engine.open_sessions(agent))
+        else:
+            self.sync()
+            self.grace[agent] = self.now() + GRACE_S
+            result = self.call(self.engine.desktop_disconnected, agent)
+            assert not isinstance(result, ActionError), result
+
+    @rule(seconds=DURATIONS, fire=st.booleans())
+    @step
+    def advance(self, seconds: float, fire: bool) -> None:
+        """Time passes; the server's timer may or may not have fired yet (the next call fires it)."""
+        self.clock.advance(seconds)
+        self.synced = False
+        if fire:
+            self.sync()
+
+    # ------------------------------------------------------------------ vendor events
+
+    def pick_known(self, data: st.DataObject) -> tuple[str, str]:
+        known = sorted(self.current)
+        if known and data.draw(st.integers(0, 9), label="known?") > 0:
+            return data.draw(st.sampled_from(known), label="interaction")
+        return (data.draw(st.sampled_from(VENDORS), label="vendor"), "i-unknown")
+
+    @rule(data=st.data())
+    @step
+    def vendor_end(self, data: st.DataObject) -> None:
+        vendor, iid = self.pick_known(data)
+        self.vendor_event(EventType.END, vendor, iid)
+
+    @rule(data=st.data(), text=st.sampled_from(["hello", "still there?"]))
+    @step
+    def vendor_message(self, data: st.DataObject, text: str) -> None:
+        vendor, iid = self.pick_known(data)
+        self.vendor_event(EventType.MESSAGE, vendor, iid, text=text)
+
+    @rule(data=st.data(), customer=CUSTOMERS, subject=st.sampled_from([None, "Re: invoice"]),
+          account=st.sampled_from([None, "acc-1", "acc-2"]))
+    @step
+    def vendor_update(self, data: st.DataObject, customer: Customer | None, subject: str | None, account: str | None) -> None:
+        vendor, iid = self.pick_known(data)
+        attributes = {"account_id": account} if account else {}
+        self.vendor_event(EventType.UPDATE, vendor, iid, customer=customer, subject=subject, attributes=attributes)
+
+    def vendor_event(self, type_: EventType, vendor: str, iid: str, **fields: Any) -> None:
+        key = (vendor, iid)
+        known = key in self.engine.interactions
+        event = self.new_event(type_, vendor, iid, **fields)
+        result = self.send(event)
+        if not known:
+            assert isinstance(result, ActionError) and result.code == "interaction_not_found", result
+            return
+        assert isinstance(result, Decision) and result.kind is DecisionKind.ACCEPTED, result
+        self.sent.append((event, result))
+        if type_ is EventType.END:
+            interaction = self.engine.interactions[key]
+            assert interaction.phase is Phase.DONE and interaction.holder is None and interaction.pending is None
+            assert key not in self.engine.waiting()
+
+    # ------------------------------------------------------------------ illegal actions
+
+    @rule(data=st.data())
+    @step
+    def illegal(self, data: st.DataObject) -> None:
+        """An action the engine must refuse with a stable code, changing nothing."""
+        self.sync()
+        e = self.engine
+        choices: list[tuple[str, str, Callable[[], Any]]] = []
+
+        def add(name: str, code: str, thunk: Callable[[], Any]) -> None:
+            choices.append((name, code, thunk))
+
+        sessions = sorted(e.sessions.values(), key=lambda s: int(s.id[1:]))
+        not_offered = [s for s in sessions if s.state is not SessionState.OFFERED]
+        not_active = [s for s in sessions if s.state is not SessionState.ACTIVE]
+        offered_or_closed = [s for s in sessions if s.state in (SessionState.OFFERED, SessionState.CLOSED)]
+        movable = [
+            s for s in sessions
+            if s.state is SessionState.ACTIVE and not s.manual and s.vendor != "mail"
+            and e.interactions[(s.vendor, s.interaction_id)].pending is None  # type: ignore[index]
+        ]
+        consulting = [
+            s for s in sessions
+            if s.state is SessionState.ACTIVE and not s.manual and s.vendor != "mail"
+            and e.interactions[(s.vendor, s.interaction_id)].pending is not None  # type: ignore[index]
+        ]
+        manual = [s for s in sessions if s.state is SessionState.ACTIVE and s.manual]
+        mail = [s for s in sessions if s.state is SessionState.ACTIVE and s.vendor == "mail"]
+        open_keys = sorted(k for k in self.current if self.open_interaction(k))
+        agent = data.draw(st.sampled_from(AGENTS), label="agent")
+        other = data.draw(st.sampled_from([a for a in AGENTS if a != agent]), label="other agent")
+
+        def pick(pool: list[Any]) -> Any:
+            return data.draw(st.sampled_from(pool), label="session")
+
+        if not_offered:
+            add("accept not offered", "session_not_offered", lambda: e.accept(pick(not_offered).id))
+            add("decline not offered", "session_not_offered", lambda: e.decline(pick(not_offered).id))
+        if not_active:
+            add("end not active", "session_not_active", lambda: e.end(pick(not_active).id))
+        if offered_or_closed:
+            def focus_unfocusable() -> Any:
+                s = pick(offered_or_closed)
+                return e.focus(s.agent_id, s.id, actor=s.agent_id)
+            add("focus offered/closed", "session_not_active", focus_unfocusable)
+        if sessions:
+            def foreign(action: str) -> Callable[[], Any]:
+                def thunk() -> Any:
+                    s = pick(sessions)
+                    actor = next(a for a in AGENTS if a != s.agent_id)
+                    if action == "focus":
+                        return e.focus(actor, s.id, actor=actor)
+                    return getattr(e, action)(s.id, actor=actor)
+                return thunk
+            for action in ("accept", "decline", "end", "focus", "transfer"):
+                add(f"{action} another agent's session", "forbidden", foreign(action))
+        for action in ("accept", "decline", "end"):
+            add(f"{action} unknown session", "session_not_found", functools.partial(getattr(e, action), "s0"))
+        add("focus unknown session", "session_not_found", lambda: e.focus(agent, "s0", actor=agent))
+        add("focus for unknown agent", "unknown_agent", lambda: e.focus("ghost", None))
+        add("focus for another agent", "forbidden", lambda: e.focus(agent, None, actor=other))
+        if movable:
+            add("transfer to self", "invalid_transfer_target",
+                lambda: (s := pick(movable)) and e.transfer(s.id, to_agent=s.agent_id))
+            add("transfer to nobody", "invalid_transfer_target", lambda: e.transfer(pick(movable).id))
+            add("transfer to both", "invalid_transfer_target",
+                lambda: e.transfer(pick(movable).id, to_agent=other, to_queue="idle"))
+            add("transfer bad mode", "invalid_request", lambda: e.transfer(pick(movable).id, to_agent=other, mode="warm"))
+            add("transfer to unknown agent", "unknown_agent", lambda: e.transfer(pick(movable).id, to_agent="ghost"))
+            add("transfer to unknown queue", "unknown_queue", lambda: e.transfer(pick(movable).id, to_queue="nowhere"))
+        if not_active:
+            add("transfer not active", "session_not_active", lambda: e.transfer(pick(not_active).id, to_queue="idle"))
+        if consulting:
+            add("transfer while consulting", "transfer_in_progress",
+                lambda: e.transfer(pick(consulting).id, to_queue="idle", mode=data.draw(st.sampled_from(["blind", "consult"]))))
+        if manual:
+            add("transfer manual", "transfer_not_supported", lambda: e.transfer(pick(manual).id, to_queue="idle"))
+        if mail:
+            add("transfer mail", "vendor_unsupported", lambda: e.transfer(pick(mail).id, to_queue="idle"))
+        if open_keys:
+            def reoffer() -> Any:
+                vendor, iid = data.draw(st.sampled_from(open_keys), label="open interaction")
+                return e.handle_event(self.new_event(EventType.OFFER, vendor, iid, channel=Channel.EMAIL, queue="idle"))
+            add("offer an open interaction", "interaction_already_open", reoffer)
+        for type_ in (EventType.END, EventType.MESSAGE, EventType.UPDATE):
+            add(f"vendor {type_.value} of unknown interaction", "interaction_not_found",
+                functools.partial(e.handle_event, self.new_event(type_, "crm", "i-unknown")))
+        add("presence of unknown agent", "unknown_agent", lambda: e.set_presence("ghost", "ready"))
+        add("presence for another agent", "forbidden", lambda: e.set_presence(agent, "ready", actor=other))
+        add("desktop of unknown agent", "unknown_agent", lambda: e.desktop_connected("ghost"))
+        add("desktop gone of unknown agent", "unknown_agent", lambda: e.desktop_disconnected("ghost"))
+        add("manual session of unknown agent", "unknown_agent", lambda: e.new_session("ghost"))
+        add("manual session for another agent", "forbidden", lambda: e.new_session(agent, actor=other))
+        if e.presence_of(agent) is Presence.OFFLINE:
+            add("manual session while offline", "agent_offline", lambda: e.new_session(agent))
+
+        name, code, thunk = data.draw(st.sampled_from(choices), label="illegal action")
+        result = self.call(thunk)
+        assert isinstance(result, ActionError), f"{name}: not refused, returned {result!r}"
+        assert result.code == code, f"{name}: expected code {code}, got {result!r}"
+
+    # ------------------------------------------------------------------ the end
+
+    @rule(go=st.integers(0, 3))
+    @step
+    def end_everything(self, go: int) -> None:
+        if go == 0:
+            self.finish_and_check_zero()
+
+    def finish_and_check_zero(self) -> None:
+        """End every interaction (vendor end) and manual session, let wrap-up pass: all counters zero."""
+        e = self.engine
+        self.sync()
+        while True:
+            open_keys = sorted(k for k, i in e.interactions.items() if i.phase is not Phase.DONE)
+            if not open_keys:
+                break
+            vendor, iid = open_keys[0]
+            self.vendor_event(EventType.END, vendor, iid)
+        for sid in self.sessions_in(SessionState.ACTIVE, manual=True):
+            result = self.call(e.end, sid)
+            assert not isinstance(result, ActionError), result
+        leftover = [s.id for s in e.sessions.values() if s.state in (SessionState.OFFERED, SessionState.ACTIVE)]
+        assert not leftover, f"sessions {leftover} still offered/active after every interaction ended"
+        assert not e.waiting()
+        self.clock.advance(MAX_WRAP_S + 0.001)
+        self.sync()
+        for agent in AGENTS:
+            assert all(v == 0 for v in e.load_of(agent).as_dict().values()), f"{agent} holds {e.load_of(agent)}"
+            assert e.open_sessions(agent) == []
+        assert not [s.id for s in e.sessions.values() if s.occupying]
+        for key, interaction in e.interactions.items():
+            assert interaction.phase is Phase.DONE and interaction.holder is None and interaction.pending is None, key
+
+    def teardown(self) -> None:
+        if self.healthy:
+            self.finish_and_check_zero()
+            self.check_invariants_now()
+
+    # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def invariants(self) -> None:
+        self.healthy = False
+        self.check_invariants_now()
+        self.healthy = True
+
+    def check_invariants_now(self) -> None:
+        e = self.engine
+        now = self.now()
+        assert e.outbox == [], "notices left undrained"
+        occupying: dict[str, list[Any]] = defaultdict(list)
+        for s in e.sessions.values():
+            if s.occupying:
+                occupying[s.agent_id].append(s)
+        # -- DESIGN 4: counters equal the occupying sessions, caps hold
+        for agent in AGENTS:
+            held = occupying[agent]
+            profile = e.profile_of(agent)
+            load = e.load_of(agent)
+            assert {s.id for s in e.open_sessions(agent)} == {s.id for s in held}, f"{agent}: open sessions drifted"
+            per_channel = Counter(s.channel for s in held)
+            for channel in Channel:
+                assert load.of(channel) == per_channel[channel], f"{agent} {channel}: {load} vs {per_channel}"
+            assert load.sessions == len(held), f"{agent}: {load} vs {len(held)} sessions"
+            for s in held:
+                assert s.units == profile.weight(s.channel), s
+            assert load.units == sum(s.units for s in held), f"{agent}: {load} vs weights"
+            assert within_limits(profile, load), f"{agent} over its caps: {load}"
+        # -- DESIGN 4: one active session per interaction, two only during a consult
+        active = Counter(
+            (s.vendor, s.interaction_id) for s in e.sessions.values() if s.state is SessionState.ACTIVE and not s.manual
+        )
+        waiting = set(e.waiting())
+        for key, interaction in e.interactions.items():
+            assert active[key] <= (2 if interaction.pending is not None else 1), f"{key}: {active[key]} active sessions"
+            holder = e.sessions.get(interaction.holder) if interaction.holder else None
+            pending = e.sessions.get(interaction.pending) if interaction.pending else None
+            if interaction.holder is not None:
+                assert holder is not None and holder.occupying, f"{key}: holder {interaction.holder} gone"
+                assert (holder.vendor, holder.interaction_id) == key
+                assert holder.state in (SessionState.OFFERED, SessionState.ACTIVE), f"{key}: holder {holder.state}"
+            if interaction.pending is not None:
+                assert pending is not None and pending.state is SessionState.OFFERED, f"{key}: consult target {pending}"
+                assert (pending.vendor, pending.interaction_id) == key
+                assert holder is not None and holder.state is SessionState.ACTIVE, f"{key}: consult without active source"
+            phase = interaction.phase
+            assert (phase is Phase.WAITING) == (key in waiting), f"{key}: phase {phase}, waiting {key in waiting}"
+            if phase is Phase.WAITING or phase is Phase.DONE:
+                assert holder is None and pending is None, f"{key} {phase} holds {interaction.holder}/{interaction.pending}"
+            elif phase is Phase.OFFERED:
+                assert holder is not None and holder.state is SessionState.OFFERED, f"{key} offered, holder {holder}"
+            else:
+                assert holder is not None and holder.state is SessionState.ACTIVE, f"{key} active, holder {holder}"
+        for s in e.sessions.values():
+            if s.state in (SessionState.OFFERED, SessionState.ACTIVE) and not s.manual:
+                interaction = e.interactions.get((s.vendor, s.interaction_id))  # type: ignore[arg-type]
+                assert interaction is not None and s.id in (interaction.holder, interaction.pending), (
+                    f"{s.id} ({s.state}) is neither holder nor consult target of {s.vendor}/{s.interaction_id}"
+                )
+        # -- the vendor's picture agrees with the engine's
+        for key, offer_key in self.current.items():
+            interaction = e.interactions.get(key)
+            if interaction is None or interaction.offer_event_id != offer_key[1]:
+                continue
+            offer = self.offers[offer_key]
+            assert [d.as_dict() for d in interaction.decisions] == offer.answers, (
+                f"{key}: engine decided {interaction.decisions}, the vendor heard {offer.answers}"
+            )
+            if interaction.holder is not None:
+                assert offer.holder == interaction.holder, f"{key}: vendor believes {offer.holder} holds it"
+            if interaction.phase is Phase.DONE:
+                offer.done = True
+        # -- waiting lists: bounded, and nobody waits while an agent of the queue has room
+        per_queue = Counter(e.interactions[k].queue for k in waiting)
+        for queue, count in per_queue.items():
+            assert queue is not None and count <= e.queues[queue].max_waiting
+        for key in waiting:
+            interaction = e.interactions[key]
+            assert interaction.queue is not None and interaction.wait_deadline is not None
+            for agent in QUEUE_AGENTS[interaction.queue]:
+                assert agent in interaction.excluded or not self.has_room(agent, interaction.channel), (
+                    f"{key} waits in {interaction.queue} although {agent} has room for {interaction.channel}"
+                )
+        # -- the eligibility index: exactly the agents with room, in the policy's order
+        for queue in QUEUES:
+            for channel in INBOUND_CHANNELS:
+                expected = sorted(
+                    (a for a in QUEUE_AGENTS[queue] if self.has_room(a, channel)),
+                    key=lambda a: self.policy_key(queue, a),
+                )
+                assert e.eligible(queue, channel) == expected, f"index {queue}/{channel}: {e.eligible(queue, channel)} vs {expected}"
+        # -- DESIGN 5: focus
+        focused: dict[str, list[str]] = defaultdict(list)
+        for s in e.sessions.values():
+            if s.focused_since is not None:
+                focused[s.agent_id].append(s.id)
+                assert s.state in (SessionState.ACTIVE, SessionState.WRAP_UP), f"{s.id} focused while {s.state}"
+            end = s.closed_at if s.closed_at is not None else now
+            elapsed = ms_between(s.offered_at, end)
+            assert elapsed is not None and s.focus_ms(end) <= elapsed, (
+                f"{s.id}: focus_ms {s.focus_ms(end)} > elapsed {elapsed} (offered {s.offered_at}, end {end})"
+            )
+            times = [t for t in (s.offered_at, s.accepted_at, s.ended_at, s.closed_at) if t is not None]
+            assert times == sorted(times) and times[-1] <= now, f"{s.id}: times out of order {times}"
+        for agent in AGENTS:
+            assert len(focused[agent]) <= 1, f"{agent} focuses {focused[agent]}"
+            assert e.focused_session(agent) == (focused[agent][0] if focused[agent] else None)
+        # -- timers: offers expire within their timeout, wrap-up lasts wrap_up_s; due timers fired
+        for s in e.sessions.values():
+            profile = e.profile_of(s.agent_id)
+            if not s.manual and s.accepted_at is None:
+                end = s.closed_at if s.closed_at is not None else now
+                if self.synced or s.closed_at is not None:
+                    assert end <= s.offered_at + profile.offer_timeout(s.channel), f"{s.id} offered past its timeout"
+            if s.ended_at is not None and s.closed_at is not None:
+                wrap = profile.wrap_up(s.channel)
+                assert s.wrap_ms == ms_between(s.ended_at, s.ended_at + wrap), f"{s.id}: wrap {s.wrap_ms} ms, not {wrap} s"
+            if self.synced and s.deadline is not None and s.state in (SessionState.OFFERED, SessionState.WRAP_UP):
+                assert s.deadline > now, f"{s.id}: {s.state} deadline {s.deadline} passed at {now} and did not fire"
+        if self.synced:
+            for key in waiting:
+                assert e.interactions[key].wait_deadline > now, f"{key}: queue timeout did not fire"  # type: ignore[operator]
+            for agent in AGENTS:
+                deadline = self.grace[agent]
+                assert deadline is None or deadline > now, f"{agent}: desktop grace period ended, agent not offline"
+
+
+def _settings() -> settings:
+    # max_examples, deadline etc. come from the profile loaded in tests/conftest.py
+    return settings(
+        stateful_step_count=STEP_COUNT,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_engine_state_machine() -> None:
+    run_state_machine_as_test(EngineMachine, settings=_settings())

@@ -1,0 +1,379 @@
+"""Engine: what happens inside sessions: manual sessions, focus and focus time, notes and
+accounts (one session only), customer messages and updates, chat replies (DESIGN 5, 6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import ActionError, CapacityRejected
+from gateway.events import Channel, Customer
+from gateway.notices import VendorAction
+from gateway.sessions import AccountState, Outcome, SessionState
+
+from .conftest import (
+    T0,
+    VENDOR,
+    advance,
+    agent_messages,
+    agent_spec,
+    assert_all_zero,
+    assert_counters_exact,
+    event,
+    in_use,
+    make_engine,
+    offer,
+    routed,
+    snapshot,
+    transitions,
+    vendor_notices,
+)
+
+# ============================================================================ manual sessions
+
+
+def test_a_manual_session_is_created_active_and_focused() -> None:
+    engine = make_engine()
+    session = engine.new_session("a1", label="Callback Mrs. Smith")
+    notices = engine.drain()
+
+    assert (session.id, session.agent_id, session.channel) == ("s1", "a1", Channel.MANUAL)
+    assert (session.state, session.vendor, session.interaction_id) == (SessionState.ACTIVE, None, None)
+    assert session.offered_at == session.accepted_at == T0
+    assert session.label == "Callback Mrs. Smith"
+    assert session.profile == "manual"
+    assert engine.focused_session("a1") == "s1"
+    assert agent_messages(notices, "a1", "session.opened")[0]["session"]["state"] == "active"
+    assert agent_messages(notices, "a1", "session.offered") == []
+    assert vendor_notices(notices) == [] and routed(notices) == []
+    assert in_use(engine, "a1") == {"sessions": 1, "units": 1, "voice": 0, "chat": 0, "email": 0, "manual": 1}
+
+
+def test_a_new_manual_session_takes_the_focus_from_the_previous_one() -> None:
+    engine = make_engine()
+    engine.new_session("a1")
+    advance(engine, 2)
+    engine.new_session("a1")
+    assert engine.focused_session("a1") == "s2"
+    assert engine.session("s1").focus_ms(engine.clock.now()) == 2000
+
+
+def test_manual_sessions_are_allowed_while_not_ready() -> None:
+    engine = make_engine()
+    engine.set_presence("a1", "not_ready", "back office")
+    assert engine.new_session("a1").state is SessionState.ACTIVE
+
+
+def test_manual_sessions_are_refused_while_offline_and_nothing_changes() -> None:
+    engine = make_engine(ready=[])
+    before = snapshot(engine)
+    with pytest.raises(CapacityRejected) as refused:
+        engine.new_session("a1")
+    assert refused.value.code == refused.value.reason == "agent_offline"
+    assert refused.value.retryable is True
+    assert snapshot(engine) == before
+
+
+def test_manual_sessions_cannot_take_the_reserved_inbound_session_but_inbound_can() -> None:
+    engine = make_engine(profiles={"std": {"max_sessions": 3, "reserved_inbound": 1}})
+    engine.new_session("a1")
+    engine.new_session("a1")
+    before = snapshot(engine)
+    with pytest.raises(CapacityRejected) as refused:
+        engine.new_session("a1")
+    assert refused.value.code == "agent_at_capacity"
+    assert snapshot(engine) == before
+    assert engine.handle_event(offer("i1", channel="voice", agent="a1")).agent_id == "a1"
+    assert in_use(engine, "a1")["sessions"] == 3
+    assert_counters_exact(engine)
+
+
+def test_a_manual_session_beyond_the_manual_cap_is_channel_at_capacity() -> None:
+    engine = make_engine(profiles={"std": {"max_sessions": 3, "channels": {"manual": 1}}})
+    engine.new_session("a1")
+    with pytest.raises(CapacityRejected) as refused:
+        engine.new_session("a1")
+    assert refused.value.code == "channel_at_capacity"
+
+
+def test_a_manual_session_without_label_gets_a_default_title() -> None:
+    engine = make_engine()
+    assert engine.new_session("a1").label == "New session"
+
+
+def test_ending_a_manual_session_frees_its_slot_and_its_focus() -> None:
+    engine = make_engine()
+    engine.new_session("a1")
+    advance(engine, 12.5)
+    session = engine.end("s1")
+    assert (session.state, session.outcome, session.handle_ms) == (SessionState.CLOSED, Outcome.COMPLETED, 12_500)
+    assert session.focus_ms(engine.clock.now() + 100) == 12_500
+    assert engine.focused_session("a1") is None
+    assert vendor_notices(engine.drain()) == []
+    assert_all_zero(engine)
+
+
+def test_manual_sessions_cannot_be_transferred() -> None:
+    engine = make_engine()
+    engine.new_session("a1")
+    with pytest.raises(ActionError) as refused:
+        engine.transfer("s1", to_agent="a2")
+    assert refused.value.code == "transfer_not_supported"
+
+
+# ============================================================================ focus
+
+
+def test_an_agent_has_at_most_one_focused_session() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1", agent="a1"))
+    engine.handle_event(offer("i2", agent="a1"))
+    engine.accept("s1")
+    engine.accept("s2")
+    engine.drain()
+    engine.focus("a1", "s1")
+    engine.focus("a1", "s2")
+    notices = engine.drain()
+    assert engine.focused_session("a1") == "s2"
+    focused = [s.id for s in engine.open_sessions("a1") if s.as_dict(engine.clock.now())["focused"]]
+    assert focused == ["s2"]
+    assert transitions(notices) == ["focused", "unfocused", "focused"]
+
+
+def test_focus_time_is_the_exact_sum_of_the_focused_intervals() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1", agent="a1"))
+    engine.handle_event(offer("i2", agent="a1"))
+    engine.accept("s1")
+    engine.accept("s2")
+    now = engine.clock.now
+    engine.focus("a1", "s1")
+    advance(engine, 2.5)
+    engine.focus("a1", "s2")
+    advance(engine, 1.0)
+    engine.focus("a1", "s1")
+    advance(engine, 0.75)
+    engine.focus("a1", None)
+    advance(engine, 100)  # nothing is focused: no time accrues
+    assert engine.session("s1").focus_ms(now()) == 3250
+    assert engine.session("s2").focus_ms(now()) == 1000
+    engine.end("s1")
+    assert engine.session("s1").as_dict(now())["focus_ms"] == 3250
+
+
+def test_focus_none_leaves_every_session() -> None:
+    engine = make_engine()
+    engine.new_session("a1")
+    engine.drain()
+    assert engine.focus("a1", None) is None
+    assert engine.focused_session("a1") is None
+    assert engine.session("s1").as_dict(engine.clock.now())["focused"] is False
+    assert transitions(engine.drain()) == ["unfocused"]
+
+
+def test_focusing_the_focused_session_again_changes_nothing() -> None:
+    engine = make_engine()
+    engine.new_session("a1")
+    advance(engine, 3)
+    engine.drain()
+    engine.focus("a1", "s1")
+    assert transitions(engine.drain()) == []
+    advance(engine, 1)
+    assert engine.session("s1").focus_ms(engine.clock.now()) == 4000
+
+
+def test_a_focused_session_keeps_counting_in_wrap_up_and_stops_when_closed() -> None:
+    engine = make_engine(profiles={"std": {"max_sessions": 3, "wrap_up_s": {"chat": 10}}})
+    engine.handle_event(offer("i1"))
+    engine.accept("s1")
+    engine.focus("a1", "s1")
+    advance(engine, 5)
+    engine.end("s1")
+    advance(engine, 10)  # closed at +15
+    advance(engine, 50)
+    assert engine.focused_session("a1") is None
+    assert engine.session("s1").as_dict(engine.clock.now())["focus_ms"] == 15_000
+
+
+def test_inbound_offers_never_take_the_focus() -> None:
+    engine = make_engine(ready=["a1"])
+    engine.new_session("a1")
+    engine.drain()
+    engine.handle_event(offer("i1", agent="a1"))
+    engine.handle_event(offer("i2"))  # untargeted, a1 is the only ready agent
+    notices = engine.drain()
+    assert engine.focused_session("a1") == "s1"
+    offers = agent_messages(notices, "a1", "session.offered")
+    assert len(offers) == 2
+    assert all(m["alert"] is True and "focus" not in m for m in offers)
+    engine.accept("s2")
+    assert engine.focused_session("a1") == "s1"
+
+
+def test_focus_is_per_agent() -> None:
+    engine = make_engine()
+    engine.new_session("a1")
+    engine.new_session("a2")
+    engine.focus("a1", None)
+    assert engine.focused_session("a2") == "s2"
+
+
+# ============================================================================ notes and account
+
+
+def test_notes_belong_to_one_session_only() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1", agent="a1"))
+    engine.handle_event(offer("i2", agent="a1"))
+    engine.accept("s1")
+    engine.accept("s2")
+    advance(engine, 1)
+    engine.note("s1", "customer wants a refund")
+    assert [n.as_dict() for n in engine.session("s1").notes] == [
+        {"text": "customer wants a refund", "at": "2023-11-14T22:13:21.000Z"}
+    ]
+    assert engine.session("s2").notes == []
+
+
+def test_notes_may_be_written_during_wrap_up() -> None:
+    engine = make_engine(profiles={"std": {"max_sessions": 3, "wrap_up_s": {"chat": 10}}})
+    engine.handle_event(offer("i1"))
+    engine.accept("s1")
+    engine.end("s1")
+    engine.note("s1", "after-call work")
+    assert [n.text for n in engine.session("s1").notes] == ["after-call work"]
+
+
+def test_confirm_and_reset_account_touch_one_session_only() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1", agent="a1"))
+    engine.accept("s1")
+    engine.new_session("a1")  # s2
+    engine.confirm_account("s1", "ACC-1")
+    assert engine.session("s1").account.as_dict() == {"state": "confirmed", "id": "ACC-1"}
+    assert engine.session("s2").account.as_dict() == {"state": "unidentified", "id": None}
+    engine.confirm_account("s2", "ACC-2")
+    engine.reset_account("s1")
+    assert engine.session("s1").account.as_dict() == {"state": "unidentified", "id": None}
+    assert engine.session("s2").account.as_dict() == {"state": "confirmed", "id": "ACC-2"}
+
+
+def test_an_update_with_account_id_identifies_only_that_interactions_session() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1", agent="a1"))
+    engine.handle_event(offer("i2", agent="a1"))
+    engine.accept("s1")
+    engine.drain()
+    engine.handle_event(event("update", "i1", attributes={"account_id": "CUST-7"}))
+    assert engine.session("s1").account.as_dict() == {"state": "identified", "id": "CUST-7"}
+    assert engine.session("s2").account.as_dict() == {"state": "unidentified", "id": None}
+    [updated] = agent_messages(engine.drain(), "a1", "session.updated")
+    assert updated["session"]["account"] == {"state": "identified", "id": "CUST-7"}
+    # the agent confirms the identified account without naming it again
+    engine.confirm_account("s1")
+    assert engine.session("s1").account.as_dict() == {"state": "confirmed", "id": "CUST-7"}
+
+
+def test_an_offer_with_account_id_arrives_identified() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1", attributes={"account_id": 4711}))
+    assert engine.session("s1").account.as_dict() == {"state": "identified", "id": "4711"}
+
+
+def test_a_vendor_update_does_not_override_a_confirmed_account() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1"))
+    engine.accept("s1")
+    engine.confirm_account("s1", "MINE")
+    engine.handle_event(event("update", "i1", attributes={"account_id": "THEIRS"}))
+    assert engine.session("s1").account.as_dict() == {"state": "confirmed", "id": "MINE"}
+
+
+# ============================================================================ messages, updates, replies
+
+
+def test_a_customer_message_reaches_the_holders_desktop_as_chat_message() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1", agent="a1"))
+    engine.handle_event(offer("i2", agent="a2"))
+    engine.accept("s1")
+    engine.drain()
+    customer = Customer(name="Bo", address="bo@example.org")
+    engine.handle_event(event("message", "i1", text="Where is my parcel?", customer=customer))
+    notices = engine.drain()
+    [message] = agent_messages(notices, "a1", "chat.message")
+    assert message["session_id"] == "s1"
+    assert message["text"] == "Where is my parcel?"
+    assert message["sender"] == "customer"
+    assert message["customer"] == {"address": "bo@example.org", "name": "Bo"}
+    assert agent_messages(notices, "a2") == []
+
+
+def test_an_update_changes_customer_and_subject_of_the_session() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1", subject="Hello"))
+    engine.drain()
+    engine.handle_event(event("update", "i1", subject="Refund", customer=Customer(name="Ann")))
+    session = engine.session("s1")
+    assert (session.subject, session.customer) == ("Refund", Customer(name="Ann"))
+    assert agent_messages(engine.drain(), "a1", "session.updated")[0]["session"]["subject"] == "Refund"
+
+
+def test_an_update_before_rerouting_is_kept_for_the_next_agent() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1"))
+    engine.handle_event(event("update", "i1", subject="Refund", attributes={"account_id": "C1"}))
+    engine.decline("s1")
+    rerouted = engine.session("s2")
+    assert (rerouted.agent_id, rerouted.subject, rerouted.account.id) == ("a2", "Refund", "C1")
+
+
+def test_a_chat_reply_goes_to_the_vendor() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1"))
+    engine.accept("s1")
+    engine.drain()
+    engine.send("s1", "It ships today.")
+    [reply] = vendor_notices(engine.drain(), VendorAction.REPLY)
+    assert (reply.vendor, reply.interaction_id) == (VENDOR, "i1")
+    assert reply.data == {"agent_id": "a1", "session_id": "s1", "text": "It ships today."}
+
+
+def test_labels_name_the_customer_or_the_subject() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1", channel="voice", customer=Customer(address="+4930123456")))
+    engine.handle_event(offer("i2", channel="email", subject="Invoice 42"))
+    assert engine.session("s1").label == "Voice: +4930123456"
+    assert engine.session("s2").label == "Email: Invoice 42"
+
+
+def test_sessions_of_many_agents_keep_counters_exact_through_a_busy_day() -> None:
+    """A deterministic mix of offers, accepts, declines, ends, timeouts and presence changes."""
+    engine = make_engine(
+        profiles={"std": {"max_sessions": 3, "channels": {"voice": 1}, "wrap_up_s": {"voice": 7}}},
+        agents=[agent_spec(f"a{n}") for n in range(1, 5)],
+    )
+    channels = ["chat", "voice", "email"]
+    for step in range(120):
+        engine.handle_event(offer(f"i{step}", channel=channels[step % 3]))
+        offered = [s for s in engine.sessions.values() if s.state is SessionState.OFFERED]
+        active = [s for s in engine.sessions.values() if s.state is SessionState.ACTIVE]
+        if offered and step % 4 == 0:
+            engine.decline(offered[0].id)
+        elif offered:
+            engine.accept(offered[-1].id)
+        if active and step % 3 == 0:
+            engine.end(active[0].id)
+        if step % 17 == 0:
+            engine.set_presence(f"a{step % 4 + 1}", "not_ready")
+        if step % 17 == 5:
+            engine.set_presence(f"a{step % 4 + 1}", "ready")
+        advance(engine, 3)
+        assert_counters_exact(engine)
+    for agent_id in engine.agent_ids():
+        engine.set_presence(agent_id, "ready")
+    for session in list(engine.sessions.values()):
+        if session.state is SessionState.ACTIVE:
+            engine.end(session.id)
+    advance(engine, 3600)
+    assert_counters_exact(engine)
+    assert_all_zero(engine)
