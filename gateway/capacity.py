@@ -92,7 +92,9 @@ def check(profile: CapacityProfile, load: Load, presence: Presence, channel: Cha
         return Reason.AGENT_OFFLINE
     if channel is not Channel.MANUAL and presence is not Presence.READY:
         return Reason.AGENT_NOT_READY
-    if load.of(channel) + 1 > profile.cap(channel):
+    # rule 2 is the channel's own cap: a channel missing from `channels` is capped only by
+    # max_sessions, so filling the agent with it is rule 1 (agent_at_capacity)
+    if channel in profile.channels and load.of(channel) + 1 > profile.channels[channel]:
         return Reason.CHANNEL_AT_CAPACITY
     sessions_after = load.sessions + 1
     if sessions_after > profile.max_sessions:

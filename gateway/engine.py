@@ -1,9 +1,11 @@
 """The routing engine: inbound events in, sessions and decisions out.
 
 Pure and synchronous: no I/O and no clock reads of its own (the :class:`~gateway.clock.Clock`
-is injected). Every public method first fires the timers that are due (offer timeouts,
-wrap-up ends, queue timeouts, desktop grace periods), then acts, then leaves what the
-edges must deliver in :attr:`Engine.outbox` (see :mod:`gateway.notices`). Illegal actions
+is injected). Every action (every public method but the reads) first fires the timers
+that are due (offer timeouts, wrap-up ends, queue timeouts, desktop grace periods), then
+acts, then leaves what the edges must deliver in :attr:`Engine.outbox` (see
+:mod:`gateway.notices`). Reads change nothing; the runtime calls :meth:`Engine.tick` at
+:meth:`Engine.next_deadline`, so what they show is at most a timer's latency old. Illegal actions
 raise an :class:`~gateway.errors.ActionError` with a stable code and change nothing.
 
 The engine owns session and interaction state; agent presence and capacity counters live

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -36,6 +37,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.engine import Engine
 from gateway.errors import GatewayError
+from gateway.sessions import Session
 
 from .auth import ApiError, Principal
 from .context import ApiContext
@@ -63,7 +65,9 @@ def error_message(ref: Any, code: str, message: str, **extra: Any) -> Message:
 
 def upgrade_required() -> ApiError:
     return ApiError(
-        426, "upgrade_required", "this is a WebSocket endpoint: connect with a WebSocket client",
+        426,
+        "upgrade_required",
+        "this is a WebSocket endpoint: connect with a WebSocket client",
         headers={"Upgrade": "websocket", "Connection": "Upgrade"},
     )
 
@@ -78,7 +82,8 @@ class AgentSocket:
         principal = self.ctx.authenticate(request)
         if principal.is_supervisor:
             raise ApiError(
-                403, "forbidden",
+                403,
+                "forbidden",
                 "the agent WebSocket is the agent's desktop; supervisors watch GET /v1/events/ws",
             )
         principal.require_agent(agent_id)
@@ -111,7 +116,9 @@ class AgentSocket:
             outbox.put_front({"type": "hello", "agent": snapshot})
             writer = asyncio.create_task(
                 pump(
-                    ws, outbox, request,
+                    ws,
+                    outbox,
+                    request,
                     send_timeout=settings.ws_send_timeout_s,
                     close_timeout=settings.ws_close_timeout_s,
                 ),
@@ -174,7 +181,8 @@ class AgentSocket:
             model = WS_MESSAGES.get(kind)
             if model is None:
                 return error_message(
-                    ref, "unknown_message_type",
+                    ref,
+                    "unknown_message_type",
                     f"unknown message type {kind[:64]!r}; known: {', '.join(sorted(WS_MESSAGES))}",
                     field="type",
                 )
@@ -202,14 +210,7 @@ class AgentSocket:
         """Run one client message as the agent; returns the extra fields of its ack."""
         act = self.runtime.act
         actor = agent_id
-
-        def as_session(call: Any) -> Any:
-            async def run() -> dict[str, Any]:
-                session = await act(lambda e: _dump(e, call(e)))
-                return {"session": session}
-
-            return run()
-
+        as_session = self._session_ack
         if kind == "ping":
             return {}
         if kind == "presence":
@@ -246,6 +247,11 @@ class AgentSocket:
             return result
         raise AssertionError(f"unhandled message type {kind}")  # pragma: no cover - WS_MESSAGES is closed
 
+    async def _session_ack(self, call: Callable[[Engine], Session | None]) -> dict[str, Any]:
+        """Run a session action; the ack carries the session after it (None: no session)."""
+        session = await self.runtime.act(lambda e: _dump(e, call(e)))
+        return {"session": session}
 
-def _dump(e: Engine, session: Any) -> dict[str, Any] | None:
+
+def _dump(e: Engine, session: Session | None) -> dict[str, Any] | None:
     return None if session is None else session.as_dict(e.clock.now())

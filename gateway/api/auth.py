@@ -64,8 +64,8 @@ log = structlog.get_logger("cti_gateway.api.auth")
 #: Longer "tokens" are refused without hashing (nobody configures a 4 KiB secret).
 MAX_TOKEN_CHARS = 4096
 
-SUPERVISOR = "supervisor"
-AGENT = "agent"
+SUPERVISOR: Literal["supervisor"] = "supervisor"
+AGENT: Literal["agent"] = "agent"
 
 
 class ApiError(GatewayError):
@@ -154,7 +154,7 @@ class TokenAuthority:
             seen.setdefault(sha, principal)
 
     @classmethod
-    def from_config(cls, config: GatewayConfig) -> "TokenAuthority":
+    def from_config(cls, config: GatewayConfig) -> TokenAuthority:
         entries: list[tuple[str, Principal]] = []
         if config.server.supervisor_token_sha256:
             entries.append((config.server.supervisor_token_sha256, Principal(SUPERVISOR)))
@@ -202,7 +202,9 @@ def token_from_request(request: web.BaseRequest) -> str:
 class RateLimiter:
     """Token buckets, one per principal key: ``rate`` per second, at most ``burst``."""
 
-    def __init__(self, rate: float = 50.0, burst: float = 100.0, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float = 50.0, burst: float = 100.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate = float(rate)
         self.burst = float(burst)
         self._clock = clock

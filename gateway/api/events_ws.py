@@ -50,7 +50,9 @@ class EventStream:
             log.info("event_stream_opened", subscribers=len(self.ctx.runtime.bus))
             writer = asyncio.create_task(
                 pump(
-                    ws, outbox, request,
+                    ws,
+                    outbox,
+                    request,
                     send_timeout=settings.ws_send_timeout_s,
                     close_timeout=settings.ws_close_timeout_s,
                 ),

@@ -5,7 +5,8 @@ errors (400 ``invalid_request`` naming the field), like everywhere in the gatewa
 WebSocket messages carry the same fields as the REST bodies ("the same bodies go to the
 REST session actions", DESIGN section 6), plus ``type`` and an optional ``ref``; there a
 message about one session must name it in ``session_id``, while in REST the session is in
-the path (a ``session_id`` in a REST body is allowed for symmetry and must match the path).
+the path, so a REST body has no ``session_id`` (one place to name the session, none to
+disagree).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ __all__ = [
 MAX_ID_CHARS = 256
 MAX_LABEL_CHARS = 256
 MAX_REASON_CHARS = 256
-MAX_SEND_CHARS = 65_536
+#: a chat reply; small enough that any reply fits the 64 KiB body limit as JSON
+MAX_SEND_CHARS = 16_384
 #: a note or reply must contain something besides white space
 NOT_BLANK = r"\S"
 
@@ -80,26 +82,24 @@ class FocusBody(_Body):
 
 
 class SessionBody(_Body):
-    """``accept``, ``decline``, ``end``, ``focus``, ``reset_account``: nothing but the session."""
-
-    session_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    """``accept``, ``decline``, ``end``, ``focus``, ``reset_account``: no fields (an empty body)."""
 
 
-class TransferBody(SessionBody):
+class TransferBody(_Body):
     to_agent: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
     to_queue: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
     mode: Literal["blind", "consult"] = "blind"
 
 
-class NoteBody(SessionBody):
+class NoteBody(_Body):
     text: str = Field(min_length=1, max_length=MAX_NOTE_CHARS, pattern=NOT_BLANK)
 
 
-class SendBody(SessionBody):
+class SendBody(_Body):
     text: str = Field(min_length=1, max_length=MAX_SEND_CHARS, pattern=NOT_BLANK)
 
 
-class ConfirmAccountBody(SessionBody):
+class ConfirmAccountBody(_Body):
     account_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
 
 

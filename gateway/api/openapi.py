@@ -54,7 +54,9 @@ _TIME = _string(format="date-time")
 _MS = {"type": "integer", "minimum": 0}
 
 
-def _object(properties: dict[str, Schema], required: list[str] | None = None, *, closed: bool = False, **extra: Any) -> Schema:
+def _object(
+    properties: dict[str, Schema], required: list[str] | None = None, *, closed: bool = False, **extra: Any
+) -> Schema:
     schema: Schema = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
@@ -139,13 +141,14 @@ def _schemas() -> dict[str, Schema]:
             ["state", "id"],
         ),
         "Note": _object({"text": _string(), "at": _TIME}, ["text", "at"]),
-        "Session": _object(session_props, list(session_props), description="one slot of one agent holding one interaction"),
-        "Presence": _object(
-            {"state": _string(enum=PRESENCE), "reason": _nullable(_string())}, ["state", "reason"]
+        "Session": _object(
+            session_props, list(session_props), description="one slot of one agent holding one interaction"
         ),
+        "Presence": _object({"state": _string(enum=PRESENCE), "reason": _nullable(_string())}, ["state", "reason"]),
         "InUse": _object(counts, list(counts), description="occupying sessions and units, in total and per channel"),
         "FreeCapacity": _object(
-            {c: _MS for c in CHANNELS}, CHANNELS,
+            {c: _MS for c in CHANNELS},
+            CHANNELS,
             description="how many more sessions of each channel the agent could take now, presence aside",
         ),
         "Agent": _object(
@@ -202,37 +205,42 @@ def _schemas() -> dict[str, Schema]:
         # ---- request bodies (unknown keys are errors)
         "PresenceBody": _object(
             {"state": _string(enum=PRESENCE), "reason": _nullable(_string(maxLength=MAX_REASON_CHARS))},
-            ["state"], closed=True,
+            ["state"],
+            closed=True,
         ),
         "FocusBody": _object(
-            {"session_id": _nullable(_ID)}, ["session_id"], closed=True,
+            {"session_id": _nullable(_ID)},
+            ["session_id"],
+            closed=True,
             description="a session of the agent to focus, or null to leave every session",
         ),
         "NewSessionBody": _object({"label": _nullable(_string(maxLength=MAX_LABEL_CHARS))}, closed=True),
-        "SessionActionBody": _object(
-            {"session_id": _nullable({**_ID, "description": "optional; must equal the session in the path"})},
-            closed=True,
-        ),
+        "SessionActionBody": _object({}, closed=True, description="no fields: the session is in the path"),
         "TransferBody": _object(
             {
-                "session_id": _nullable(_ID),
                 "to_agent": _nullable(_ID),
                 "to_queue": _nullable(_ID),
                 "mode": _string(enum=["blind", "consult"], default="blind"),
             },
             closed=True,
             description="exactly one of to_agent and to_queue",
+            oneOf=[
+                {"required": ["to_agent"], "properties": {"to_agent": _ID, "to_queue": {"type": "null"}}},
+                {"required": ["to_queue"], "properties": {"to_queue": _ID, "to_agent": {"type": "null"}}},
+            ],
         ),
         "NoteBody": _object(
-            {"session_id": _nullable(_ID), "text": _string(minLength=1, maxLength=MAX_NOTE_CHARS, pattern=NOT_BLANK)},
-            ["text"], closed=True,
+            {"text": _string(minLength=1, maxLength=MAX_NOTE_CHARS, pattern=NOT_BLANK)},
+            ["text"],
+            closed=True,
         ),
         "SendBody": _object(
-            {"session_id": _nullable(_ID), "text": _string(minLength=1, maxLength=MAX_SEND_CHARS, pattern=NOT_BLANK)},
-            ["text"], closed=True,
+            {"text": _string(minLength=1, maxLength=MAX_SEND_CHARS, pattern=NOT_BLANK)},
+            ["text"],
+            closed=True,
         ),
         "ConfirmAccountBody": _object(
-            {"session_id": _nullable(_ID), "account_id": _nullable(_ID)},
+            {"account_id": _nullable(_ID)},
             closed=True,
             description="account_id: the account to confirm (default: the identified one)",
         ),
@@ -268,8 +276,7 @@ def _schemas() -> dict[str, Schema]:
             {"decision": _string(enum=["assigned", "queued", "accepted", "duplicate"]), **decision_extra},
             ["decision"],
             description=(
-                "assigned: agent_id and session_id; duplicate: the first answer repeated, "
-                "with first_decision"
+                "assigned: agent_id and session_id; duplicate: the first answer repeated, with first_decision"
             ),
         ),
         "Rejection": _object(
@@ -291,7 +298,9 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> Schema:
 
 
 _STD_ERRORS: dict[str, Schema] = {
-    "400": _error("invalid_request: malformed JSON, an unknown or invalid field (error.field names it), or an illegal action"),
+    "400": _error(
+        "invalid_request: malformed JSON, an unknown or invalid field (error.field names it), or an illegal action"
+    ),
     "401": _error(
         "unauthorized: no or unknown bearer token",
         {"WWW-Authenticate": {"schema": _string(), "description": "Bearer"}},
@@ -329,10 +338,10 @@ def _body(name: str, *, required: bool = True) -> Schema:
 _SESSION_ACTIONS: dict[str, tuple[str, bool, str, str]] = {
     # action: (body schema, body required, summary, response schema)
     "accept": ("SessionActionBody", False, "Accept an offered session", "Session"),
-    "decline": ("SessionActionBody", False, "Decline an offered session (re-routed or rejected to the vendor)", "Session"),
+    "decline": ("SessionActionBody", False, "Decline an offered session: re-routed or rejected", "Session"),
     "end": ("SessionActionBody", False, "End an active session (into wrap-up, or closed)", "Session"),
     "focus": ("SessionActionBody", False, "Focus this session (the agent's previously focused one is left)", "Session"),
-    "transfer": ("TransferBody", True, "Transfer an active session to an agent or a queue, blind or consult", "TransferResult"),
+    "transfer": ("TransferBody", True, "Transfer an active session to an agent or a queue", "TransferResult"),
     "note": ("NoteBody", True, "Add a note to the session's record", "Session"),
     "confirm_account": ("ConfirmAccountBody", False, "Confirm the session's account", "Session"),
     "reset_account": ("SessionActionBody", False, "Reset the session's account to unidentified", "Session"),
@@ -473,6 +482,7 @@ def _paths() -> dict[str, Any]:
                             "anyOf": [
                                 _string(format="date-time", maxLength=64),
                                 _string(pattern=r"^-?[0-9]{1,15}(\.[0-9]{1,9})?$"),
+                                _string(maxLength=0, description="empty: unbounded"),
                             ]
                         },
                     }
@@ -483,7 +493,8 @@ def _paths() -> dict[str, Any]:
                         "name": "format",
                         "in": "query",
                         "required": False,
-                        "schema": _string(enum=["json", "csv"], default="json"),
+                        "description": "json (default; also when empty) or csv",
+                        "schema": _string(enum=["json", "csv", ""], default="json"),
                     }
                 ],
                 "responses": {
@@ -517,7 +528,9 @@ def _paths() -> dict[str, Any]:
                         "name": "X-Gateway-Signature",
                         "in": "header",
                         "required": True,
-                        "description": 'sha256=<hex HMAC-SHA256 of "<X-Gateway-Timestamp>.<raw body>"> under the vendor secret',
+                        "description": (
+                            'sha256=<hex HMAC-SHA256 of "<X-Gateway-Timestamp>.<raw body>"> under the vendor secret'
+                        ),
                         "schema": _string(pattern=r"^sha256=[0-9a-fA-F]{64}$"),
                     },
                 ],
@@ -545,7 +558,9 @@ def _paths() -> dict[str, Any]:
                 "tags": ["sessions"],
                 "requestBody": _body(schema, required=required),
                 "responses": {
-                    "200": _json(_ref(result), "the session after the action" if result == "Session" else "source and target"),
+                    "200": _json(
+                        _ref(result), "the session after the action" if result == "Session" else "source and target"
+                    ),
                     **_errors("400", "401", "403", "404", "408", "409", "413", "429", "503"),
                 },
             },
@@ -577,8 +592,13 @@ _WEBSOCKETS = {
             "pong": ["ref"],
         },
         "server_messages": [
-            "hello", "session.offered (alert: true)", "session.opened", "session.updated",
-            "session.closed", "chat.message", "agent.presence",
+            "hello",
+            "session.offered (alert: true)",
+            "session.opened",
+            "session.updated",
+            "session.closed",
+            "chat.message",
+            "agent.presence",
         ],
         "close_codes": {"1001": "server shutting down", "1009": "message too big (64 KiB)", "4008": "too slow"},
     },
@@ -605,7 +625,7 @@ def build_openapi() -> dict[str, Any]:
                 "version": _version,
                 "description": (
                     "Routes inbound calls, chats and e-mails from contact-center systems to "
-                    "multi-session agents. Errors are {\"error\": {\"code\", \"message\"}}. "
+                    'multi-session agents. Errors are {"error": {"code", "message"}}. '
                     "Agents use their own token and see only their own agent and sessions; the "
                     "supervisor token reads everything and may act for any agent."
                 ),

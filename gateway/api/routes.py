@@ -166,9 +166,7 @@ async def _body(request: web.Request, model: type[Any], ctx: ApiContext) -> Any:
 
 # ============================================================================ query parameters
 
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 _UNIX = re.compile(r"^-?\d{1,15}(\.\d{1,9})?$")
 #: the largest length of a from/to value (longer: 400)
 MAX_TIME_CHARS = 64
@@ -296,17 +294,11 @@ class RestApi:
 
     # ------------------------------------------------------------------ sessions
 
-    def session_action(
-        self, model: type[SessionBody], call: Callable[[Engine, str, Any, str | None], Any]
-    ) -> Handler:
+    def session_action(self, model: type[Any], call: Callable[[Engine, str, Any, str | None], Any]) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             principal = self.auth(request)
             session_id = request.match_info["id"]
             body = await _body(request, model, self.ctx)
-            if body.session_id is not None and body.session_id != session_id:
-                raise ApiError(
-                    400, "invalid_request", "session_id: must match the session in the path", field="session_id"
-                )
             result = await self.runtime.act(lambda e: call(e, session_id, body, principal.actor))
             return web.json_response(result)
 
@@ -333,7 +325,7 @@ class RestApi:
     async def report(self, request: web.Request) -> web.Response:
         principal = self.auth(request)
         principal.require_supervisor()
-        fmt = request.query.get("format") or "json"
+        fmt = request.query.get("format") or "json"  # empty: the default, like from= and to=
         if fmt not in ("json", "csv"):
             raise ApiError(400, "invalid_request", "format: json or csv", field="format")
         start = _time_param(request, "from")
@@ -429,7 +421,7 @@ def _send(e: Engine, sid: str, body: SendBody, actor: str | None) -> dict[str, A
 
 
 #: action name -> (body model, engine call); POST /v1/sessions/{id}/{action}
-SESSION_ACTIONS: dict[str, tuple[type[SessionBody], Callable[[Engine, str, Any, str | None], Any]]] = {
+SESSION_ACTIONS: dict[str, tuple[type[Any], Callable[[Engine, str, Any, str | None], Any]]] = {
     "accept": (SessionBody, _accept),
     "decline": (SessionBody, _decline),
     "end": (SessionBody, _end),

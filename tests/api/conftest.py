@@ -22,8 +22,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from adapters.webhook import signed_headers
-from gateway.app import RUNTIME, build_app
 from gateway.api.context import API, ApiContext
+from gateway.app import RUNTIME, build_app
 from gateway.clock import ManualClock
 from gateway.config import GatewayConfig
 from gateway.events import Channel, Event, EventType
@@ -97,7 +97,7 @@ class Gateway:
         return self.base + path
 
     def ws_url(self, path: str) -> str:
-        return "ws" + self.base[len("http"):] + path
+        return "ws" + self.base[len("http") :] + path
 
     async def request(self, method: str, path: str, who: str | None = None, **kwargs: Any) -> aiohttp.ClientResponse:
         headers = dict(kwargs.pop("headers", {}))
@@ -119,9 +119,13 @@ class Gateway:
 
     # ---------------------------------------------------------------- engine helpers
 
-    def event(self, type_: str = "offer", *, interaction: str | None = None, **fields: Any) -> Event:
+    def event(
+        self, type_: str = "offer", *, interaction: str | None = None, vendor: str = VENDOR, **fields: Any
+    ) -> Event:
+        """An event; vendor ``crm`` is the configured webhook (it cannot transfer), any other
+        name is a vendor the engine knows no capabilities of (anything goes)."""
         return Event(
-            vendor=VENDOR,
+            vendor=vendor,
             event_id=f"ev-{next(self._ids)}",
             type=EventType(type_),
             interaction_id=interaction or f"i-{next(self._ids)}",
@@ -129,7 +133,9 @@ class Gateway:
             **fields,
         )
 
-    async def offer(self, agent: str | None = None, *, channel: str = "chat", queue: str | None = None, **fields: Any) -> str:
+    async def offer(
+        self, agent: str | None = None, *, channel: str = "chat", queue: str | None = None, **fields: Any
+    ) -> str:
         """Offer an interaction (to ``agent``, else to ``queue``/support); returns the session id."""
         if agent is None and queue is None:
             queue = "support"
@@ -176,7 +182,9 @@ async def receive_json(ws: aiohttp.ClientWebSocketResponse, timeout: float = 3.0
     return data
 
 
-async def receive_until(ws: aiohttp.ClientWebSocketResponse, type_: str, timeout: float = 3.0, **match: Any) -> dict[str, Any]:
+async def receive_until(
+    ws: aiohttp.ClientWebSocketResponse, type_: str, timeout: float = 3.0, **match: Any
+) -> dict[str, Any]:
     """Skip messages until one of ``type_`` (whose keys equal ``match``) arrives."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -186,7 +194,9 @@ async def receive_until(ws: aiohttp.ClientWebSocketResponse, type_: str, timeout
             return message
 
 
-async def request_ws(ws: aiohttp.ClientWebSocketResponse, message: dict[str, Any], timeout: float = 3.0) -> dict[str, Any]:
+async def request_ws(
+    ws: aiohttp.ClientWebSocketResponse, message: dict[str, Any], timeout: float = 3.0
+) -> dict[str, Any]:
     """Send a client message with a ref; return its ack / error / pong (skipping notices)."""
     await ws.send_json(message)
     loop = asyncio.get_running_loop()

@@ -63,14 +63,20 @@ async def test_readyz_is_503_with_the_error_shape_when_the_store_is_down(gw: Gat
 
 
 async def test_no_token_or_a_bad_token_is_401_with_www_authenticate(gw: Gateway) -> None:
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {TOKENS['a1']}"},
-                    {"Authorization": "Bearer"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": f"Basic {TOKENS['a1']}"},
+        {"Authorization": "Bearer"},
+    ):
         response = await gw.request("GET", "/v1/agents", headers=headers)
         assert response.status == 401, headers
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
         assert error_of(await response.json())[0] == "unauthorized"
     # the supervisor token's hash is not a token
-    response = await gw.request("GET", "/v1/agents", headers={"Authorization": f"Bearer {TOKENS['supervisor'].upper()}"})
+    response = await gw.request(
+        "GET", "/v1/agents", headers={"Authorization": f"Bearer {TOKENS['supervisor'].upper()}"}
+    )
     assert response.status == 401
 
 
@@ -162,8 +168,12 @@ async def test_presence(gw: Gateway) -> None:
     agent = await gw.json("PUT", "/v1/agents/a1/presence", "a1", json={"state": "ready"})
     assert agent["presence"] == {"state": "ready", "reason": None}
 
-    for body, field in (({"state": "busy"}, "state"), ({}, "state"), ({"state": "ready", "mood": "good"}, "mood"),
-                        ({"state": "ready", "reason": 5}, "reason")):
+    for body, field in (
+        ({"state": "busy"}, "state"),
+        ({}, "state"),
+        ({"state": "ready", "mood": "good"}, "mood"),
+        ({"state": "ready", "reason": 5}, "reason"),
+    ):
         response = await gw.request("PUT", "/v1/agents/a1/presence", "a1", json=body)
         payload = await response.json()
         assert response.status == 400, body
@@ -213,7 +223,7 @@ async def test_session_lifecycle_over_rest_and_the_record(gw: Gateway) -> None:
     await gw.advance(2)
     accepted = await gw.json("POST", f"/v1/sessions/{sid}/accept", "a1")
     assert accepted["state"] == "active" and accepted["focused"] is False  # inbound never steals focus
-    focused = await gw.json("POST", f"/v1/sessions/{sid}/focus", "a1", json={"session_id": sid})
+    focused = await gw.json("POST", f"/v1/sessions/{sid}/focus", "a1", json={})
     assert focused["focused"] is True
     await gw.advance(5)
     noted = await gw.json("POST", f"/v1/sessions/{sid}/note", "a1", json={"text": "wants a refund"})
@@ -258,9 +268,9 @@ async def test_decline_and_illegal_actions(gw: Gateway) -> None:
     assert response.status == 404 and error_of(await response.json())[0] == "session_not_found"
     response = await gw.request("GET", "/v1/sessions/nope", "a1")
     assert response.status == 404 and error_of(await response.json())[0] == "session_not_found"
-    # the body's session_id must be the path's
+    # the session is the path's: a REST body does not name one
     sid2 = await gw.offer("a1")
-    response = await gw.request("POST", f"/v1/sessions/{sid2}/accept", "a1", json={"session_id": sid})
+    response = await gw.request("POST", f"/v1/sessions/{sid2}/accept", "a1", json={"session_id": sid2})
     body = await response.json()
     assert response.status == 400 and body["error"]["field"] == "session_id"
     # send on a non-chat, note on an offered session
@@ -272,7 +282,12 @@ async def test_decline_and_illegal_actions(gw: Gateway) -> None:
 
 async def test_transfer_over_rest(gw: Gateway) -> None:
     await gw.ready("a1", "a2")
-    sid = await gw.offer("a1")
+    refused = await gw.offer("a1")  # the webhook vendor cannot transfer
+    await gw.json("POST", f"/v1/sessions/{refused}/accept", "a1")
+    response = await gw.request("POST", f"/v1/sessions/{refused}/transfer", "a1", json={"to_agent": "a2"})
+    assert response.status == 400 and error_of(await response.json())[0] == "vendor_unsupported"
+
+    sid = await gw.offer("a1", vendor="pbx")
     await gw.json("POST", f"/v1/sessions/{sid}/accept", "a1")
     response = await gw.request("POST", f"/v1/sessions/{sid}/transfer", "a1", json={})
     assert response.status == 400 and error_of(await response.json())[0] == "invalid_transfer_target"
@@ -335,8 +350,12 @@ async def test_report_json_and_csv(gw: Gateway) -> None:
     body = await gw.json("GET", f"/v1/reports/sessions?from={cut:.0f}&to={cut - 1:.0f}", "supervisor")
     assert body == {"sessions": []}
 
-    for query, field in (("from=yesterday", "from"), ("to=2023-02-30T00:00:00Z", "to"),
-                         ("from=2023-11-14T22:14:10", "from"), ("format=xml", "format")):
+    for query, field in (
+        ("from=yesterday", "from"),
+        ("to=2023-02-30T00:00:00Z", "to"),
+        ("from=2023-11-14T22:14:10", "from"),
+        ("format=xml", "format"),
+    ):
         response = await gw.request("GET", f"/v1/reports/sessions?{query}", "supervisor")
         payload = await response.json()
         assert response.status == 400, query
@@ -357,15 +376,17 @@ async def test_error_shapes_for_404_405_400_413(gw: Gateway) -> None:
     assert "GET" in response.headers["Allow"]
 
     for raw in (b"{not json", b"[1, 2]", b'"text"', b"null", b'{"state": NaN}', b"[" * 50_000):
-        response = await gw.request("PUT", "/v1/agents/a1/presence", "a1", data=raw,
-                                    headers={"Content-Type": "application/json"})
+        response = await gw.request(
+            "PUT", "/v1/agents/a1/presence", "a1", data=raw, headers={"Content-Type": "application/json"}
+        )
         body = await response.json()
         assert response.status == 400, raw[:20]
         assert body["error"]["code"] == "invalid_request" and body["error"]["field"] == "body"
 
     big = b'{"label": "' + b"x" * (64 * 1024) + b'"}'
-    response = await gw.request("POST", "/v1/agents/a1/sessions", "a1", data=big,
-                                headers={"Content-Type": "application/json"})
+    response = await gw.request(
+        "POST", "/v1/agents/a1/sessions", "a1", data=big, headers={"Content-Type": "application/json"}
+    )
     assert response.status == 413 and error_of(await response.json())[0] == "body_too_large"
 
     async def chunks():  # no Content-Length: counted as it arrives
@@ -404,8 +425,9 @@ async def test_webhook_offer_reaches_the_engine(gw: Gateway) -> None:
     assert response.status == 200 and body["decision"] == "assigned" and body["agent_id"] == "a1"
     record = await gw.json("GET", f"/v1/sessions/{body['session_id']}", "a1")
     assert record["interaction_id"] == "chat-1" and record["vendor"] == "crm"
-    response = await gw.webhook({"event_id": "w2", "type": "offer", "channel": "chat", "interaction_id": "c2",
-                                 "agent_id": "a3"})
+    response = await gw.webhook(
+        {"event_id": "w2", "type": "offer", "channel": "chat", "interaction_id": "c2", "agent_id": "a3"}
+    )
     assert response.status == 409 and (await response.json()) == {"decision": "rejected", "reason": "agent_offline"}
     # the error middleware does not get in the way of the adapter's own errors
     async with gw.http.post(gw.url("/v1/vendors/crm/events"), data=b"{}") as response:
@@ -413,7 +435,9 @@ async def test_webhook_offer_reaches_the_engine(gw: Gateway) -> None:
 
 
 async def test_headers_are_case_insensitive_and_token_header_wins(gw: Gateway) -> None:
-    response = await gw.request("GET", f"/v1/agents/a1?token={TOKENS['a2']}", headers={"authorization": f"bearer {TOKENS['a1']}"})
+    response = await gw.request(
+        "GET", f"/v1/agents/a1?token={TOKENS['a2']}", headers={"authorization": f"bearer {TOKENS['a1']}"}
+    )
     assert response.status == 200
     response = await gw.request("GET", "/v1/agents/a1", headers=auth("a2"))
     assert response.status == 403

@@ -15,8 +15,9 @@ from typing import Any
 
 from gateway.clock import ManualClock
 from gateway.config import GatewayConfig
-from gateway.engine import Engine, VendorCapabilities
+from gateway.engine import Engine
 from gateway.events import INBOUND_CHANNELS, Channel, Customer, Event, EventType
+from gateway.interactions import VendorCapabilities
 from gateway.notices import Notice, PresenceChanged, Routed, SessionChanged, ToAgent, ToVendor, VendorAction
 from gateway.sessions import OCCUPYING, SessionState
 
@@ -161,7 +162,9 @@ def event(
 # ---------------------------------------------------------------------------- notices
 
 
-def agent_messages(notices: Iterable[Notice], agent_id: str | None = None, type_: str | None = None) -> list[dict[str, Any]]:
+def agent_messages(
+    notices: Iterable[Notice], agent_id: str | None = None, type_: str | None = None
+) -> list[dict[str, Any]]:
     """Desktop messages (ToAgent), optionally of one agent and/or one message type."""
     return [
         n.message
@@ -218,7 +221,8 @@ def assert_counters_exact(engine: Engine) -> None:
         assert {s.id for s in engine.open_sessions(agent_id)} == {s.id for s in held}
     for key, interaction in engine.interactions.items():
         active = [
-            s for s in engine.sessions.values()
+            s
+            for s in engine.sessions.values()
             if (s.vendor, s.interaction_id) == key and s.state is SessionState.ACTIVE
         ]
         assert len(active) <= (2 if interaction.pending is not None else 1), f"{key} has {len(active)} active sessions"

@@ -26,9 +26,7 @@ def holding(profile: CapacityProfile, **counts: int) -> Load:
     return load
 
 
-BLENDED = CapacityProfile(
-    max_sessions=6, reserved_inbound=1, channels={VOICE: 1, CHAT: 6, EMAIL: 3, MANUAL: 5}
-)
+BLENDED = CapacityProfile(max_sessions=6, reserved_inbound=1, channels={VOICE: 1, CHAT: 6, EMAIL: 3, MANUAL: 5})
 
 
 # ---------------------------------------------------------------------------- reasons
@@ -173,11 +171,11 @@ def test_rule2_a_channel_missing_from_channels_is_capped_by_max_sessions_only() 
     assert check(p, holding(p, email=1, chat=2), READY, EMAIL) is Reason.AGENT_AT_CAPACITY
 
 
-def test_rule2_a_missing_channel_filling_the_agent_alone_breaks_its_implicit_cap() -> None:
-    """Literal reading of "missing = max_sessions": the implicit cap is rule 2, so when one
-    channel alone fills the agent, rules 2 and 1 both break and channel_at_capacity wins."""
+def test_rule2_a_missing_channel_filling_the_agent_alone_is_agent_at_capacity() -> None:
+    """A channel missing from `channels` is "capped only by max_sessions": it has no cap of
+    its own, so when it alone fills the agent the reason is rule 1's agent_at_capacity."""
     p = CapacityProfile(max_sessions=3)
-    assert check(p, holding(p, chat=3), READY, CHAT) is Reason.CHANNEL_AT_CAPACITY
+    assert check(p, holding(p, chat=3), READY, CHAT) is Reason.AGENT_AT_CAPACITY
     assert check(p, holding(p, chat=3), READY, EMAIL) is Reason.AGENT_AT_CAPACITY
 
 
@@ -272,7 +270,9 @@ def test_manual_under_not_ready_still_gets_capacity_reasons() -> None:
     assert check(p, holding(p, chat=2), NOT_READY, MANUAL) is Reason.AGENT_AT_CAPACITY
 
 
-def _oracle(profile: CapacityProfile, counts: Mapping[Channel, int], presence: Presence, channel: Channel) -> str | None:
+def _oracle(
+    profile: CapacityProfile, counts: Mapping[Channel, int], presence: Presence, channel: Channel
+) -> str | None:
     """DESIGN section 4 written out independently: every rule checked *after* the allocation,
     the first reason of the contract order wins."""
     after = dict(counts)
@@ -285,8 +285,8 @@ def _oracle(profile: CapacityProfile, counts: Mapping[Channel, int], presence: P
         reasons.append("agent_offline")
     if presence is NOT_READY and channel is not MANUAL:
         reasons.append("agent_not_ready")
-    if after[channel] > profile.channels.get(channel, profile.max_sessions):
-        reasons.append("channel_at_capacity")
+    if channel in profile.channels and after[channel] > profile.channels[channel]:
+        reasons.append("channel_at_capacity")  # only a listed channel has a cap of its own
     if (
         sessions > profile.max_sessions
         or units > max_units
@@ -378,5 +378,9 @@ def test_weighted_voice_call_takes_the_whole_capacity() -> None:
 def test_weighted_voice_is_blocked_by_any_other_session(other: Channel) -> None:
     one = holding(EXCLUSIVE_VOICE, **{other.value: 1})
     assert check(EXCLUSIVE_VOICE, one, READY, VOICE) is Reason.AGENT_AT_CAPACITY
-    # while the other channels still have room for five more
-    assert check(EXCLUSIVE_VOICE, holding(EXCLUSIVE_VOICE, chat=5), READY, CHAT) is None
+    assert check(EXCLUSIVE_VOICE, one, READY, CHAT) is None  # the others still share the room
+
+
+def test_weighted_voice_is_admitted_again_once_the_other_sessions_are_gone() -> None:
+    one = holding(EXCLUSIVE_VOICE, chat=1)
+    assert check(EXCLUSIVE_VOICE, one.minus(CHAT, 1), READY, VOICE) is None

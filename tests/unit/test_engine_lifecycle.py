@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from gateway.engine import Engine, Phase
+from gateway.engine import Engine
 from gateway.errors import ActionError, Forbidden, InvalidState, NotFound
+from gateway.interactions import Phase
 from gateway.notices import DecisionKind, VendorAction
 from gateway.sessions import Outcome, SessionState
 
@@ -194,7 +195,10 @@ def test_end_then_wrap_up_then_closed_with_exact_handle_and_wrap_times() -> None
     notices = engine.drain()
     closed = engine.session("s1")
     assert (closed.state, closed.closed_at, closed.wrap_ms, closed.handle_ms) == (
-        SessionState.CLOSED, T0 + 13.5, 10_000, 2266
+        SessionState.CLOSED,
+        T0 + 13.5,
+        10_000,
+        2266,
     )
     assert closed.as_dict(engine.clock.now())["handle_ms"] == 2266
     assert agent_messages(notices, "a1", "session.closed")[0]["session"]["wrap_ms"] == 10_000
@@ -560,9 +564,7 @@ def test_closed_sessions_are_forgotten_after_closed_retention_s() -> None:
 
 
 def test_sessions_in_wrap_up_are_kept_until_closed_plus_retention() -> None:
-    engine = make_engine(
-        profiles={"std": {"max_sessions": 3, "wrap_up_s": {"chat": 100}}}, closed_retention_s=50
-    )
+    engine = make_engine(profiles={"std": {"max_sessions": 3, "wrap_up_s": {"chat": 100}}}, closed_retention_s=50)
     engine.handle_event(offer("i1"))
     engine.accept("s1")
     engine.end("s1")

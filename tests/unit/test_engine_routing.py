@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.engine import Phase, VendorCapabilities
 from gateway.errors import ActionError, InvalidEvent
 from gateway.events import Channel
+from gateway.interactions import Phase, VendorCapabilities
 from gateway.notices import DecisionKind, VendorAction
 from gateway.sessions import SessionState
 
@@ -129,7 +129,7 @@ def test_a_rejected_targeted_offer_holds_no_capacity_and_the_interaction_may_be_
 
 
 def test_offline_is_reported_before_capacity_on_a_full_agent() -> None:
-    engine = make_engine(profiles={"std": {"max_sessions": 1}})
+    engine = make_engine(profiles={"std": {"max_sessions": 1, "channels": {"chat": 1}}})
     engine.handle_event(offer("i1", agent="a1"))
     engine.accept("s1")
     engine.set_presence("a1", "offline")  # active sessions stay
@@ -211,9 +211,25 @@ def test_the_vendors_voice_limit_per_agent_is_respected() -> None:
     assert (decision.kind, decision.reason) == (REJECTED, "channel_at_capacity")
     # a call of another vendor is not counted against this vendor's limit
     assert engine.handle_event(offer("c3", channel="voice", agent="a1", vendor="pbx2")).kind is ASSIGNED
-    # untargeted: a1 is at the vendor's limit, so a queue call goes to the next agent
-    decision = engine.handle_event(offer("c4", channel="voice"))
+    assert_counters_exact(engine)
+
+
+def test_untargeted_routing_skips_an_agent_at_the_vendors_voice_limit() -> None:
+    """a1 heads the queue (idle longest, profile room for a second call), but the vendor
+    allows one call per agent: the call goes to the next agent instead of being rejected."""
+    engine = make_engine(
+        profiles={"std": {"max_sessions": 3, "channels": {"voice": 2}}},
+        agents=[agent_spec("a1"), agent_spec("a2")],
+        capabilities={VENDOR: VendorCapabilities(max_voice_per_agent=1)},
+    )
+    engine.handle_event(offer("c1", channel="voice", agent="a1"))
+    advance(engine, 1)
+    engine.set_presence("a2", "not_ready")
+    engine.set_presence("a2", "ready")
+    assert engine.eligible("support", Channel.VOICE) == ["a1", "a2"]
+    decision = engine.handle_event(offer("c2", channel="voice"))
     assert (decision.kind, decision.agent_id) == (ASSIGNED, "a2")
+    assert in_use(engine, "a1")["voice"] == 1
     assert_counters_exact(engine)
 
 
@@ -415,6 +431,24 @@ def test_a_decline_frees_the_slot_for_the_next_waiting_interaction() -> None:
     assert engine.waiting() == []
 
 
+def test_a_declined_interaction_waits_but_is_never_offered_to_its_decliner_again() -> None:
+    """a1 declines i1 and nobody else is ready: i1 waits; a1's free slot does not get it back,
+    a colleague becoming ready does."""
+    engine = make_engine(queues=[WAIT_QUEUE], ready=["a1"])
+    engine.handle_event(offer("i1"))
+    engine.drain()
+    engine.decline("s1")
+    notices = engine.drain()
+    assert [n.data for n in vendor_notices(notices, VendorAction.DECISION)] == [{"decision": "queued"}]
+    assert engine.waiting() == [(VENDOR, "i1")]
+    assert engine.open_sessions("a1") == []
+    engine.set_presence("a1", "not_ready")
+    engine.set_presence("a1", "ready")
+    assert engine.open_sessions("a1") == []
+    engine.set_presence("a2", "ready")
+    assert [s.interaction_id for s in engine.open_sessions("a2")] == ["i1"]
+
+
 def test_a_waiting_interaction_is_offered_when_an_agent_becomes_ready() -> None:
     engine = make_engine(queues=[WAIT_QUEUE], ready=[])
     assert engine.handle_event(offer("i1")).kind is QUEUED
@@ -494,7 +528,12 @@ def test_a_repeated_offer_is_a_duplicate_with_the_first_answer_and_changes_nothi
 
     assert again.kind is DUPLICATE
     assert again.original == first
-    assert again.as_dict() == {"decision": "duplicate", "first_decision": "assigned", "agent_id": "a1", "session_id": "s1"}
+    assert again.as_dict() == {
+        "decision": "duplicate",
+        "first_decision": "assigned",
+        "agent_id": "a1",
+        "session_id": "s1",
+    }
     notices = engine.drain()
     assert [r.decision for r in routed(notices)] == [again]
     assert agent_messages(notices) == []

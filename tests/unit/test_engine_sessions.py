@@ -8,7 +8,7 @@ import pytest
 from gateway.errors import ActionError, CapacityRejected
 from gateway.events import Channel, Customer
 from gateway.notices import VendorAction
-from gateway.sessions import AccountState, Outcome, SessionState
+from gateway.sessions import Outcome, SessionState
 
 from .conftest import (
     T0,
@@ -377,3 +377,64 @@ def test_sessions_of_many_agents_keep_counters_exact_through_a_busy_day() -> Non
     advance(engine, 3600)
     assert_counters_exact(engine)
     assert_all_zero(engine)
+
+
+# ============================================================================ public objects
+
+
+def test_the_session_object_has_every_contract_field() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1", customer=Customer(name="Ann"), subject="Hi"))
+    body = engine.session("s1").as_dict(engine.clock.now())
+    contract = {
+        "id",
+        "agent_id",
+        "channel",
+        "state",
+        "vendor",
+        "interaction_id",
+        "queue",
+        "customer",
+        "subject",
+        "label",
+        "profile",
+        "account",
+        "offered_at",
+        "accepted_at",
+        "ended_at",
+        "closed_at",
+        "handle_ms",
+        "wrap_ms",
+        "focus_ms",
+        "outcome",
+        "notes",
+        "transferred_from",
+        "transferred_to",
+    }
+    assert contract <= set(body)
+    assert body["offered_at"] == "2023-11-14T22:13:20.000Z"
+    assert (body["state"], body["queue"], body["profile"], body["outcome"]) == ("offered", "support", "chat", None)
+    assert body["customer"] == {"address": None, "name": "Ann"}
+    assert body["account"] == {"state": "unidentified", "id": None}
+
+
+def test_the_agent_object_has_every_contract_field() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1", channel="email"))
+    body = engine.agent("a1")
+    assert {"id", "name", "profile", "queues", "presence", "sessions", "in_use", "desktop_connected"} <= set(body)
+    assert (body["id"], body["name"], body["profile"], body["queues"]) == ("a1", "A1", "std", ["support"])
+    assert body["in_use"] == {"sessions": 1, "units": 1, "voice": 0, "chat": 0, "email": 1, "manual": 0}
+    assert [s["id"] for s in body["sessions"]] == ["s1"]
+    assert "sessions" not in engine.agent("a1", with_sessions=False)
+
+
+def test_free_capacity_counts_what_the_rules_would_still_admit() -> None:
+    engine = make_engine(
+        profiles={"std": {"max_sessions": 4, "reserved_inbound": 1, "channels": {"voice": 1}, "units": {"email": 2}}}
+    )
+    assert engine.free_capacity("a1") == {"voice": 1, "chat": 4, "email": 2, "manual": 3}
+    engine.handle_event(offer("i1", channel="email", agent="a1"))
+    assert engine.free_capacity("a1") == {"voice": 1, "chat": 2, "email": 1, "manual": 2}
+    engine.set_presence("a1", "not_ready")  # presence aside
+    assert engine.free_capacity("a1")["chat"] == 2

@@ -3,14 +3,14 @@ failed transfer never loses the interaction nor leaks capacity, however many tra
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from gateway.engine import Engine, Phase, VendorCapabilities
+from gateway.engine import Engine
 from gateway.errors import ActionError, CapacityRejected, Forbidden, InvalidState, NotFound
 from gateway.events import Channel
+from gateway.interactions import Phase, VendorCapabilities
 from gateway.notices import VendorAction
 from gateway.sessions import Outcome, SessionState
 
@@ -53,13 +53,22 @@ def test_blind_transfer_to_an_agent_offers_the_target_then_ends_the_source() -> 
     target = engine.transfer("s1", to_agent="a2")
     notices = engine.drain()
 
-    assert (target.id, target.agent_id, target.state, target.transferred_from) == ("s2", "a2", SessionState.OFFERED, "s1")
+    assert (target.id, target.agent_id, target.state, target.transferred_from) == (
+        "s2",
+        "a2",
+        SessionState.OFFERED,
+        "s1",
+    )
     source = engine.session("s1")
     assert (source.state, source.outcome, source.transferred_to) == (SessionState.CLOSED, Outcome.TRANSFERRED, "s2")
     assert sessions_in_use(engine) == {"a1": 0, "a2": 1, "a3": 0}
     [moved] = vendor_notices(notices, VendorAction.TRANSFERRED)
     assert moved.data == {
-        "agent_id": "a2", "session_id": "s2", "mode": "blind", "from_agent_id": "a1", "from_session_id": "s1"
+        "agent_id": "a2",
+        "session_id": "s2",
+        "mode": "blind",
+        "from_agent_id": "a1",
+        "from_session_id": "s1",
     }
     [alert] = agent_messages(notices, "a2", "session.offered")
     assert alert["alert"] is True and alert["session"]["transferred_from"] == "s1"
@@ -154,7 +163,11 @@ def test_an_accepted_consult_ends_the_source_as_transferred() -> None:
     assert (target.state, target.transferred_from) == (SessionState.ACTIVE, "s1")
     [moved] = vendor_notices(notices, VendorAction.TRANSFERRED)
     assert moved.data == {
-        "agent_id": "a2", "session_id": "s2", "mode": "consult", "from_agent_id": "a1", "from_session_id": "s1"
+        "agent_id": "a2",
+        "session_id": "s2",
+        "mode": "consult",
+        "from_agent_id": "a1",
+        "from_session_id": "s1",
     }
     assert vendor_notices(notices, VendorAction.ACCEPTED) == []
     interaction = engine.interactions[(VENDOR, "i1")]
@@ -228,8 +241,6 @@ def test_a_vendor_end_during_a_consult_closes_both_sessions() -> None:
 
 # ============================================================================ failed transfers
 
-Attempt = Callable[[Engine], Any]
-
 
 def _transfer_scene() -> tuple[Engine, dict[str, str]]:
     """a1 holds chat i1 and call i2 (active) and chat i7 with a consult pending to a3;
@@ -257,34 +268,37 @@ def _transfer_scene() -> tuple[Engine, dict[str, str]]:
     return engine, ids
 
 
-FAILED: list[tuple[str, Callable[[dict[str, str]], Attempt], type[ActionError], str]] = [
-    ("target at capacity", lambda s: lambda e: e.transfer(s["chat"], to_agent="a2"), CapacityRejected, "agent_at_capacity"),
-    ("target channel full", lambda s: lambda e: e.transfer(s["call"], to_agent="a3"), CapacityRejected, "channel_at_capacity"),
-    ("target offline", lambda s: lambda e: e.transfer(s["chat"], to_agent="a4"), CapacityRejected, "agent_offline"),
-    ("target not ready", lambda s: lambda e: e.transfer(s["chat"], to_agent="a5", mode="consult"), CapacityRejected, "agent_not_ready"),
-    ("unknown target", lambda s: lambda e: e.transfer(s["chat"], to_agent="ghost"), NotFound, "unknown_agent"),
-    ("nobody in the queue", lambda s: lambda e: e.transfer(s["chat"], to_queue="sales"), CapacityRejected, "no_agent_available"),
-    ("unknown queue", lambda s: lambda e: e.transfer(s["chat"], to_queue="nope"), NotFound, "unknown_queue"),
-    ("to itself", lambda s: lambda e: e.transfer(s["chat"], to_agent="a1"), ActionError, "invalid_transfer_target"),
-    ("consult pending", lambda s: lambda e: e.transfer(s["consulting"], to_agent="a5"), InvalidState, "transfer_in_progress"),
-    ("offered session", lambda s: lambda e: e.transfer(s["consult_target"], to_agent="a1"), InvalidState, "session_not_active"),
-    ("both targets", lambda s: lambda e: e.transfer(s["chat"], to_agent="a3", to_queue="support"), ActionError, "invalid_transfer_target"),
-    ("no target", lambda s: lambda e: e.transfer(s["chat"]), ActionError, "invalid_transfer_target"),
-    ("unknown mode", lambda s: lambda e: e.transfer(s["chat"], to_agent="a3", mode="warm"), ActionError, "invalid_request"),
-    ("vendor cannot transfer", lambda s: lambda e: e.transfer(s["nox"], to_agent="a1"), ActionError, "vendor_unsupported"),
-    ("another agent's session", lambda s: lambda e: e.transfer(s["chat"], to_agent="a3", actor="a3"), Forbidden, "forbidden"),
-    ("unknown session", lambda s: lambda e: e.transfer("nope", to_agent="a3"), NotFound, "session_not_found"),
+CAP, NF, BAD, STATE = CapacityRejected, NotFound, ActionError, InvalidState
+
+#: (what, session of the scene (or a literal id), transfer arguments, error, code)
+FAILED: list[tuple[str, str, dict[str, Any], type[ActionError], str]] = [
+    ("target at capacity", "chat", {"to_agent": "a2"}, CAP, "agent_at_capacity"),
+    ("target channel full", "call", {"to_agent": "a3"}, CAP, "channel_at_capacity"),
+    ("target offline", "chat", {"to_agent": "a4"}, CAP, "agent_offline"),
+    ("target not ready", "chat", {"to_agent": "a5", "mode": "consult"}, CAP, "agent_not_ready"),
+    ("unknown target", "chat", {"to_agent": "ghost"}, NF, "unknown_agent"),
+    ("nobody in the queue", "chat", {"to_queue": "sales"}, CAP, "no_agent_available"),
+    ("unknown queue", "chat", {"to_queue": "nope"}, NF, "unknown_queue"),
+    ("to itself", "chat", {"to_agent": "a1"}, BAD, "invalid_transfer_target"),
+    ("consult pending", "consulting", {"to_agent": "a5"}, STATE, "transfer_in_progress"),
+    ("offered session", "consult_target", {"to_agent": "a1"}, STATE, "session_not_active"),
+    ("both targets", "chat", {"to_agent": "a3", "to_queue": "support"}, BAD, "invalid_transfer_target"),
+    ("no target", "chat", {}, BAD, "invalid_transfer_target"),
+    ("unknown mode", "chat", {"to_agent": "a3", "mode": "warm"}, BAD, "invalid_request"),
+    ("vendor cannot transfer", "nox", {"to_agent": "a1"}, BAD, "vendor_unsupported"),
+    ("another agent's session", "chat", {"to_agent": "a3", "actor": "a3"}, Forbidden, "forbidden"),
+    ("unknown session", "nope", {"to_agent": "a3"}, NF, "session_not_found"),
 ]
 
 
-@pytest.mark.parametrize(("what", "attempt", "error", "code"), FAILED, ids=[case[0] for case in FAILED])
+@pytest.mark.parametrize(("what", "source", "arguments", "error", "code"), FAILED, ids=[case[0] for case in FAILED])
 def test_a_failed_transfer_raises_its_code_and_changes_nothing(
-    what: str, attempt: Callable[[dict[str, str]], Attempt], error: type[ActionError], code: str
+    what: str, source: str, arguments: dict[str, Any], error: type[ActionError], code: str
 ) -> None:
     engine, ids = _transfer_scene()
     before = snapshot(engine)
     with pytest.raises(error) as raised:
-        attempt(ids)(engine)
+        engine.transfer(ids.get(source, source), **arguments)
     assert raised.value.code == code
     assert snapshot(engine) == before
     assert_counters_exact(engine)

@@ -88,10 +88,7 @@ def test_an_agent_without_room_for_a_channel_is_only_missing_from_that_channel()
 
 
 def test_candidates_skip_excluded_agents_and_keep_the_order() -> None:
-    idx = index(
-        QueuePolicy.LONGEST_IDLE,
-        *(view(a, idle=(float(i), i)) for i, a in enumerate(["a", "b", "c", "d"]))
-    )
+    idx = index(QueuePolicy.LONGEST_IDLE, *(view(a, idle=(float(i), i)) for i, a in enumerate(["a", "b", "c", "d"])))
     assert list(idx.candidates("q", CHAT, exclude={"a", "c"})) == ["b", "d"]
     assert list(idx.candidates("q", CHAT, exclude=["b"])) == ["a", "c", "d"]
     assert list(idx.candidates("q", CHAT, exclude={"a", "b", "c", "d"})) == []

@@ -77,7 +77,11 @@ def test_set_presence_keeps_the_load() -> None:
     store = ready_store()
     store.reserve("a1", PROFILE, Channel.CHAT)
     state = store.set_presence("a1", Presence.NOT_READY, "lunch")
-    assert (state.presence, state.reason, state.load) == (Presence.NOT_READY, "lunch", Load(sessions=1, units=1, chat=1))
+    assert (state.presence, state.reason, state.load) == (
+        Presence.NOT_READY,
+        "lunch",
+        Load(sessions=1, units=1, chat=1),
+    )
 
 
 class _LosingStore(MemoryStateStore):
@@ -111,9 +115,11 @@ class _RacingStore(MemoryStateStore):
         if not self.raced:
             self.raced = True
             current = self.get(agent_id)
-            super().compare_and_set(agent_id, current.version, AgentState(
-                presence=current.presence, load=current.load.plus(Channel.CHAT, 1), version=current.version
-            ))
+            super().compare_and_set(
+                agent_id,
+                current.version,
+                AgentState(presence=current.presence, load=current.load.plus(Channel.CHAT, 1), version=current.version),
+            )
         return super().compare_and_set(agent_id, expected_version, new)
 
 

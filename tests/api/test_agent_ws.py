@@ -1,0 +1,256 @@
+"""The agent desktop WebSocket against a live server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from gateway.api.sockets import CLOSE_TOO_SLOW
+
+from .conftest import TOKENS, Gateway, receive_json, receive_until, request_ws
+
+pytestmark = pytest.mark.asyncio
+
+
+async def wait_for(predicate, timeout: float = 3.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------- connect
+
+
+async def test_hello_on_connect_and_on_reconnect_with_open_sessions(gw: Gateway) -> None:
+    ws = await gw.ws("a1")
+    hello = await receive_json(ws)
+    assert hello["type"] == "hello"
+    agent = hello["agent"]
+    assert agent["id"] == "a1" and agent["desktop_connected"] is True and agent["sessions"] == []
+    assert agent["presence"] == {"state": "offline", "reason": None}
+    assert gw.runtime.engine.agent("a1")["desktop_connected"] is True
+
+    reply = await request_ws(ws, {"type": "presence", "state": "ready", "ref": "p1"})
+    assert reply == {"type": "ack", "ref": "p1"}
+    sid = await gw.offer("a1")
+    offered = await receive_until(ws, "session.offered")
+    assert offered["session"]["id"] == sid and offered["alert"] is True
+    await ws.close()
+    await wait_for(lambda: gw.runtime.hub.connected("a1") == 0)
+    assert gw.runtime.engine.agent("a1")["desktop_connected"] is False
+
+    again = await gw.ws("a1")
+    hello = await receive_json(again)
+    assert hello["type"] == "hello"
+    assert hello["agent"]["presence"]["state"] == "ready"
+    assert [(s["id"], s["state"]) for s in hello["agent"]["sessions"]] == [(sid, "offered")]
+    # a second desktop (another tab) gets its own hello; both get later messages
+    tab = await gw.ws("a1")
+    assert (await receive_json(tab))["type"] == "hello"
+    await gw.offer("a1")
+    assert (await receive_json(again))["type"] == "session.offered"
+    assert (await receive_json(tab))["type"] == "session.offered"
+    await tab.close()
+    await asyncio.sleep(0.05)
+    assert gw.runtime.engine.agent("a1")["desktop_connected"] is True  # one tab is still open
+    await again.close()
+
+
+async def test_who_may_open_the_agent_socket(gw: Gateway) -> None:
+    for path, headers, status in (
+        ("/v1/agents/a1/ws", {}, 401),
+        ("/v1/agents/a1/ws", {"Authorization": "Bearer wrong"}, 401),
+        ("/v1/agents/a2/ws", {"Authorization": f"Bearer {TOKENS['a1']}"}, 403),
+        ("/v1/agents/a1/ws", {"Authorization": f"Bearer {TOKENS['supervisor']}"}, 403),
+    ):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+            await gw.http.ws_connect(gw.url(path), headers=headers)
+        assert caught.value.status == status, path
+    # browsers: the token in the query
+    ws = await gw.http.ws_connect(gw.url(f"/v1/agents/a1/ws?token={TOKENS['a1']}"))
+    assert (await receive_json(ws))["type"] == "hello"
+    await ws.close()
+    # plain HTTP on the socket path: 426 with the error shape
+    response = await gw.request("GET", "/v1/agents/a1/ws", "a1")
+    assert response.status == 426
+    assert (await response.json())["error"]["code"] == "upgrade_required"
+
+
+# ---------------------------------------------------------------------------- messages
+
+
+async def test_session_actions_over_the_socket_with_ack_refs(gw: Gateway) -> None:
+    await gw.ready("a1", "a2")
+    ws = await gw.ws("a1")
+    assert (await receive_json(ws))["type"] == "hello"
+    sid = await gw.offer("a1", vendor="pbx", channel="chat")
+    offered = await receive_until(ws, "session.offered")
+    assert offered["alert"] is True and "focus" not in offered
+    assert gw.runtime.engine.focused_session("a1") is None  # an offer never steals focus
+
+    ack = await request_ws(ws, {"type": "accept", "session_id": sid, "ref": 1})
+    assert ack["type"] == "ack" and ack["ref"] == 1 and ack["session"]["state"] == "active"
+    ack = await request_ws(ws, {"type": "focus", "session_id": sid, "ref": "f"})
+    assert ack["session"]["focused"] is True
+    ack = await request_ws(ws, {"type": "note", "session_id": sid, "text": "vip", "ref": "n"})
+    assert [n["text"] for n in ack["session"]["notes"]] == ["vip"]
+    ack = await request_ws(ws, {"type": "confirm_account", "session_id": sid, "account_id": "acct-1", "ref": "c"})
+    assert ack["session"]["account"] == {"state": "confirmed", "id": "acct-1"}
+    ack = await request_ws(ws, {"type": "reset_account", "session_id": sid, "ref": "r"})
+    assert ack["session"]["account"]["state"] == "unidentified"
+    ack = await request_ws(ws, {"type": "send", "session_id": sid, "text": "hello", "ref": "s"})
+    assert ack["type"] == "ack"
+    ack = await request_ws(ws, {"type": "focus", "session_id": None, "ref": "f0"})
+    assert ack == {"type": "ack", "ref": "f0", "session": None}
+    assert gw.runtime.engine.focused_session("a1") is None
+
+    # transfer (consult) to a2: the ack carries the target
+    ack = await request_ws(ws, {"type": "transfer", "session_id": sid, "to_agent": "a2", "mode": "consult", "ref": "t"})
+    assert ack["type"] == "ack" and ack["target"]["agent_id"] == "a2" and ack["target"]["state"] == "offered"
+    assert ack["session"]["state"] == "active"  # consult: the source stays until the target accepts
+
+    manual = await request_ws(ws, {"type": "new_session", "label": "follow-up", "ref": "m"})
+    assert manual["session"]["channel"] == "manual" and manual["session"]["label"] == "follow-up"
+    ack = await request_ws(ws, {"type": "end", "session_id": manual["session"]["id"], "ref": "e"})
+    assert ack["session"]["state"] in ("wrap_up", "closed")
+    second = await gw.offer("a1", vendor="pbx")
+    ack = await request_ws(ws, {"type": "decline", "session_id": second, "ref": "d"})
+    assert ack["session"]["outcome"] == "declined"
+    assert await request_ws(ws, {"type": "ping", "ref": "p"}) == {"type": "pong", "ref": "p"}
+    ack = await request_ws(ws, {"type": "presence", "state": "not_ready", "reason": "break", "ref": "pr"})
+    assert ack["type"] == "ack"
+    assert gw.runtime.engine.agent("a1")["presence"] == {"state": "not_ready", "reason": "break"}
+    await ws.close()
+
+
+async def test_bad_messages_get_errors_and_the_socket_stays_open(gw: Gateway) -> None:
+    await gw.ready("a1", "a2")
+    theirs = await gw.offer("a2")
+    ws = await gw.ws("a1")
+    assert (await receive_json(ws))["type"] == "hello"
+
+    await ws.send_str("{not json")
+    error = await receive_json(ws)
+    assert error["type"] == "error" and error["ref"] is None and error["code"] == "invalid_request"
+
+    await ws.send_str("[1, 2]")
+    assert (await receive_json(ws))["code"] == "invalid_request"
+    await ws.send_bytes(b"\x00\x01")
+    assert (await receive_json(ws))["code"] == "invalid_request"
+
+    cases = [
+        ({"type": "dance", "ref": "u"}, "unknown_message_type", "type"),
+        ({"ref": "nt"}, "invalid_request", "type"),
+        ({"type": "accept", "ref": "m"}, "invalid_request", "session_id"),
+        ({"type": "accept", "session_id": "x", "extra": 1, "ref": "x"}, "invalid_request", "extra"),
+        ({"type": "presence", "state": "asleep", "ref": "ps"}, "invalid_request", "state"),
+        ({"type": "note", "session_id": "x", "text": "", "ref": "nt2"}, "invalid_request", "text"),
+        ({"type": "accept", "session_id": "nope", "ref": "nf"}, "session_not_found", None),
+        ({"type": "accept", "session_id": theirs, "ref": "fb"}, "forbidden", None),
+        (
+            {"type": "transfer", "session_id": theirs, "to_agent": "a1", "mode": "sideways", "ref": "tm"},
+            "invalid_request",
+            "mode",
+        ),
+    ]
+    for message, code, field in cases:
+        reply = await request_ws(ws, message)
+        assert reply["type"] == "error", message
+        assert reply["code"] == code and reply["ref"] == message["ref"], reply
+        assert reply.get("field") == field, reply
+        assert reply["message"]
+    # a ref of the wrong type is an error too, not echoed
+    await ws.send_json({"type": "ping", "ref": {"x": 1}})
+    reply = await receive_json(ws)
+    assert reply["type"] == "error" and reply["ref"] is None and reply["field"] == "ref"
+    # still open and working; a2's session untouched
+    assert await request_ws(ws, {"type": "ping", "ref": "alive"}) == {"type": "pong", "ref": "alive"}
+    assert gw.runtime.engine.session(theirs).state.value == "offered"
+    assert not ws.closed
+    await ws.close()
+
+
+async def test_oversized_message_closes_the_socket(gw: Gateway) -> None:
+    ws = await gw.ws("a1")
+    assert (await receive_json(ws))["type"] == "hello"
+    await ws.send_str(json.dumps({"type": "note", "session_id": "x", "text": "y" * (70 * 1024)}))
+    msg = await asyncio.wait_for(ws.receive(), 3)
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    await wait_for(lambda: gw.runtime.hub.connected("a1") == 0)
+
+
+async def test_focus_and_end_fill_the_record(gw: Gateway) -> None:
+    await gw.ready("a1")
+    ws = await gw.ws("a1")
+    assert (await receive_json(ws))["type"] == "hello"
+    sid = await gw.offer("a1", channel="voice")
+    await request_ws(ws, {"type": "accept", "session_id": sid, "ref": 1})
+    await request_ws(ws, {"type": "focus", "session_id": sid, "ref": 2})
+    await gw.advance(12)
+    await request_ws(ws, {"type": "end", "session_id": sid, "ref": 3})
+    await gw.advance(30)
+    closed = await receive_until(ws, "session.closed")
+    assert closed["session"]["id"] == sid
+    record = await gw.json("GET", f"/v1/sessions/{sid}", "a1")
+    # still focused through the wrap-up: focus runs until the session closes
+    assert (record["handle_ms"], record["focus_ms"], record["wrap_ms"]) == (12000, 42000, 30000)
+    await ws.close()
+
+
+# ---------------------------------------------------------------------------- slow desktops
+
+
+async def test_a_slow_desktop_is_dropped_and_others_keep_getting_offers(gw: Gateway) -> None:
+    await gw.ready("a1", "a2")
+    gw.api.settings.ws_queue_size = 2
+    gw.api.settings.ws_close_timeout_s = 0.2
+    slow = await gw.ws("a1")  # never reads
+    gw.api.settings.ws_queue_size = 256
+    fast = await gw.ws("a2")
+    assert (await receive_json(fast))["type"] == "hello"
+
+    # three offers in one engine step: three messages at once for a1's outbox of two
+    events = [gw.event("offer", channel="chat", agent_id="a1") for _ in range(3)]
+    await gw.runtime.act(lambda e: [e.handle_event(ev) for ev in events])
+    await wait_for(lambda: gw.runtime.hub.connected("a1") == 0)
+    assert gw.runtime.engine.agent("a1")["desktop_connected"] is False  # grace period started
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sid = await gw.offer("a2")
+    offered = await receive_until(fast, "session.offered")
+    assert offered["session"]["id"] == sid
+    assert loop.time() - started < 1.0
+
+    # the slow client finds the socket closed as too slow once it reads (after the hello)
+    seen = []
+    while True:
+        msg = await asyncio.wait_for(slow.receive(), 3)
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            break
+        seen.append(json.loads(msg.data)["type"])
+    assert seen in ([], ["hello"])
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+    if msg.type is aiohttp.WSMsgType.CLOSE:
+        assert msg.data == CLOSE_TOO_SLOW
+    # the sessions survive: a reconnect gets them in hello
+    again = await gw.ws("a1")
+    hello = await receive_json(again)
+    assert len(hello["agent"]["sessions"]) == 3
+    await again.close()
+    await fast.close()
+
+
+async def test_shutdown_closes_sockets_going_away(gw: Gateway) -> None:
+    ws = await gw.ws("a1")
+    assert (await receive_json(ws))["type"] == "hello"
+    await gw.api.close_sockets()
+    msg = await asyncio.wait_for(ws.receive(), 3)
+    assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY
+    await wait_for(lambda: gw.runtime.hub.connected("a1") == 0)
