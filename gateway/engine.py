@@ -466,7 +466,7 @@ class Engine:
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_NOTE_CHARS:
             raise ActionError(f"a note is 1 to {MAX_NOTE_CHARS} characters", code="invalid_request")
         if len(session.notes) >= MAX_NOTES_PER_SESSION:
-            raise ActionError(f"a session holds at most {MAX_NOTES_PER_SESSION} notes", code="too_many_notes")
+            raise InvalidState(f"a session holds at most {MAX_NOTES_PER_SESSION} notes", code="too_many_notes")
         session.notes.append(Note(text, now))
         self._changed(session, "note", now)
         return session
@@ -476,7 +476,7 @@ class Engine:
         session = self._workable(session_id, actor)
         chosen = account_id if account_id is not None else session.account.id
         if not chosen:
-            raise ActionError(
+            raise InvalidState(
                 f"session {session_id} has no identified account to confirm; give account_id",
                 code="account_not_identified",
             )
@@ -496,7 +496,7 @@ class Engine:
         self._now()
         session = self._own_session(session_id, actor)
         if session.channel is not Channel.CHAT:
-            raise ActionError(f"session {session_id} is a {session.channel.value} session, not chat", code="channel_unsupported")
+            raise InvalidState(f"session {session_id} is a {session.channel.value} session, not chat", code="channel_unsupported")
         if session.state is not SessionState.ACTIVE:
             raise InvalidState(f"session {session_id} is {session.state.value}, not active", code="session_not_active")
         if not isinstance(text, str) or not text or len(text) > 65_536:
@@ -532,10 +532,10 @@ class Engine:
             raise InvalidState(f"session {session_id} is {session.state.value}, not active", code="session_not_active")
         interaction = self._interaction_of(session)
         if interaction is None:
-            raise ActionError("manual sessions cannot be transferred", code="transfer_not_supported")
+            raise InvalidState("manual sessions cannot be transferred", code="transfer_not_supported")
         caps = self._caps.get(session.vendor or "")
         if caps is not None and not caps.can_transfer:
-            raise ActionError(f"vendor {session.vendor} cannot transfer", code=Reason.VENDOR_UNSUPPORTED.value)
+            raise InvalidState(f"vendor {session.vendor} cannot transfer", code=Reason.VENDOR_UNSUPPORTED.value)
         if interaction.pending is not None:
             raise InvalidState(f"session {session_id} already has a consult transfer pending", code="transfer_in_progress")
         if to_agent is not None:

@@ -285,7 +285,7 @@ async def test_transfer_over_rest(gw: Gateway) -> None:
     refused = await gw.offer("a1")  # the webhook vendor cannot transfer
     await gw.json("POST", f"/v1/sessions/{refused}/accept", "a1")
     response = await gw.request("POST", f"/v1/sessions/{refused}/transfer", "a1", json={"to_agent": "a2"})
-    assert response.status == 400 and error_of(await response.json())[0] == "vendor_unsupported"
+    assert response.status == 409 and error_of(await response.json())[0] == "vendor_unsupported"
 
     sid = await gw.offer("a1", vendor="pbx")
     await gw.json("POST", f"/v1/sessions/{sid}/accept", "a1")
