@@ -98,10 +98,10 @@ def run_schemathesis(
         "--seed", str(SEED),
         # one worker: hypothesis compiles code in threads, which CPython 3.11 does not always survive
         "--workers", "1",
-        # the API allows 50 requests/s per token: stay under it rather than test the limiter
-        "--rate-limit", "80/s",
+        # no client-side rate limit: schemathesis sends well under the API's 50 requests/s
+        # per token here, and a 429 would be a documented answer anyway
         "--request-timeout", "10",
-        "--no-color", "--report", "har", "--report-har-path", str(cwd / f"{token}.har"),
+        "--no-color",
     ]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=150)
 
