@@ -64,6 +64,8 @@ from .state import MemoryStateStore, StateStore
 
 MAX_NOTE_CHARS = 10_000
 MAX_NOTES_PER_SESSION = 500
+#: customer messages kept per interaction, for agents who get it later
+MAX_TRANSCRIPT = 100
 
 
 class _Timer(StrEnum):
@@ -314,17 +316,21 @@ class Engine:
         return Decision(DecisionKind.ACCEPTED)
 
     def _vendor_message(self, event: Event, now: float) -> Decision:
+        """A customer's message: kept in the interaction's transcript (bounded) and shown on
+        the desktop holding it; an agent offered the interaction later (re-route, transfer,
+        a waiting queue) gets the transcript with the offer."""
         interaction = self._interaction(event)
+        message = {
+            "text": event.text,
+            "sender": "customer",
+            "customer": event.customer.model_dump() if event.customer else None,
+            "at": event.occurred_at.isoformat().replace("+00:00", "Z"),
+        }
+        interaction.transcript.append(message)
+        del interaction.transcript[:-MAX_TRANSCRIPT]
+        self._dirty_interactions[interaction.key] = interaction
         for session in self._live_sessions(interaction):
-            self._to_agent(
-                session.agent_id,
-                "chat.message",
-                session_id=session.id,
-                text=event.text,
-                sender="customer",
-                customer=event.customer.model_dump() if event.customer else None,
-                at=event.occurred_at.isoformat().replace("+00:00", "Z"),
-            )
+            self._to_agent(session.agent_id, "chat.message", session_id=session.id, **message)
         return Decision(DecisionKind.ACCEPTED)
 
     def _vendor_update(self, event: Event, now: float) -> Decision:
@@ -890,6 +896,8 @@ class Engine:
         self._refresh(agent_id)
         self._arm(session.deadline, _Timer.OFFER, session.id)  # type: ignore[arg-type]
         self._changed(session, "offered", now, message="session.offered", alert=True)
+        for message in interaction.transcript:
+            self._to_agent(agent_id, "chat.message", session_id=session.id, **message)
         return session
 
     def _withdraw(self, session: Session, outcome: Outcome, now: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from .events import INBOUND_CHANNELS, Channel, Customer
 from .notices import Decision
@@ -53,6 +54,8 @@ class Interaction:
     wait_seq: int | None = None
     account_id: str | None = None
     done_at: float | None = None
+    #: the customer's latest messages (chat), replayed to whoever is offered it next
+    transcript: list[dict[str, Any]] = field(default_factory=list)
     #: every decision given to the vendor about its offer, in order
     decisions: list[Decision] = field(default_factory=list)
 

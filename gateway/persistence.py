@@ -211,6 +211,7 @@ def interaction_to_state(interaction: Interaction) -> StateDict:
         "account_id": interaction.account_id,
         "done_at": interaction.done_at,
         "decisions": [decision_to_state(d) for d in interaction.decisions],
+        "transcript": interaction.transcript,
     }
 
 
@@ -235,6 +236,7 @@ def interaction_from_state(body: StateDict) -> Interaction:
         account_id=body.get("account_id"),
         done_at=body.get("done_at"),
         decisions=[decision_from_state(d) for d in body.get("decisions", [])],
+        transcript=list(body.get("transcript", [])),
     )
 
 

@@ -308,6 +308,23 @@ def test_a_customer_message_reaches_the_holders_desktop_as_chat_message() -> Non
     assert agent_messages(notices, "a2") == []
 
 
+def test_the_chat_transcript_follows_the_interaction_to_the_next_agent() -> None:
+    """Messages are never dropped: one sent while nobody holds the chat (or before a
+    re-route) is replayed, in order, to the desktop the chat is offered to next."""
+    engine = make_engine(queues=[{"name": "support", "on_full": "wait"}], ready=[])
+    engine.handle_event(offer("i1"))  # nobody ready: it waits
+    engine.handle_event(event("message", "i1", text="hello?"))
+    engine.handle_event(event("message", "i1", text="anyone there?"))
+    engine.drain()
+    engine.set_presence("a1", "ready")
+    texts = [m["text"] for m in agent_messages(engine.drain(), "a1", "chat.message")]
+    assert texts == ["hello?", "anyone there?"]
+    engine.set_presence("a2", "ready")
+    engine.decline("s1")  # re-routed to a2, with the same history
+    replayed = agent_messages(engine.drain(), "a2", "chat.message")
+    assert [(m["session_id"], m["text"]) for m in replayed] == [("s2", "hello?"), ("s2", "anyone there?")]
+
+
 def test_an_update_changes_customer_and_subject_of_the_session() -> None:
     engine = make_engine()
     engine.handle_event(offer("i1", subject="Hello"))
