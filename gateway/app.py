@@ -21,7 +21,8 @@ from .api.errors import json_error
 from .api.routes import setup_api
 from .clock import Clock, SystemClock
 from .config import GatewayConfig
-from .engine import Engine, VendorCapabilities
+from .engine import Engine
+from .interactions import VendorCapabilities
 from .metrics import Metrics
 from .persistence import Journal
 from .records import open_journal

@@ -1004,7 +1004,7 @@ class Engine:
             )
             if waiter is None:
                 return
-            interaction = self.interactions[waiter.key]  # type: ignore[index]
+            interaction = self.interactions[waiter.key]
             if self._allocate(agent_id, interaction.channel, interaction.vendor) is not None:
                 return
             self._waiting.remove(waiter.key)

@@ -33,10 +33,10 @@ class Decision:
 
     def as_dict(self) -> dict[str, Any]:
         if self.kind is DecisionKind.DUPLICATE and self.original is not None:
-            body = self.original.as_dict()
-            body["first_decision"] = body["decision"]
-            body["decision"] = DecisionKind.DUPLICATE.value
-            return body
+            first = self.original.as_dict()
+            first["first_decision"] = first["decision"]
+            first["decision"] = DecisionKind.DUPLICATE.value
+            return first
         body: dict[str, Any] = {"decision": self.kind.value}
         if self.kind is DecisionKind.ASSIGNED:
             body.update(agent_id=self.agent_id, session_id=self.session_id)

@@ -23,7 +23,8 @@ O(q · c · (log w + k)).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from sortedcontainers import SortedList
@@ -32,6 +33,8 @@ from .config import QueuePolicy
 from .events import INBOUND_CHANNELS, Channel
 
 SortKey = tuple[object, ...]
+#: what waits: an interaction, as (vendor, interaction_id)
+WaitKey = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +97,7 @@ class EligibilityIndex:
 
 @dataclass(frozen=True, slots=True)
 class Waiter:
-    key: Hashable
+    key: WaitKey
     queue: str
     channel: Channel
     priority: int
@@ -110,38 +113,41 @@ class WaitingLists:
 
     def __init__(self) -> None:
         self._lists: dict[tuple[str, Channel], SortedList] = {}
-        self._by_key: dict[Hashable, Waiter] = {}
+        self._by_key: dict[WaitKey, Waiter] = {}
+        self._per_queue: Counter[str] = Counter()
         self._seq = 0
 
     def __len__(self) -> int:
         return len(self._by_key)
 
-    def __contains__(self, key: Hashable) -> bool:
+    def __contains__(self, key: WaitKey) -> bool:
         return key in self._by_key
 
     def count(self, queue: str) -> int:
-        return sum(len(lst) for (q, _c), lst in self._lists.items() if q == queue)
+        return self._per_queue[queue]
 
-    def add(self, key: Hashable, queue: str, channel: Channel, priority: int) -> Waiter:
+    def add(self, key: WaitKey, queue: str, channel: Channel, priority: int) -> Waiter:
         if key in self._by_key:
             raise ValueError(f"{key!r} is already waiting")
         self._seq += 1
         waiter = Waiter(key, queue, channel, priority, self._seq)
         self._lists.setdefault((queue, channel), SortedList(key=lambda w: w.order)).add(waiter)
         self._by_key[key] = waiter
+        self._per_queue[queue] += 1
         return waiter
 
-    def remove(self, key: Hashable) -> Waiter | None:
+    def remove(self, key: WaitKey) -> Waiter | None:
         waiter = self._by_key.pop(key, None)
         if waiter is not None:
             self._lists[(waiter.queue, waiter.channel)].remove(waiter)
+            self._per_queue[waiter.queue] -= 1
         return waiter
 
     def best_for(
         self,
         queues: Iterable[str],
         has_room: Callable[[Channel], bool],
-        refuses: Callable[[Hashable], bool],
+        refuses: Callable[[WaitKey], bool],
     ) -> Waiter | None:
         """The first waiter, over ``queues``, of a channel the agent has room for.
 

@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 if _orjson is not None:  # pragma: no cover - depends on the environment
 
     def dumps(obj: Any) -> str:
-        return _orjson.dumps(obj).decode()
+        return str(_orjson.dumps(obj).decode())
 
     loads: Callable[[str | bytes], Any] = _orjson.loads
 else:

@@ -542,7 +542,7 @@ class SqliteJournal:
             version = await asyncio.wait_for(_scalar(conn, "PRAGMA user_version"), self.ping_timeout_s)
         except (TimeoutError, sqlite3.Error, ValueError):
             return False
-        return version == SCHEMA_VERSION
+        return bool(version == SCHEMA_VERSION)
 
 
 async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
