@@ -127,6 +127,9 @@ class Runtime:
                 result = call(self.engine)
             except GatewayError as exc:
                 error = exc
+            except Exception as exc:  # an engine bug: still journal whatever changed before it
+                log.exception("engine_call_failed")
+                error = exc
             if self._resync:
                 # a commit failed earlier: write the whole current state, not a diff
                 self.engine.mark_all_dirty()
