@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
+from typing import Any
 
 from .config import GatewayConfig
 from .config_loader import load_config
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_config(commands)
     _add_run(commands)
     _add_hash_token(commands)
+    _add_simulate(commands)
     return parser
 
 
@@ -102,8 +105,45 @@ def _run(args: argparse.Namespace) -> int:
         )
         print("\n".join(lines), flush=True)
 
-    web.run_app(app, host=host, port=port, print=announce, access_log=None, shutdown_timeout=30)
+    app.on_startup.append(_handle_signals)
+    # the signals are ours (see _handle_signals): aiohttp's would let a second SIGTERM cut the
+    # graceful shutdown short, leaving the process hanging on the journal's threads
+    web.run_app(
+        app, host=host, port=port, print=announce, access_log=None, shutdown_timeout=30, handle_signals=False
+    )
     return 0
+
+
+async def _handle_signals(_app: object) -> None:
+    """SIGTERM / SIGINT: the first starts the graceful shutdown (exit status 0); another one
+    while it runs ends the process at once with status 128 + signal, like SIGKILL would (the
+    journal is crash-safe). Installed from the application's ``on_startup``."""
+    import asyncio
+    import signal
+
+    import structlog
+    from aiohttp import web
+
+    loop = asyncio.get_running_loop()
+    stopping = False
+
+    def on_signal(signum: int) -> None:
+        nonlocal stopping
+        name = signal.Signals(signum).name
+        if stopping:
+            structlog.get_logger("cti_gateway.cli").warning("forced_exit", signal=name)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        stopping = True
+        structlog.get_logger("cti_gateway.cli").info("shutting_down", signal=name)
+        raise web.GracefulExit()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+        except NotImplementedError:  # pragma: no cover - Windows: Ctrl-C raises KeyboardInterrupt
+            pass
 
 
 def _add_hash_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -160,3 +200,107 @@ def _summary(config: GatewayConfig) -> str:
         (len(config.vendors), "vendor"),
     )
     return ", ".join(f"{n} {noun}{'' if n == 1 else 's'}" for n, noun in counts)
+
+
+def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "simulate",
+        help="send demo / load traffic (signed webhook offers and ends) to a running gateway",
+        description=(
+            "Play a webhook vendor against a running gateway: signed offers at --rate per second "
+            "(a --channel mix, to --queue and/or --agent targets), each assigned or queued one ended "
+            "--hold seconds later; then print the decisions, rejection reasons, latency percentiles "
+            "and errors. Bounded by --count and --duration. Sends to loopback addresses only unless "
+            "--allow-remote. Exit status: 0 without errors, 1 with errors, 2 for bad arguments."
+        ),
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", help="take the URL, the webhook vendor, its secret and the queues from this file"
+    )
+    parser.add_argument("--url", help="the gateway's base URL (default: from --config, else http://127.0.0.1:8080)")
+    parser.add_argument("--vendor", help="the webhook vendor's name (default: the config's first webhook vendor)")
+    parser.add_argument(
+        "--secret",
+        help="the vendor's webhook secret (default: from --config, else $CTI_WEBHOOK_SECRET); "
+        "prefer the environment: arguments are visible to other users of the machine",
+    )
+    parser.add_argument("--rate", type=float, default=20.0, help="offers per second (default 20)")
+    parser.add_argument("--count", type=int, default=100, help="offers in total (default 100)")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="send no offer after this many seconds (default 60)"
+    )
+    parser.add_argument(
+        "--channel", action="append", metavar="MIX",
+        help="channel mix, e.g. chat=3,voice=1,email=1 (repeatable; default voice=1,chat=2,email=1)",
+    )
+    parser.add_argument(
+        "--queue", action="append", metavar="NAME", help="offer to this queue (repeatable; default: the config's)"
+    )
+    parser.add_argument("--agent", action="append", metavar="ID", help="offer targeted to this agent (repeatable)")
+    parser.add_argument(
+        "--hold", type=float, default=1.0,
+        help="seconds from an assigned/queued answer to the interaction's end (default 1)",
+    )
+    parser.add_argument("--no-end", action="store_true", help="send no ends: leave the interactions open")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight at most (default 32)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds one request may take (default 10)")
+    parser.add_argument(
+        "--run-id", help="prefix of event and interaction ids (default random; reuse one to see duplicates)"
+    )
+    parser.add_argument("--seed", type=int, help="random seed of the channel and target choice")
+    parser.add_argument("--allow-remote", action="store_true", help="allow a gateway that is not on a loopback address")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(handler=_simulate)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .simulate import SimulateError, SimulateOptions, options_from_config, parse_channel_mix, simulate
+
+    defaults: dict[str, Any] = {}
+    try:
+        if args.config:
+            from adapters.registry import default_registry
+
+            try:
+                config = load_config(args.config, vendor_check=default_registry().vendor_problems)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    print(problem, file=sys.stderr)
+                return EXIT_INVALID
+            defaults = options_from_config(config, vendor=args.vendor)
+        extra: dict[str, Any] = {}
+        if args.run_id:
+            extra["run_id"] = args.run_id
+        if args.seed is not None:
+            extra["seed"] = args.seed
+        options = SimulateOptions(
+            url=args.url or defaults.get("url", "http://127.0.0.1:8080"),
+            vendor=args.vendor or defaults.get("vendor", ""),
+            # the flag, else the config's, else the environment's
+            secret=args.secret or defaults.get("secret") or os.environ.get("CTI_WEBHOOK_SECRET", ""),
+            rate=args.rate,
+            count=args.count,
+            duration=args.duration,
+            channels=parse_channel_mix(args.channel or []),
+            # explicit targets replace the config's queues (and its agents, used when it has no queue)
+            queues=args.queue or ([] if args.agent else defaults.get("queues", [])),
+            agents=args.agent or ([] if args.queue else defaults.get("agents", [])),
+            hold=None if args.no_end else args.hold,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            allow_remote=args.allow_remote,
+            **extra,
+        ).validated()
+    except SimulateError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        summary = asyncio.run(simulate(options))
+    except KeyboardInterrupt:
+        print("simulate: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.render(), flush=True)
+    return 1 if summary.error_count else 0

@@ -92,7 +92,7 @@ class GatewayProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, *, wait: bool = True, timeout: float = START_TIMEOUT_S) -> "GatewayProcess":
+    def start(self, *, wait: bool = True, timeout: float = START_TIMEOUT_S) -> GatewayProcess:
         assert not self.running, "already running"
         self.starts += 1
         self.stdout_path = self.log_dir / f"gateway-{self.port}-{self.starts}.out"
@@ -220,7 +220,9 @@ class LiveClient:
                 return response.status, body
         raise AssertionError(f"{method} {path}: still rate limited after {retries} tries")
 
-    async def ok(self, method: str, path: str, who: str | None = None, *, json_body: Any = None, status: int = 200) -> Any:
+    async def ok(
+        self, method: str, path: str, who: str | None = None, *, json_body: Any = None, status: int = 200
+    ) -> Any:
         got, body = await self.call(method, path, who, json_body=json_body)
         assert got == status, (method, path, got, body)
         return body

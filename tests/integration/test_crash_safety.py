@@ -21,7 +21,9 @@ in flight). After each restart on the same config and database:
   decision taken now.
 
 A second test stops the gateway with SIGTERM (a desktop socket open, requests just made):
-it exits 0 within seconds and a restart restores the open sessions exactly.
+it exits 0 within seconds and a restart restores the open sessions exactly. A third sends a
+second SIGTERM while the graceful shutdown waits for a request: the process ends at once
+(it used to hang forever on the journal's threads) and loses nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import signal
+import socket
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -65,7 +70,11 @@ CAPACITY_REASONS = {"agent_at_capacity", "channel_at_capacity", "agent_offline",
 #: journaled but not yet answered when it dies
 KILL_AFTER = ((40, 0.0), (6, 0.002), (90, 0.001), (25, 0.004))
 #: presence changes made between cycles (before cycle i)
-PRESENCE_PLAN: dict[int, dict[str, str]] = {1: {"a4": "not_ready"}, 2: {"a4": "ready", "a5": "offline"}, 3: {"a5": "ready"}}
+PRESENCE_PLAN: dict[int, dict[str, str]] = {
+    1: {"a4": "not_ready"},
+    2: {"a4": "ready", "a5": "offline"},  # offline withdraws a5's offers
+    3: {"a5": "ready"},
+}
 WORKERS = 12
 
 
@@ -213,7 +222,7 @@ async def traffic(client: LiveClient, model: Model, proc: GatewayProcess, kill_a
     async def guarded(call: Awaitable[tuple[int, Any]]) -> tuple[int, Any]:
         try:
             return await call
-        except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             if not killed.is_set():
                 model.problems.append(f"request failed before the kill: {exc!r}")
                 kill()
@@ -536,7 +545,8 @@ async def test_sigterm_exits_0_quickly_and_a_restart_restores_open_sessions_exac
             [("chat", "a1"), ("voice", "a1"), ("email", "a2"), ("chat", "a2"), ("chat", "a1"), ("email", "a1")]
         ):
             status, body = await client.webhook(
-                {"event_id": f"g{n}", "type": "offer", "channel": channel, "interaction_id": f"gi{n}", "agent_id": target}
+                {"event_id": f"g{n}", "type": "offer", "channel": channel, "interaction_id": f"gi{n}",
+                 "agent_id": target}
             )
             assert status == 200 and body["decision"] == "assigned", body
             sids.append(body["session_id"])
@@ -594,3 +604,44 @@ async def test_sigterm_exits_0_quickly_and_a_restart_restores_open_sessions_exac
             assert session["focus_ms"] >= old_focus[session["id"]]
     assert after["a3"]["presence"] == {"state": "not_ready", "reason": "lunch"}
     assert [s["state"] for s in after["a1"]["sessions"]].count("wrap_up") == 1
+
+
+async def test_a_second_sigterm_during_the_shutdown_ends_the_process_at_once_and_loses_nothing(
+    gateway_process: GatewayFactory, tmp_path: Path
+) -> None:
+    proc = gateway_process(crash_config(tmp_path / "gateway.db"), name="twice")
+    proc.start()
+    async with aiohttp.ClientSession() as http:
+        client = LiveClient(http, proc.base, tokens=TOKENS, vendor=VENDOR, secret=SECRET)
+        await client.ok("PUT", "/v1/agents/a1/presence", "a1", json_body={"state": "ready"})
+        status, body = await client.webhook(
+            {"event_id": "t1", "type": "offer", "channel": "chat", "interaction_id": "ti1", "agent_id": "a1"}
+        )
+        assert status == 200 and body["decision"] == "assigned"
+        await client.ok("POST", f"/v1/sessions/{body['session_id']}/accept", "a1")
+        before = summary(await snapshot(client))
+
+    # a webhook whose body never completes keeps the graceful shutdown waiting (up to its body timeout)
+    with socket.create_connection(("127.0.0.1", proc.port)) as held:
+        held.sendall(
+            b"POST /v1/vendors/crm/events HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n"
+            b"X-Gateway-Timestamp: %d\r\nX-Gateway-Signature: sha256=00\r\n\r\n{" % int(time.time())
+        )
+        await asyncio.sleep(0.2)
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not proc.log_events("shutting_down"):
+            assert time.monotonic() < deadline, proc.stderr()[-2000:]
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert proc.running  # still shutting down gracefully: the request holds it
+        proc.proc.send_signal(signal.SIGTERM)
+        status_code = await asyncio.to_thread(proc.wait_exit, 5.0)
+    assert status_code == 128 + signal.SIGTERM
+    assert proc.log_events("forced_exit")
+
+    proc.start()
+    async with aiohttp.ClientSession() as http:
+        client = LiveClient(http, proc.base, tokens=TOKENS, vendor=VENDOR, secret=SECRET)
+        assert summary(await snapshot(client)) == before
