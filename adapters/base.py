@@ -136,7 +136,7 @@ class Adapter(ABC):
     async def stop(self) -> None:
         """Stop taking traffic and release every resource; must not raise."""
 
-    async def deliver(self, notice: ToVendor) -> None:
+    async def deliver(self, notice: ToVendor) -> None:  # noqa: B027 - optional hook, not abstract
         """Send a late decision or a session action back to the vendor.
 
         The default does nothing: the adapter's protocol has no way back for it (it is

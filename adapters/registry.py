@@ -11,10 +11,10 @@ A plug-in is an entry point ``<name> = "package.module:AdapterClass"`` in the gr
 :data:`ENTRY_POINT_GROUP`. Its class is checked when it is registered
 (:meth:`AdapterRegistry.register`); a plug-in that cannot be imported, whose class is
 invalid or whose adapter name is taken is skipped by :meth:`AdapterRegistry.discover` (and
-:meth:`AdapterRegistry.add_entry_points`) and logged once as ``adapter_plugin_rejected`` (``entry_point``, ``reason``): a broken plug-in
-never stops the gateway. Built-ins are registered first, so a plug-in cannot take their
-names; a built-in that is also declared as an entry point (the project's own
-``pyproject.toml`` does that) is registered once.
+:meth:`AdapterRegistry.add_entry_points`) and logged once as ``adapter_plugin_rejected``
+(``entry_point``, ``reason``): a broken plug-in never stops the gateway. Built-ins are
+registered first, so a plug-in cannot take their names; a built-in that is also declared
+as an entry point (the project's own ``pyproject.toml`` does that) is registered once.
 
 Vendor settings (the YAML keys of a vendor beside ``name`` and ``adapter``) are validated
 against the adapter's ``Config`` model: :meth:`AdapterRegistry.vendor_problems` returns
@@ -246,11 +246,7 @@ def class_problems(cls: Any) -> list[str]:
     if not (isinstance(name, str) and name.isidentifier() and name.isascii()):
         problems.append(f"name must be a non-empty identifier, not {name!r}")
     channels = getattr(cls, "channels", None)
-    if not (
-        isinstance(channels, frozenset)
-        and channels
-        and all(isinstance(channel, Channel) for channel in channels)
-    ):
+    if not (isinstance(channels, frozenset) and channels and all(isinstance(channel, Channel) for channel in channels)):
         problems.append(f"channels must be a non-empty frozenset of gateway.events.Channel, not {channels!r}")
     elif Channel.MANUAL in channels:
         problems.append("channels must not include manual (agents start manual sessions, not vendors)")

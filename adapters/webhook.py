@@ -274,9 +274,7 @@ class WebhookAdapter(Adapter):
         if not _TIMESTAMP.fullmatch(raw):
             raise _Refused(401, "bad_signature", f"{TIMESTAMP_HEADER} must be integer Unix seconds")
         if abs(now - int(raw)) > self.config.tolerance_s:
-            raise _Refused(
-                401, "bad_signature", f"{TIMESTAMP_HEADER} is more than {self.config.tolerance_s} s away"
-            )
+            raise _Refused(401, "bad_signature", f"{TIMESTAMP_HEADER} is more than {self.config.tolerance_s} s away")
         return raw
 
     async def _read_body(self, request: web.Request, limit: int) -> bytes:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from adapters.base import Adapter
 from adapters.registry import AdapterRegistry
+
 from .api.errors import json_error
 from .api.routes import setup_api
 from .clock import Clock, SystemClock

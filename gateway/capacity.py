@@ -57,7 +57,7 @@ class Load:
     def of(self, channel: Channel) -> int:
         return int(getattr(self, channel.value))
 
-    def plus(self, channel: Channel, weight: int) -> "Load":
+    def plus(self, channel: Channel, weight: int) -> Load:
         return replace(
             self,
             sessions=self.sessions + 1,
@@ -65,7 +65,7 @@ class Load:
             **{channel.value: self.of(channel) + 1},
         )
 
-    def minus(self, channel: Channel, weight: int) -> "Load":
+    def minus(self, channel: Channel, weight: int) -> Load:
         if self.of(channel) < 1 or self.sessions < 1 or self.units < weight:
             raise ValueError(f"release of a {channel} session that is not held: {self}")
         return replace(

@@ -41,8 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cti-gateway",
-        description="Route inbound calls, chats and e-mails from contact-center systems "
-        "to multi-session agents.",
+        description="Route inbound calls, chats and e-mails from contact-center systems to multi-session agents.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('cti-gateway')}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -53,13 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(path: str) -> GatewayConfig | None:
+    """The validated configuration, vendors' adapter settings included; or None after
+    printing every problem as ``file:line: field: message`` to stderr."""
+    from adapters.registry import default_registry  # imported here: only commands reading a config need it
+
+    try:
+        return load_config(path, vendor_check=default_registry().vendor_problems)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
 def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "run",
         help="run the gateway",
         description="Run the gateway on a configuration file until SIGTERM or Ctrl-C.",
     )
-    parser.add_argument("--config", default=DEFAULT_CONFIG, metavar="PATH", help=f"the YAML file (default {DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--config", default=DEFAULT_CONFIG, metavar="PATH", help=f"the YAML file (default {DEFAULT_CONFIG})"
+    )
     parser.add_argument("--host", help="listen on this address instead of server.host")
     parser.add_argument("--port", type=int, help="listen on this port instead of server.port")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -70,11 +84,8 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _run(args: argparse.Namespace) -> int:
     from adapters.registry import default_registry
 
-    try:
-        config = load_config(args.config, vendor_check=default_registry().vendor_problems)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return EXIT_INVALID
     # imported here: check-config must not need the server's dependencies loaded
     from aiohttp import web
@@ -95,7 +106,8 @@ def _run(args: argparse.Namespace) -> int:
     def announce(_message: str) -> None:
         base = f"http://{host}:{port}"
         lines = [
-            f"cti-gateway {version('cti-gateway')} listening on {base} (config {args.config}, store {config.store.url})",
+            f"cti-gateway {version('cti-gateway')} listening on {base} "
+            f"(config {args.config}, store {config.store.url})",
             f"  agent desktops: ws://{host}:{port}/v1/agents/{{id}}/ws?token=TOKEN   supervisor stream: /v1/events/ws",
         ]
         lines += [f"  vendor {v.name} ({v.adapter}): {base}/v1/vendors/{v.name}/" for v in config.vendors]
@@ -108,9 +120,7 @@ def _run(args: argparse.Namespace) -> int:
     app.on_startup.append(_handle_signals)
     # the signals are ours (see _handle_signals): aiohttp's would let a second SIGTERM cut the
     # graceful shutdown short, leaving the process hanging on the journal's threads
-    web.run_app(
-        app, host=host, port=port, print=announce, access_log=None, shutdown_timeout=30, handle_signals=False
-    )
+    web.run_app(app, host=host, port=port, print=announce, access_log=None, shutdown_timeout=30, handle_signals=False)
     return 0
 
 
@@ -180,13 +190,8 @@ def _add_check_config(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from adapters.registry import default_registry  # imported here: only this command needs the adapters
-
-    try:
-        config = load_config(args.path, vendor_check=default_registry().vendor_problems)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    config = _load(args.path)
+    if config is None:
         return EXIT_INVALID
     print(f"{args.path}: OK ({_summary(config)})")
     return 0
@@ -230,7 +235,9 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--duration", type=float, default=60.0, help="send no offer after this many seconds (default 60)"
     )
     parser.add_argument(
-        "--channel", action="append", metavar="MIX",
+        "--channel",
+        action="append",
+        metavar="MIX",
         help="channel mix, e.g. chat=3,voice=1,email=1 (repeatable; default voice=1,chat=2,email=1)",
     )
     parser.add_argument(
@@ -238,7 +245,9 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument("--agent", action="append", metavar="ID", help="offer targeted to this agent (repeatable)")
     parser.add_argument(
-        "--hold", type=float, default=1.0,
+        "--hold",
+        type=float,
+        default=1.0,
         help="seconds from an assigned/queued answer to the interaction's end (default 1)",
     )
     parser.add_argument("--no-end", action="store_true", help="send no ends: leave the interactions open")
@@ -262,13 +271,8 @@ def _simulate(args: argparse.Namespace) -> int:
     defaults: dict[str, Any] = {}
     try:
         if args.config:
-            from adapters.registry import default_registry
-
-            try:
-                config = load_config(args.config, vendor_check=default_registry().vendor_problems)
-            except ConfigError as exc:
-                for problem in exc.problems:
-                    print(problem, file=sys.stderr)
+            config = _load(args.config)
+            if config is None:
                 return EXIT_INVALID
             defaults = options_from_config(config, vendor=args.vendor)
         extra: dict[str, Any] = {}

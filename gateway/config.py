@@ -37,7 +37,7 @@ class CapacityProfile(_Strict):
     start_screens: dict[Channel, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _admissible(self) -> "CapacityProfile":
+    def _admissible(self) -> CapacityProfile:
         problems: list[str] = []
         if self.reserved_inbound >= self.max_sessions:
             problems.append(
@@ -125,7 +125,7 @@ class StoreConfig(_Strict):
     url: str = "sqlite:///data/gateway.db"
 
     @model_validator(mode="after")
-    def _scheme(self) -> "StoreConfig":
+    def _scheme(self) -> StoreConfig:
         if not re.match(r"^(sqlite|memory|redis|rediss)://", self.url):
             raise ValueError("url must start with sqlite://, memory:// or redis://")
         return self
@@ -167,9 +167,7 @@ class GatewayConfig(_Strict):
                 problems.append((("agents", i, "id"), f"duplicate agent {agent.id!r}"))
             seen_agents.add(agent.id)
             if agent.profile not in self.capacity_profiles:
-                problems.append(
-                    (("agents", i, "profile"), f"unknown capacity profile {agent.profile!r}")
-                )
+                problems.append((("agents", i, "profile"), f"unknown capacity profile {agent.profile!r}"))
             for j, queue_name in enumerate(agent.queues):
                 if queue_name not in all_queues:
                     problems.append((("agents", i, "queues", j), f"unknown queue {queue_name!r}"))

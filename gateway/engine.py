@@ -26,7 +26,8 @@ from .capacity import Load, Presence, Reason, check
 from .clock import Clock
 from .config import AgentConfig, CapacityProfile, GatewayConfig, OnFull, QueueConfig
 from .errors import ActionError, CapacityRejected, Forbidden, InvalidEvent, InvalidState, NotFound
-from .events import INBOUND_CHANNELS, Channel, Customer, Event, EventType
+from .events import INBOUND_CHANNELS, Channel, Event, EventType
+from .interactions import Interaction, InteractionKey, Phase, VendorCapabilities
 from .notices import (
     Decision,
     DecisionKind,
@@ -38,7 +39,6 @@ from .notices import (
     ToVendor,
     VendorAction,
 )
-from .interactions import Interaction, InteractionKey, Phase, VendorCapabilities
 from .persistence import (
     Changes,
     Snapshot,
@@ -111,9 +111,7 @@ class Engine:
         self._grace_s = config.server.desktop_grace_s
 
         self.queues: dict[str, QueueConfig] = {q.name: q for q in config.queues}
-        self._agents: dict[str, _Agent] = {
-            a.id: _Agent(a, config.capacity_profiles[a.profile]) for a in config.agents
-        }
+        self._agents: dict[str, _Agent] = {a.id: _Agent(a, config.capacity_profiles[a.profile]) for a in config.agents}
         self._index = EligibilityIndex({q.name: q.policy for q in config.queues})
         self._waiting = WaitingLists()
         self.sessions: dict[str, Session] = {}
@@ -214,8 +212,7 @@ class Engine:
         existing = self.interactions.get(event.interaction_key)
         if existing is not None and existing.phase is not Phase.DONE:
             raise ActionError(
-                f"interaction {event.interaction_id!r} of {event.vendor!r} is already open "
-                f"({existing.phase.value})",
+                f"interaction {event.interaction_id!r} of {event.vendor!r} is already open ({existing.phase.value})",
                 code="interaction_already_open",
             )
         if event.queue is not None and event.queue not in self.queues:
@@ -407,9 +404,7 @@ class Engine:
         now = self._now()
         session = self._own_session(session_id, actor)
         if session.state is not SessionState.ACTIVE:
-            raise InvalidState(
-                f"session {session_id} is {session.state.value}, not active", code="session_not_active"
-            )
+            raise InvalidState(f"session {session_id} is {session.state.value}, not active", code="session_not_active")
         interaction = self._interaction_of(session)
         if interaction is not None and interaction.holder == session.id:
             self._finish(interaction, now)
@@ -502,7 +497,9 @@ class Engine:
         self._now()
         session = self._own_session(session_id, actor)
         if session.channel is not Channel.CHAT:
-            raise InvalidState(f"session {session_id} is a {session.channel.value} session, not chat", code="channel_unsupported")
+            raise InvalidState(
+                f"session {session_id} is a {session.channel.value} session, not chat", code="channel_unsupported"
+            )
         if session.state is not SessionState.ACTIVE:
             raise InvalidState(f"session {session_id} is {session.state.value}, not active", code="session_not_active")
         if not isinstance(text, str) or not text or len(text) > 65_536:
@@ -543,7 +540,9 @@ class Engine:
         if caps is not None and not caps.can_transfer:
             raise InvalidState(f"vendor {session.vendor} cannot transfer", code=Reason.VENDOR_UNSUPPORTED.value)
         if interaction.pending is not None:
-            raise InvalidState(f"session {session_id} already has a consult transfer pending", code="transfer_in_progress")
+            raise InvalidState(
+                f"session {session_id} already has a consult transfer pending", code="transfer_in_progress"
+            )
         if to_agent is not None:
             if to_agent == session.agent_id:
                 raise ActionError("cannot transfer a session to its own agent", code="invalid_transfer_target")
@@ -831,9 +830,7 @@ class Engine:
         if reason is None and channel is Channel.VOICE and vendor is not None:
             caps = self._caps.get(vendor)
             if caps is not None and caps.max_voice_per_agent is not None:
-                live = sum(
-                    1 for s in agent.open_sessions.values() if s.channel is Channel.VOICE and s.vendor == vendor
-                )
+                live = sum(1 for s in agent.open_sessions.values() if s.channel is Channel.VOICE and s.vendor == vendor)
                 if live >= caps.max_voice_per_agent:
                     reason = Reason.CHANNEL_AT_CAPACITY
         if reason is None:
@@ -993,15 +990,16 @@ class Engine:
         if not len(self._waiting):
             return
         agent = self._agents[agent_id]
+
+        def refuses(key: InteractionKey) -> bool:
+            return agent_id in self.interactions[key].excluded
+
         while True:
             state = self.store.get(agent_id)
             if state.presence is not Presence.READY:
                 return
-            waiter = self._waiting.best_for(
-                agent.config.queues,
-                has_room=lambda c: check(agent.profile, state.load, state.presence, c) is None,
-                refuses=lambda key: agent_id in self.interactions[key].excluded,
-            )
+            room = {c: check(agent.profile, state.load, state.presence, c) is None for c in INBOUND_CHANNELS}
+            waiter = self._waiting.best_for(agent.config.queues, has_room=room.__getitem__, refuses=refuses)
             if waiter is None:
                 return
             interaction = self.interactions[waiter.key]
@@ -1026,7 +1024,9 @@ class Engine:
             return session is not None and session.state is wanted and session.deadline == deadline
         if kind is _Timer.WAIT:
             interaction = self.interactions.get(ref)
-            return interaction is not None and interaction.phase is Phase.WAITING and interaction.wait_deadline == deadline
+            return (
+                interaction is not None and interaction.phase is Phase.WAITING and interaction.wait_deadline == deadline
+            )
         agent = self._agents.get(ref)
         return agent is not None and not agent.desktop_connected and agent.grace_deadline == deadline
 
@@ -1080,7 +1080,9 @@ class Engine:
 
     # ------------------------------------------------------------------ internals: notices
 
-    def _changed(self, session: Session, transition: str, now: float, *, message: str = "session.updated", **extra: Any) -> None:
+    def _changed(
+        self, session: Session, transition: str, now: float, *, message: str = "session.updated", **extra: Any
+    ) -> None:
         body = session.as_dict(now)
         self._dirty_sessions[session.id] = session
         self.outbox.append(SessionChanged(transition, body))

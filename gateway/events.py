@@ -77,7 +77,7 @@ class Event(BaseModel):
         return value.astimezone(timezone.utc)
 
     @model_validator(mode="after")
-    def _offer_rules(self) -> "Event":
+    def _offer_rules(self) -> Event:
         if self.type is EventType.OFFER:
             if self.channel is None:
                 raise _FieldProblem("channel", "required on an offer")
@@ -143,5 +143,5 @@ def _invalid_from(exc: ValidationError) -> InvalidEvent:
     elif err.get("type") == "missing":
         message = "required"
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     return InvalidEvent(loc, message)

@@ -69,7 +69,7 @@ class EventBus:
 class DesktopHub:
     """Agent desktop sockets, several per agent allowed (e.g. two browser tabs)."""
 
-    def __init__(self, runtime: "Runtime | None" = None) -> None:
+    def __init__(self, runtime: Runtime | None = None) -> None:
         self._runtime = runtime
         self._connections: dict[str, list[Subscriber]] = {}
 

@@ -48,7 +48,9 @@ class Metrics:
             ["transition"],
             registry=self.registry,
         )
-        self.waiting = Gauge("cti_gateway_waiting_interactions", "Interactions waiting in queues", registry=self.registry)
+        self.waiting = Gauge(
+            "cti_gateway_waiting_interactions", "Interactions waiting in queues", registry=self.registry
+        )
 
     def observe_routing(self, event: Event, decision: Decision, seconds: float) -> None:
         shown = decision.original if decision.kind is DecisionKind.DUPLICATE and decision.original else decision
@@ -64,7 +66,7 @@ class Metrics:
     def session_changed(self, notice: SessionChanged) -> None:
         self.session_transitions.labels(transition=notice.transition).inc()
 
-    def refresh_gauges(self, engine: "Engine") -> None:
+    def refresh_gauges(self, engine: Engine) -> None:
         totals = {channel: 0 for channel in ALL_CHANNELS}
         presence = {p: 0 for p in Presence}
         for agent_id in engine.agent_ids():

@@ -29,7 +29,7 @@ class Decision:
     session_id: str | None = None
     reason: str | None = None
     #: for ``duplicate``: the first answer, repeated
-    original: "Decision | None" = None
+    original: Decision | None = None
 
     def as_dict(self) -> dict[str, Any]:
         if self.kind is DecisionKind.DUPLICATE and self.original is not None:

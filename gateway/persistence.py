@@ -47,7 +47,7 @@ class Changes:
     def __bool__(self) -> bool:
         return bool(self.sessions or self.interactions or self.agents or self.events or self.meta)
 
-    def extend(self, other: "Changes") -> None:
+    def extend(self, other: Changes) -> None:
         self.sessions.extend(other.sessions)
         self.interactions.extend(other.interactions)
         self.agents.extend(other.agents)
@@ -238,5 +238,3 @@ def interaction_from_state(body: StateDict) -> Interaction:
         decisions=[decision_from_state(d) for d in body.get("decisions", [])],
         transcript=list(body.get("transcript", [])),
     )
-
-

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import structlog
 
 from adapters.base import Adapter, Health
+
 from .clock import Clock
 from .engine import Engine
 from .errors import GatewayError
@@ -175,11 +176,18 @@ class Runtime:
             elif isinstance(notice, ToVendor):
                 self._queue_vendor(notice)
             elif isinstance(notice, SessionChanged):
-                self.bus.publish({"type": "session.changed", "transition": notice.transition, "session": notice.session})
+                self.bus.publish(
+                    {"type": "session.changed", "transition": notice.transition, "session": notice.session}
+                )
                 self.metrics.session_changed(notice)
             elif isinstance(notice, PresenceChanged):
                 self.bus.publish(
-                    {"type": "agent.presence", "agent_id": notice.agent_id, "state": notice.state, "reason": notice.reason}
+                    {
+                        "type": "agent.presence",
+                        "agent_id": notice.agent_id,
+                        "state": notice.state,
+                        "reason": notice.reason,
+                    }
                 )
             elif isinstance(notice, Routed):
                 self.bus.publish(

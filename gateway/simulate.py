@@ -241,9 +241,7 @@ class Summary:
             f"  decisions: {counts(self.decisions)}",
             f"  rejected:  {counts(self.reasons)}",
             f"  ends:      {self.ends_sent} sent, {self.ends_answered} answered",
-            "  latency:   " + (
-                ", ".join(f"{k} {v:.1f} ms" for k, v in lat.items() if v is not None) or "no answers"
-            ),
+            "  latency:   " + (", ".join(f"{k} {v:.1f} ms" for k, v in lat.items() if v is not None) or "no answers"),
             f"  errors:    {counts(self.errors)}",
             f"  total:     {self.elapsed_s:.2f} s, {self.events_per_s:.1f} events/s answered (offers and ends)",
         ]

@@ -28,12 +28,11 @@ them is closed with 4008 "too slow" and may reconnect for a fresh ``hello``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from gateway.engine import Engine
 from gateway.errors import GatewayError
@@ -42,7 +41,7 @@ from gateway.sessions import Session
 from .auth import ApiError, Principal
 from .context import ApiContext
 from .models import WS_MESSAGES, BodyProblem, parse_json, validate
-from .sockets import SocketOutbox, pump
+from .sockets import SocketOutbox, converse
 
 __all__ = ["AgentSocket"]
 
@@ -108,41 +107,19 @@ class AgentSocket:
             await self._leave(agent_id, outbox)
             raise
 
-        writer: asyncio.Task[None] | None = None
+        outbox.put_front({"type": "hello", "agent": snapshot})
+        log.info("desktop_connected", agent_id=agent_id, sockets=hub.connected(agent_id))
         try:
-            await ws.prepare(request)
-            self.ctx.sockets.add(ws)
-            log.info("desktop_connected", agent_id=agent_id, sockets=hub.connected(agent_id))
-            outbox.put_front({"type": "hello", "agent": snapshot})
-            writer = asyncio.create_task(
-                pump(
-                    ws,
-                    outbox,
-                    request,
-                    send_timeout=settings.ws_send_timeout_s,
-                    close_timeout=settings.ws_close_timeout_s,
-                ),
-                name=f"ws-writer-{agent_id}",
+            await converse(
+                ws,
+                request,
+                outbox,
+                lambda text: self._on_text(principal, agent_id, text),
+                open_sockets=self.ctx.sockets,
+                send_timeout=settings.ws_send_timeout_s,
+                close_timeout=settings.ws_close_timeout_s,
             )
-            async for msg in ws:
-                if msg.type is WSMsgType.TEXT:
-                    reply = await self._on_text(principal, agent_id, msg.data)
-                elif msg.type is WSMsgType.BINARY:
-                    reply = error_message(None, "invalid_request", "binary frames are not supported: send JSON text")
-                else:  # ERROR: the reader failed (e.g. message too big); aiohttp closes
-                    break
-                outbox.send(reply)
-                if outbox.overflowed:
-                    break
         finally:
-            outbox.close()
-            if writer is not None:
-                # the writer may be closing a too-slow socket: let it finish, briefly
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(writer, settings.ws_close_timeout_s + 1.0)
-            with contextlib.suppress(BaseException):
-                await ws.close()
-            self.ctx.sockets.discard(ws)
             await self._leave(agent_id, outbox)
             log.info("desktop_disconnected", agent_id=agent_id, code=ws.close_code, sockets=hub.connected(agent_id))
         return ws

@@ -11,17 +11,15 @@ message. A subscriber that does not keep up is closed with 4008 "too slow" (see
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from .agent_ws import _ref_of, error_message, upgrade_required
 from .context import ApiContext
 from .models import BodyProblem, parse_json
-from .sockets import SocketOutbox, pump
+from .sockets import SocketOutbox, converse
 
 __all__ = ["EventStream"]
 
@@ -43,40 +41,23 @@ class EventStream:
         # subscribed before the handshake completes: nothing published after the client
         # sees the socket open is missed
         unsubscribe = self.ctx.runtime.bus.subscribe(outbox)
-        writer: asyncio.Task[None] | None = None
+        log.info("event_stream_opened", subscribers=len(self.ctx.runtime.bus))
+
+        async def on_text(text: str) -> dict[str, Any]:
+            return self._on_text(principal.key, text)
+
         try:
-            await ws.prepare(request)
-            self.ctx.sockets.add(ws)
-            log.info("event_stream_opened", subscribers=len(self.ctx.runtime.bus))
-            writer = asyncio.create_task(
-                pump(
-                    ws,
-                    outbox,
-                    request,
-                    send_timeout=settings.ws_send_timeout_s,
-                    close_timeout=settings.ws_close_timeout_s,
-                ),
-                name="ws-writer-events",
+            await converse(
+                ws,
+                request,
+                outbox,
+                on_text,
+                open_sockets=self.ctx.sockets,
+                send_timeout=settings.ws_send_timeout_s,
+                close_timeout=settings.ws_close_timeout_s,
             )
-            async for msg in ws:
-                if msg.type is WSMsgType.TEXT:
-                    reply = self._on_text(principal.key, msg.data)
-                elif msg.type is WSMsgType.BINARY:
-                    reply = error_message(None, "invalid_request", "binary frames are not supported: send JSON text")
-                else:
-                    break
-                outbox.send(reply)
-                if outbox.overflowed:
-                    break
         finally:
             unsubscribe()
-            outbox.close()
-            if writer is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(writer, settings.ws_close_timeout_s + 1.0)
-            with contextlib.suppress(BaseException):
-                await ws.close()
-            self.ctx.sockets.discard(ws)
             log.info("event_stream_closed", code=ws.close_code)
         return ws
 

@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import json
 from collections import deque
+from collections.abc import Awaitable, Callable, MutableSet
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
-__all__ = ["CLOSE_TOO_SLOW", "SocketOutbox", "dumps", "pump"]
+__all__ = ["CLOSE_TOO_SLOW", "SocketOutbox", "converse", "dumps", "pump"]
 
 log = structlog.get_logger("cti_gateway.api.sockets")
 
@@ -138,6 +139,54 @@ async def pump(
         return
     if outbox.overflowed and not ws.closed:
         await close_too_slow(ws, request, timeout=close_timeout)
+
+
+async def converse(
+    ws: web.WebSocketResponse,
+    request: web.Request,
+    outbox: SocketOutbox,
+    on_text: Callable[[str], Awaitable[Message]],
+    *,
+    open_sockets: MutableSet[web.WebSocketResponse],
+    send_timeout: float,
+    close_timeout: float,
+) -> None:
+    """Run one prepared-to-be WebSocket: handshake, a writer task draining ``outbox``, and a
+    reader answering each text frame with ``on_text(text)`` (through the same outbox, so
+    replies keep their order with pushed messages), until either side closes or the client
+    falls behind. Always tidies up: the outbox closes, the writer ends, the socket closes."""
+    writer: asyncio.Task[None] | None = None
+    try:
+        await ws.prepare(request)
+        open_sockets.add(ws)
+        writer = asyncio.create_task(
+            pump(ws, outbox, request, send_timeout=send_timeout, close_timeout=close_timeout),
+            name=f"ws-writer-{outbox.name}",
+        )
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                reply = await on_text(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                reply = {
+                    "type": "error",
+                    "ref": None,
+                    "code": "invalid_request",
+                    "message": "binary frames are not supported: send JSON text",
+                }
+            else:  # ERROR: the reader failed (e.g. message too big); aiohttp closes
+                break
+            outbox.send(reply)
+            if outbox.overflowed:
+                break
+    finally:
+        outbox.close()
+        if writer is not None:
+            # the writer may be closing a too-slow socket: let it finish, briefly
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(writer, close_timeout + 1.0)
+        with contextlib.suppress(BaseException):
+            await ws.close()
+        open_sockets.discard(ws)
 
 
 async def close_too_slow(ws: web.WebSocketResponse, request: web.BaseRequest, *, timeout: float = 2.0) -> None:

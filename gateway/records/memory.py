@@ -54,9 +54,7 @@ class MemoryJournal:
             (r for r in rows.sessions.values() if r[2] != "closed"),
             key=lambda r: (r[3] is not None, r[3] or 0.0),  # NULLs first, as in SQLite
         )
-        interactions = [
-            r for r in rows.interactions.values() if r[2] != "done" or (r[3] is not None and r[3] >= since)
-        ]
+        interactions = [r for r in rows.interactions.values() if r[2] != "done" or (r[3] is not None and r[3] >= since)]
         events = sorted((r for r in rows.events.values() if r[2] >= since), key=lambda r: r[2])
         return Snapshot(
             sessions=[loads(r[-1]) for r in sessions],

@@ -136,9 +136,7 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value
 # is written as two ranges so that SQLite searches the index on state (MULTI-INDEX OR), and
 # the unary "+" in ORDER BY keeps the planner from scanning the whole table in index order
 # instead (checked with EXPLAIN QUERY PLAN in the tests).
-_LOAD_SESSIONS = (
-    "SELECT data FROM sessions WHERE state < 'closed' OR state > 'closed' ORDER BY +offered_at, +rowid"
-)
+_LOAD_SESSIONS = "SELECT data FROM sessions WHERE state < 'closed' OR state > 'closed' ORDER BY +offered_at, +rowid"
 _LOAD_INTERACTIONS = (
     "SELECT data FROM interactions WHERE phase < 'done' OR phase > 'done' OR done_at >= ? ORDER BY +rowid"
 )
@@ -318,7 +316,9 @@ class SqliteJournal:
             row = await cursor.fetchone()
         mode = str(row[0]).lower() if row else "?"
         if mode != "wal":
-            log.warning("journal %s: WAL mode unavailable (journal_mode=%s); readers will block on writes", self.path, mode)
+            log.warning(
+                "journal %s: WAL mode unavailable (journal_mode=%s); readers will block on writes", self.path, mode
+            )
         await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         # Keep the WAL file from staying huge after a burst (bytes; it is truncated at checkpoints).
         await conn.execute("PRAGMA journal_size_limit = 67108864")
@@ -417,7 +417,9 @@ class SqliteJournal:
                 if not future.done():
                     future.set_exception(JournalUnavailable("journal writer stopped"))
 
-    async def _write_batch(self, conn: aiosqlite.Connection, batch: list[tuple[Prepared, asyncio.Future[None]]]) -> None:
+    async def _write_batch(
+        self, conn: aiosqlite.Connection, batch: list[tuple[Prepared, asyncio.Future[None]]]
+    ) -> None:
         merged = Merged()
         for rows, _ in batch:
             merged.add(rows)

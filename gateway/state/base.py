@@ -59,9 +59,7 @@ class StateStore(ABC):
 
     # --- operations built on compare_and_set (a shared store may do each in one step) ---
 
-    def reserve(
-        self, agent_id: str, profile: CapacityProfile, channel: Channel
-    ) -> tuple[Reason | None, AgentState]:
+    def reserve(self, agent_id: str, profile: CapacityProfile, channel: Channel) -> tuple[Reason | None, AgentState]:
         """Take one ``channel`` session on the agent if the capacity rules allow it."""
         for _ in range(CAS_ATTEMPTS):
             state = self.get(agent_id)
@@ -97,9 +95,7 @@ class StateStore(ABC):
     def set_presence(self, agent_id: str, presence: Presence, reason: str | None) -> AgentState:
         for _ in range(CAS_ATTEMPTS):
             state = self.get(agent_id)
-            stored = self.compare_and_set(
-                agent_id, state.version, replace(state, presence=presence, reason=reason)
-            )
+            stored = self.compare_and_set(agent_id, state.version, replace(state, presence=presence, reason=reason))
             if stored is not None:
                 return stored
         raise StoreConflict(f"presence of {agent_id} lost {CAS_ATTEMPTS} compare-and-sets")

@@ -131,7 +131,13 @@ def test_broken_plugins_are_skipped_and_logged_once_while_good_ones_register(
     assert registry.get("webhook") is WebhookAdapter  # a plug-in cannot take a built-in's name
     assert registry.get("good") is GoodAdapter
     rejected = events_named(logs, "adapter_plugin_rejected")
-    assert sorted(line["entry_point"] for line in rejected) == ["crashes", "impostor", "manual", "missing", "not_a_class"]
+    assert sorted(line["entry_point"] for line in rejected) == [
+        "crashes",
+        "impostor",
+        "manual",
+        "missing",
+        "not_a_class",
+    ]
     reasons = {line["entry_point"]: line["reason"] for line in rejected}
     assert reasons == registry.rejected
     assert "ModuleNotFoundError" in reasons["missing"] and "no_such_module_xyz" in reasons["missing"]
@@ -142,9 +148,7 @@ def test_broken_plugins_are_skipped_and_logged_once_while_good_ones_register(
     assert all(line["log_level"] == "warning" for line in rejected)
 
 
-def test_an_entry_point_seen_twice_is_loaded_and_reported_once(
-    monkeypatch: pytest.MonkeyPatch, logs: Logs
-) -> None:
+def test_an_entry_point_seen_twice_is_loaded_and_reported_once(monkeypatch: pytest.MonkeyPatch, logs: Logs) -> None:
     broken = FakeEntryPoint("crashes", "crashy:Adapter", RuntimeError("bug"))
     installed(monkeypatch, broken, broken)
 
@@ -276,7 +280,10 @@ def test_validate_vendor_returns_the_adapters_settings(registry: AdapterRegistry
         ({"secret": SECRET, "colour": "red"}, ["vendors.2.colour: unknown key"]),
         ({}, ["vendors.2.secret: required"]),
         ({"secret": "short-secret"}, ["vendors.2.secret: must be at least 16 characters"]),
-        ({"secret": SECRET, "tolerance_s": 9999}, ["vendors.2.tolerance_s: input should be less than or equal to 3600"]),
+        (
+            {"secret": SECRET, "tolerance_s": 9999},
+            ["vendors.2.tolerance_s: input should be less than or equal to 3600"],
+        ),
         (
             {"secret": 12345, "callback_url": "not a url", "x": 1},
             [

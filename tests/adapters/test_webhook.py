@@ -355,7 +355,9 @@ async def test_chunked_body_within_the_limit_is_accepted(client: Client, host: F
 
 @pytest.mark.asyncio
 async def test_oversize_is_refused_before_the_signature(client: Client, host: FakeHost) -> None:
-    assert_error(await post(client, padded_offer(LIMIT + 1), secret="another-secret-of-16+chars"), 413, "body_too_large")
+    assert_error(
+        await post(client, padded_offer(LIMIT + 1), secret="another-secret-of-16+chars"), 413, "body_too_large"
+    )
 
 
 @pytest.mark.asyncio
@@ -402,9 +404,7 @@ async def test_malformed_json_is_400_on_field_body(client: Client, host: FakeHos
         pytest.param({**OFFER, "vendor": VENDOR}, "vendor", id="vendor-in-body"),
     ],
 )
-async def test_invalid_event_is_400_naming_the_field(
-    client: Client, host: FakeHost, body: Any, field: str
-) -> None:
+async def test_invalid_event_is_400_naming_the_field(client: Client, host: FakeHost, body: Any, field: str) -> None:
     error = assert_error(await post(client, body), 400, "invalid_event")
 
     assert error["field"] == field
@@ -427,7 +427,9 @@ async def test_vendor_in_the_body_never_overrides_the_url(client: Client, host: 
 async def test_not_ready_is_503_and_nothing_is_submitted(client: Client, host: FakeHost) -> None:
     host.is_ready = False
 
-    async with client.post(PATH, data=encode(OFFER), headers=signed_headers(SECRET, int(T0), encode(OFFER))) as response:
+    async with client.post(
+        PATH, data=encode(OFFER), headers=signed_headers(SECRET, int(T0), encode(OFFER))
+    ) as response:
         assert response.status == 503
         assert response.headers["Retry-After"] == "1"
         assert (await response.json())["error"]["code"] == "not_ready"
@@ -446,7 +448,11 @@ async def test_invalid_signature_wins_over_not_ready(client: Client, host: FakeH
     ("exc", "status", "code"),
     [
         (GatewayError("store went away", code="not_ready", retryable=True), 503, "not_ready"),
-        (ActionError("interaction chat-42 is already open", code="interaction_already_open"), 409, "interaction_already_open"),
+        (
+            ActionError("interaction chat-42 is already open", code="interaction_already_open"),
+            409,
+            "interaction_already_open",
+        ),
         (InvalidEvent("queue", "unknown queue 'sails'"), 400, "invalid_event"),
     ],
 )
@@ -472,7 +478,9 @@ async def test_an_unexpected_exception_is_500_json_without_traceback(
 ) -> None:
     host.answer = RuntimeError("boom: internal detail")
 
-    async with client.post(PATH, data=encode(OFFER), headers=signed_headers(SECRET, int(T0), encode(OFFER))) as response:
+    async with client.post(
+        PATH, data=encode(OFFER), headers=signed_headers(SECRET, int(T0), encode(OFFER))
+    ) as response:
         text = await response.text()
         assert response.status == 500
     assert json.loads(text)["error"]["code"] == "internal_error"
@@ -651,8 +659,12 @@ async def test_notices_are_posted_signed_to_the_callback_url(
     await health_becomes(adapter, Health.UP)
 
     assert receiver.delivered == [
-        {"action": "decision", "interaction_id": "chat-1", "event_id": "ev-1",
-         "data": {"decision": "assigned", "agent_id": "a1", "n": 1}},
+        {
+            "action": "decision",
+            "interaction_id": "chat-1",
+            "event_id": "ev-1",
+            "data": {"decision": "assigned", "agent_id": "a1", "n": 1},
+        },
         {"action": "reply", "interaction_id": "chat-2", "event_id": None, "data": {"text": "hi", "session_id": "s2"}},
     ]
     headers, _, valid = receiver.requests[0]
@@ -715,9 +727,7 @@ async def test_attempts_are_bounded_then_the_notice_is_given_up(
 
 
 @pytest.mark.asyncio
-async def test_a_client_error_is_not_retried(
-    make_gateway: Any, receiver: Receiver, logs: Logs
-) -> None:
+async def test_a_client_error_is_not_retried(make_gateway: Any, receiver: Receiver, logs: Logs) -> None:
     receiver.statuses = [400]
     adapter, _ = await make_gateway(callback_url=receiver.url, **FAST)
 
@@ -730,9 +740,7 @@ async def test_a_client_error_is_not_retried(
 
 
 @pytest.mark.asyncio
-async def test_an_unreachable_receiver_turns_health_down(
-    make_gateway: Any, host: FakeHost, logs: Logs
-) -> None:
+async def test_an_unreachable_receiver_turns_health_down(make_gateway: Any, host: FakeHost, logs: Logs) -> None:
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{probe.getsockname()[1]}/callback"
@@ -792,9 +800,7 @@ async def test_a_notice_that_is_not_json_is_refused_for_good(make_gateway: Any, 
 
 
 @pytest.mark.asyncio
-async def test_stop_with_notices_pending_releases_everything(
-    host: FakeHost, receiver: Receiver, logs: Logs
-) -> None:
+async def test_stop_with_notices_pending_releases_everything(host: FakeHost, receiver: Receiver, logs: Logs) -> None:
     receiver.gate.clear()
     config = WebhookConfig.model_validate({"secret": SECRET, "callback_url": receiver.url, **FAST})
     adapter = WebhookAdapter(VENDOR, config, host)

@@ -427,7 +427,9 @@ async def verify_restart(client: LiveClient, model: Model, proc: GatewayProcess)
     for tracked, (status, body) in zip(tracked_all, records, strict=True):
         assert status == 200, (tracked, status, body)
         assert (body["agent_id"], body["channel"], body["interaction_id"]) == (
-            tracked.agent, tracked.channel, tracked.interaction,
+            tracked.agent,
+            tracked.channel,
+            tracked.interaction,
         ), (tracked, body)
         if tracked.sid in open_sessions:
             state = open_sessions[tracked.sid]["state"]
@@ -545,8 +547,13 @@ async def test_sigterm_exits_0_quickly_and_a_restart_restores_open_sessions_exac
             [("chat", "a1"), ("voice", "a1"), ("email", "a2"), ("chat", "a2"), ("chat", "a1"), ("email", "a1")]
         ):
             status, body = await client.webhook(
-                {"event_id": f"g{n}", "type": "offer", "channel": channel, "interaction_id": f"gi{n}",
-                 "agent_id": target}
+                {
+                    "event_id": f"g{n}",
+                    "type": "offer",
+                    "channel": channel,
+                    "interaction_id": f"gi{n}",
+                    "agent_id": target,
+                }
             )
             assert status == 200 and body["decision"] == "assigned", body
             sids.append(body["session_id"])

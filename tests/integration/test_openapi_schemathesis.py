@@ -74,8 +74,14 @@ async def prepare(client: LiveClient) -> dict[str, str]:
         ids = []
         for n, channel in enumerate(("chat", "voice", "email")):
             status, body = await client.webhook(
-                {"event_id": f"{agent_id}-{n}", "type": "offer", "channel": channel,
-                 "interaction_id": f"{agent_id}-i{n}", "agent_id": agent_id, "customer": {"name": "Jo"}}
+                {
+                    "event_id": f"{agent_id}-{n}",
+                    "type": "offer",
+                    "channel": channel,
+                    "interaction_id": f"{agent_id}-i{n}",
+                    "agent_id": agent_id,
+                    "customer": {"name": "Jo"},
+                }
             )
             assert status == 200 and body["decision"] == "assigned", body
             ids.append(body["session_id"])
@@ -90,17 +96,28 @@ def run_schemathesis(
     base: str, token: str, config: Path, cwd: Path, *, phases: str, max_examples: int
 ) -> subprocess.CompletedProcess[str]:
     command = [
-        *SCHEMATHESIS, "--config-file", str(config), "run", f"{base}/openapi.json",
-        "--header", f"Authorization: Bearer {token}",
-        "--checks", CHECKS,
-        "--phases", phases,
-        "--max-examples", str(max_examples),
-        "--seed", str(SEED),
+        *SCHEMATHESIS,
+        "--config-file",
+        str(config),
+        "run",
+        f"{base}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {token}",
+        "--checks",
+        CHECKS,
+        "--phases",
+        phases,
+        "--max-examples",
+        str(max_examples),
+        "--seed",
+        str(SEED),
         # one worker: hypothesis compiles code in threads, which CPython 3.11 does not always survive
-        "--workers", "1",
+        "--workers",
+        "1",
         # no client-side rate limit: schemathesis sends well under the API's 50 requests/s
         # per token here, and a 429 would be a documented answer anyway
-        "--request-timeout", "10",
+        "--request-timeout",
+        "10",
         "--no-color",
     ]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=150)

@@ -66,8 +66,13 @@ def config(tmp_path: Path, *, callback_url: str | None = None) -> dict[str, Any]
         ],
         "agents": [
             {"id": "d1", "name": "Desk", "profile": "desk", "queues": ["help"], "token_sha256": sha(TOKENS["d1"])},
-            {"id": "r1", "name": "R1", "profile": "small", "queues": ["busy", "hold"],
-             "token_sha256": sha(TOKENS["r1"])},
+            {
+                "id": "r1",
+                "name": "R1",
+                "profile": "small",
+                "queues": ["busy", "hold"],
+                "token_sha256": sha(TOKENS["r1"]),
+            },
             {"id": "r2", "name": "R2", "profile": "quick", "token_sha256": sha(TOKENS["r2"])},
             {"id": "r3", "name": "R3", "profile": "small", "token_sha256": sha(TOKENS["r3"])},
             {"id": "r4", "name": "R4", "profile": "small", "token_sha256": sha(TOKENS["r4"])},
@@ -164,13 +169,22 @@ async def test_the_shipped_config_runs_out_of_the_box(
 
     # the README's quick start, with the sample credentials from the config's comments
     client = LiveClient(
-        http, proc.base, tokens={"ada": "agent-a1001-sample", "supervisor": "supervisor-sample"},
-        vendor="crm-hooks", secret="crm-hooks-sample-secret",
+        http,
+        proc.base,
+        tokens={"ada": "agent-a1001-sample", "supervisor": "supervisor-sample"},
+        vendor="crm-hooks",
+        secret="crm-hooks-sample-secret",
     )
     await client.ok("PUT", "/v1/agents/a1001/presence", "ada", json_body={"state": "ready"})
     status, body = await client.webhook(
-        {"event_id": "e-1", "type": "offer", "channel": "chat", "interaction_id": "chat-1", "queue": "support",
-         "customer": {"name": "Jo"}}
+        {
+            "event_id": "e-1",
+            "type": "offer",
+            "channel": "chat",
+            "interaction_id": "chat-1",
+            "queue": "support",
+            "customer": {"name": "Jo"},
+        }
     )
     assert status == 200 and body["decision"] == "assigned" and body["agent_id"] == "a1001", body
     agent = await client.ok("GET", "/v1/agents/a1001", "supervisor")
@@ -180,14 +194,15 @@ async def test_the_shipped_config_runs_out_of_the_box(
 
 async def test_a_bad_config_exits_2_naming_file_line_and_field(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(
-        "server: {port: 8080, colour: blue}\n"
-        "capacity_profiles:\n"
-        "  p: {max_sessions: 0}\n"
+        "server: {port: 8080, colour: blue}\ncapacity_profiles:\n  p: {max_sessions: 0}\n"
     )
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "gateway", "run", "--config", "bad.yaml"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2, done
     assert done.stderr.splitlines() == [
@@ -414,7 +429,8 @@ async def test_every_rejection_reason_with_its_status_and_duplicates(
     # a duplicate is decided by event id alone, whatever the body says now
     status, body = await client.webhook(offer("e2", "chat", agent_id="r2"))
     assert (status, body) == (
-        200, {"decision": "duplicate", "first_decision": "rejected", "reason": "channel_at_capacity"}
+        200,
+        {"decision": "duplicate", "first_decision": "rejected", "reason": "channel_at_capacity"},
     )
     assert await client.ok("GET", "/v1/agents", "supervisor") == before
 

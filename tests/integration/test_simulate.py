@@ -34,8 +34,13 @@ def gateway_config(tmp_path: Path) -> dict[str, Any]:
         "capacity_profiles": {"three": {"max_sessions": 3, "channels": {"voice": 1}}},
         "queues": [{"name": "support"}, {"name": "sales", "on_full": "wait", "max_wait_s": 30}],
         "agents": [
-            {"id": a, "name": a.upper(), "profile": "three", "queues": ["support", "sales"],
-             "token_sha256": sha(TOKENS[a])}
+            {
+                "id": a,
+                "name": a.upper(),
+                "profile": "three",
+                "queues": ["support", "sales"],
+                "token_sha256": sha(TOKENS[a]),
+            }
             for a in AGENTS
         ],
         "vendors": [{"name": VENDOR, "adapter": "webhook", "secret": SECRET}],
@@ -45,7 +50,10 @@ def gateway_config(tmp_path: Path) -> dict[str, Any]:
 def simulate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", "simulate", *args],
-        capture_output=True, text=True, timeout=90, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -71,8 +79,21 @@ async def test_a_run_from_the_config_answers_every_offer_and_ends_what_it_opened
 
         # URL, vendor, secret and the queues all come from the gateway's own config file
         done = await run_simulate(
-            "--config", str(tmp_path / "sim.yaml"), "--count", "60", "--rate", "150", "--hold", "0.2",
-            "--channel", "chat=3,email=1", "--channel", "voice", "--seed", "7", "--json",
+            "--config",
+            str(tmp_path / "sim.yaml"),
+            "--count",
+            "60",
+            "--rate",
+            "150",
+            "--hold",
+            "0.2",
+            "--channel",
+            "chat=3,email=1",
+            "--channel",
+            "voice",
+            "--seed",
+            "7",
+            "--json",
         )
         assert done.returncode == 0, (done.stdout, done.stderr)
         summary = json.loads(done.stdout)
@@ -106,8 +127,23 @@ async def test_targeted_runs_duplicates_errors_and_the_text_summary(
     async with aiohttp.ClientSession() as http:
         client = LiveClient(http, proc.base, tokens=TOKENS, vendor=VENDOR, secret=SECRET)
         await client.ok("PUT", "/v1/agents/s1/presence", "s1", json_body={"state": "ready"})
-        flags = ["--url", proc.base + "/", "--vendor", VENDOR, "--agent", "s1", "--count", "10", "--rate", "200",
-                 "--channel", "chat", "--no-end", "--run-id", "fixed"]
+        flags = [
+            "--url",
+            proc.base + "/",
+            "--vendor",
+            VENDOR,
+            "--agent",
+            "s1",
+            "--count",
+            "10",
+            "--rate",
+            "200",
+            "--channel",
+            "chat",
+            "--no-end",
+            "--run-id",
+            "fixed",
+        ]
 
         # the secret from the environment; the text summary
         done = await run_simulate(*flags, env={"CTI_WEBHOOK_SECRET": SECRET})
@@ -159,8 +195,9 @@ async def test_bounds_and_the_loopback_rule(tmp_path: Path) -> None:
     for extra, message in bad:
         done = await run_simulate(*base, *extra)
         assert done.returncode == 2 and message in done.stderr, (extra, done.stderr)
-    done = await run_simulate("--url", "http://127.0.0.1:9", "--vendor", VENDOR, "--queue", "q",
-                              env={"CTI_WEBHOOK_SECRET": ""})
+    done = await run_simulate(
+        "--url", "http://127.0.0.1:9", "--vendor", VENDOR, "--queue", "q", env={"CTI_WEBHOOK_SECRET": ""}
+    )
     assert done.returncode == 2 and "secret is required" in done.stderr
 
     # a config with a bad line: its problems, exit 2

@@ -43,7 +43,9 @@ T0 = 1_700_000_000.0
 # ---------------------------------------------------------------------------- builders
 
 
-def session(sid: str, state: str = "active", offered_at: float = T0, closed_at: float | None = None, **extra: Any) -> dict[str, Any]:
+def session(
+    sid: str, state: str = "active", offered_at: float = T0, closed_at: float | None = None, **extra: Any
+) -> dict[str, Any]:
     return {
         "id": sid,
         "agent_id": "a1",
@@ -303,7 +305,9 @@ async def test_creates_directories_file_and_schema(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables == {"sessions", "interactions", "agents", "events", "meta"}
-        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+        indexes = {
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        }
         assert {"sessions_state", "sessions_offered_at", "events_at"} <= indexes
         columns = [r[1] for r in conn.execute("PRAGMA table_info(sessions)")]
         assert columns == ["id", "agent_id", "state", "offered_at", "closed_at", "data"]
@@ -623,7 +627,10 @@ def test_absolute_sqlite_url(tmp_path: Path) -> None:
 def test_sqlite_url_synchronous_option(tmp_path: Path) -> None:
     journal = open_journal("sqlite:///g.db?synchronous=full", base_dir=tmp_path)
     assert isinstance(journal, SqliteJournal) and journal.synchronous == "FULL"
-    assert sqlite_path("sqlite:///g.db?synchronous=normal", base_dir=tmp_path) == (tmp_path / "g.db", {"synchronous": "normal"})
+    assert sqlite_path("sqlite:///g.db?synchronous=normal", base_dir=tmp_path) == (
+        tmp_path / "g.db",
+        {"synchronous": "normal"},
+    )
 
 
 def test_memory_url() -> None:

@@ -139,8 +139,7 @@ def test_malformed_reference_is_an_error() -> None:
         vendors:
           - {name: v, adapter: webhook, secret: "${SECRET"}
     """) == [
-        "gateway.yaml:3: vendors.0.secret: malformed ${...}: "
-        "write ${NAME} (letters, digits, _) or $${ for a literal ${"
+        "gateway.yaml:3: vendors.0.secret: malformed ${...}: write ${NAME} (letters, digits, _) or $${ for a literal ${"
     ]
 
 
@@ -427,14 +426,10 @@ def test_check_config_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err == "nowhere.yaml: cannot read: No such file or directory\n"
 
 
-def test_check_config_of_the_shipped_file(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_check_config_of_the_shipped_file(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["check-config", "config/gateway.yaml"]) == 0
-    assert capsys.readouterr().out == (
-        "config/gateway.yaml: OK (2 capacity profiles, 2 queues, 2 agents, 1 vendor)\n"
-    )
+    assert capsys.readouterr().out == ("config/gateway.yaml: OK (2 capacity profiles, 2 queues, 2 agents, 1 vendor)\n")
 
 
 def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:

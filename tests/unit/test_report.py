@@ -78,14 +78,31 @@ def test_row_from_a_real_session_object() -> None:
 
 def test_row_of_an_open_manual_session_has_none_fields() -> None:
     manual = Session(
-        id="s2", agent_id="a1001", channel=Channel.MANUAL, vendor=None, interaction_id=None,
-        offered_at=T0, state=SessionState.ACTIVE, accepted_at=T0,
+        id="s2",
+        agent_id="a1001",
+        channel=Channel.MANUAL,
+        vendor=None,
+        interaction_id=None,
+        offered_at=T0,
+        state=SessionState.ACTIVE,
+        accepted_at=T0,
     )
     row = report_row(manual.as_dict(T0 + 1))
     assert row["session_id"] == "s2"
     assert row["channel"] == "manual"
-    for column in ("interaction_id", "vendor", "queue", "ended_at", "closed_at", "handle_ms", "wrap_ms",
-                   "outcome", "account_id", "transferred_from", "transferred_to"):
+    for column in (
+        "interaction_id",
+        "vendor",
+        "queue",
+        "ended_at",
+        "closed_at",
+        "handle_ms",
+        "wrap_ms",
+        "outcome",
+        "account_id",
+        "transferred_from",
+        "transferred_to",
+    ):
         assert row[column] is None, column
     assert row["focus_ms"] == 0
 
@@ -105,7 +122,9 @@ def test_rows_from_journal_state_dicts_read_the_record() -> None:
 def test_csv_header_first_and_empty_fields_for_none() -> None:
     rows = [
         report_row(closed_session().as_dict(T0 + 100)),
-        report_row({"id": "s3", "channel": "chat", "agent_id": "a1002", "account": {"state": "unidentified", "id": None}}),
+        report_row(
+            {"id": "s3", "channel": "chat", "agent_id": "a1002", "account": {"state": "unidentified", "id": None}}
+        ),
     ]
     text = to_csv(rows)
     lines = text.split("\r\n")
