@@ -33,22 +33,65 @@ T0 = 1_700_000_000.0
 def offer_changes(n: int) -> Changes:
     sid = f"s{n}"
     record = {
-        "id": sid, "agent_id": f"a{n % 50}", "channel": "chat", "state": "offered", "vendor": "crm",
-        "interaction_id": f"i{n}", "queue": "support",
-        "customer": {"address": "+4930123456", "name": "Customer Name"}, "subject": "Order 4711 " + "x" * 200,
-        "label": "Chat: Customer Name", "profile": "chat", "account": {"state": "unidentified", "id": None},
-        "offered_at": "2023-11-14T22:13:20.000Z", "accepted_at": None, "ended_at": None, "closed_at": None,
-        "handle_ms": None, "wrap_ms": None, "focus_ms": 0, "outcome": None, "notes": [],
-        "transferred_from": None, "transferred_to": None, "focused": False, "flagged": False,
+        "id": sid,
+        "agent_id": f"a{n % 50}",
+        "channel": "chat",
+        "state": "offered",
+        "vendor": "crm",
+        "interaction_id": f"i{n}",
+        "queue": "support",
+        "customer": {"address": "+4930123456", "name": "Customer Name"},
+        "subject": "Order 4711 " + "x" * 200,
+        "label": "Chat: Customer Name",
+        "profile": "chat",
+        "account": {"state": "unidentified", "id": None},
+        "offered_at": "2023-11-14T22:13:20.000Z",
+        "accepted_at": None,
+        "ended_at": None,
+        "closed_at": None,
+        "handle_ms": None,
+        "wrap_ms": None,
+        "focus_ms": 0,
+        "outcome": None,
+        "notes": [],
+        "transferred_from": None,
+        "transferred_to": None,
+        "focused": False,
+        "flagged": False,
     }
-    state = {**{k: v for k, v in record.items() if k not in ("focused",)}, "offered_at": T0 + n, "units": 1,
-             "focused_since": None, "focus_ms_closed": 0, "deadline": T0 + n + 30, "record": record}
-    interaction = {"vendor": "crm", "interaction_id": f"i{n}", "channel": "chat", "offer_event_id": f"e{n}",
-                   "queue": "support", "phase": "offered", "holder": sid, "created_at": T0 + n, "done_at": None,
-                   "customer": record["customer"], "subject": record["subject"], "excluded": [], "decisions": []}
-    event = {"vendor": "crm", "event_id": f"e{n}", "at": T0 + n, "type": "offer", "interaction_id": f"i{n}",
-             "event": {"event_id": f"e{n}", "type": "offer", "channel": "chat", "text": "hello " * 40},
-             "decision": {"kind": "assigned", "agent_id": record["agent_id"], "session_id": sid}}
+    state = {
+        **{k: v for k, v in record.items() if k not in ("focused",)},
+        "offered_at": T0 + n,
+        "units": 1,
+        "focused_since": None,
+        "focus_ms_closed": 0,
+        "deadline": T0 + n + 30,
+        "record": record,
+    }
+    interaction = {
+        "vendor": "crm",
+        "interaction_id": f"i{n}",
+        "channel": "chat",
+        "offer_event_id": f"e{n}",
+        "queue": "support",
+        "phase": "offered",
+        "holder": sid,
+        "created_at": T0 + n,
+        "done_at": None,
+        "customer": record["customer"],
+        "subject": record["subject"],
+        "excluded": [],
+        "decisions": [],
+    }
+    event = {
+        "vendor": "crm",
+        "event_id": f"e{n}",
+        "at": T0 + n,
+        "type": "offer",
+        "interaction_id": f"i{n}",
+        "event": {"event_id": f"e{n}", "type": "offer", "channel": "chat", "text": "hello " * 40},
+        "decision": {"kind": "assigned", "agent_id": record["agent_id"], "session_id": sid},
+    }
     return Changes(sessions=[state], interactions=[interaction], events=[event], meta={"idle_seq": n})
 
 
@@ -98,8 +141,12 @@ async def run(mode: str, directory: Path, args: argparse.Namespace) -> None:
         before = journal.stats.transactions
         total = args.tasks * args.per_task
         elapsed, lat = await concurrent(journal, args.tasks, args.per_task, 1_000_000)
-        print(describe(f"concurrent ({args.tasks} committers)", total, elapsed, lat, journal.stats.transactions - before))
-        print(f"  group commit speed-up: x{(total / elapsed) / seq_rate:.1f}; largest batch {journal.stats.largest_batch}")
+        print(
+            describe(f"concurrent ({args.tasks} committers)", total, elapsed, lat, journal.stats.transactions - before)
+        )
+        print(
+            f"  group commit speed-up: x{(total / elapsed) / seq_rate:.1f}; largest batch {journal.stats.largest_batch}"
+        )
 
 
 def main() -> None:
@@ -113,7 +160,7 @@ def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="bench-journal-", dir=args.dir))
     try:
         print(f"database dir {directory}; python {sys.version.split()[0]}; cpus {os.cpu_count()}")
-        for mode in (["NORMAL", "FULL"] if args.mode == "both" else [args.mode]):
+        for mode in ["NORMAL", "FULL"] if args.mode == "both" else [args.mode]:
             asyncio.run(run(mode, directory, args))
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -71,8 +71,15 @@ def engine_config(agents: int, policy: str) -> GatewayConfig:
 def build_events(count: int) -> tuple[list[Event], list[Event]]:
     at = datetime.fromtimestamp(T0, tz=timezone.utc)
     offers = [
-        Event(vendor="crm", event_id=f"o{n}", type=EventType.OFFER, channel=Channel.CHAT,
-              interaction_id=f"i{n}", queue="q", occurred_at=at)
+        Event(
+            vendor="crm",
+            event_id=f"o{n}",
+            type=EventType.OFFER,
+            channel=Channel.CHAT,
+            interaction_id=f"i{n}",
+            queue="q",
+            occurred_at=at,
+        )
         for n in range(count)
     ]
     ends = [
@@ -98,7 +105,7 @@ def bench_engine(agents: int, policy: str, offers: list[Event], ends: list[Event
     try:
         for start in range(0, len(offers), BATCH):
             t0 = perf()
-            for event in offers[start:start + BATCH]:
+            for event in offers[start : start + BATCH]:
                 engine.handle_event(event)
             t1 = perf()
             engine.take_changes()
@@ -106,7 +113,7 @@ def bench_engine(agents: int, policy: str, offers: list[Event], ends: list[Event
             t2 = perf()
             decide += t1 - t0
             with_diff += t2 - t0
-            for event in ends[start:start + BATCH]:  # untimed: free the slots again
+            for event in ends[start : start + BATCH]:  # untimed: free the slots again
                 engine.handle_event(event)
             engine.take_changes()
             engine.drain()
@@ -119,8 +126,10 @@ def bench_engine(agents: int, policy: str, offers: list[Event], ends: list[Event
 
 
 def run_engine(sizes: list[int], count: int) -> None:
-    print(f"\n1. Routing decisions, Engine alone (pure, ManualClock): {count:,} untargeted chat offers "
-          f"per size into ONE queue, in batches of {BATCH} (each batch ended again)")
+    print(
+        f"\n1. Routing decisions, Engine alone (pure, ManualClock): {count:,} untargeted chat offers "
+        f"per size into ONE queue, in batches of {BATCH} (each batch ended again)"
+    )
     offers, ends = build_events(count)
     header = f"{'policy':<13}{'agents':>8}{'decisions/s':>14}{'us/decision':>13}{'+ journal diff':>16}{'setup':>9}"
     print(header)
@@ -130,11 +139,15 @@ def run_engine(sizes: list[int], count: int) -> None:
         for size in sizes:
             r = bench_engine(size, policy, offers, ends)
             results[size] = r
-            print(f"{policy:<13}{size:>8,}{r['per_s']:>14,.0f}{r['us']:>13.1f}{r['us_diff']:>16.1f}{r['setup_s']:>8.2f}s")
+            print(
+                f"{policy:<13}{size:>8,}{r['per_s']:>14,.0f}{r['us']:>13.1f}{r['us_diff']:>16.1f}{r['setup_s']:>8.2f}s"
+            )
         small, large = min(sizes), max(sizes)
         ratio = results[large]["us"] / results[small]["us"]
-        print(f"{policy:<13}per-decision time at {large:,} vs {small:,} agents: {ratio:.2f}x "
-              f"(agents x{large // small:,}; a scan of all agents would be ~{large // small:,}x)")
+        print(
+            f"{policy:<13}per-decision time at {large:,} vs {small:,} agents: {ratio:.2f}x "
+            f"(agents x{large // small:,}; a scan of all agents would be ~{large // small:,}x)"
+        )
 
 
 # ============================================================================ 2. end to end
@@ -182,7 +195,9 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) 
 
 def put_ready(base: str, agent_id: str) -> None:
     request = urllib.request.Request(
-        f"{base}/v1/agents/{agent_id}/presence", data=b'{"state": "ready"}', method="PUT",
+        f"{base}/v1/agents/{agent_id}/presence",
+        data=b'{"state": "ready"}',
+        method="PUT",
         headers={"Authorization": f"Bearer {SUPERVISOR}", "Content-Type": "application/json"},
     )
     for _ in range(100):
@@ -198,30 +213,54 @@ def put_ready(base: str, agent_id: str) -> None:
 def print_run(label: str, summary: Any) -> None:
     d = summary.as_dict()
     lat = d["latency_ms"]
-    print(f"{label:<22}{d['offers']['answered']:>7,} offers{d['offers_per_s']:>7,.0f} offers/s"
-          f"{d['events_per_s']:>7,.0f} events/s   "
-          f"p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f} ms   "
-          f"ends {d['ends']['answered']:,}   decisions {d['decisions']} {d['rejected'] or ''}  "
-          f"errors {d['errors'] or 'none'}")
+    print(
+        f"{label:<22}{d['offers']['answered']:>7,} offers{d['offers_per_s']:>7,.0f} offers/s"
+        f"{d['events_per_s']:>7,.0f} events/s   "
+        f"p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f} ms   "
+        f"ends {d['ends']['answered']:,}   decisions {d['decisions']} {d['rejected'] or ''}  "
+        f"errors {d['errors'] or 'none'}"
+    )
 
 
 async def e2e_runs(base: str, args: argparse.Namespace) -> None:
-    common: dict[str, Any] = {"url": base, "vendor": "crm", "secret": SECRET, "queues": ["support", "sales"],
-                              "channels": {"chat": 3.0, "email": 1.0, "voice": 1.0}, "seed": 1}
+    common: dict[str, Any] = {
+        "url": base,
+        "vendor": "crm",
+        "secret": SECRET,
+        "queues": ["support", "sales"],
+        "channels": {"chat": 3.0, "email": 1.0, "voice": 1.0},
+        "seed": 1,
+    }
     # hold times short enough that the agents' 8 sessions each rarely fill up
-    moderate = await simulate(SimulateOptions(
-        rate=args.e2e_moderate_rate, count=args.e2e_moderate_count, concurrency=64, hold=0.5, run_id="moderate",
-        **common))
+    moderate = await simulate(
+        SimulateOptions(
+            rate=args.e2e_moderate_rate,
+            count=args.e2e_moderate_count,
+            concurrency=64,
+            hold=0.5,
+            run_id="moderate",
+            **common,
+        )
+    )
     print_run(f"at {args.e2e_moderate_rate:,.0f}/s offered", moderate)
-    flat_out = await simulate(SimulateOptions(
-        rate=args.e2e_rate, count=args.e2e_count, concurrency=args.e2e_concurrency, hold=0.05, run_id="flat",
-        **common))
+    flat_out = await simulate(
+        SimulateOptions(
+            rate=args.e2e_rate,
+            count=args.e2e_count,
+            concurrency=args.e2e_concurrency,
+            hold=0.05,
+            run_id="flat",
+            **common,
+        )
+    )
     print_run(f"at {args.e2e_rate:,.0f}/s offered", flat_out)
 
 
 def run_e2e(args: argparse.Namespace) -> None:
-    print(f"\n2. End to end: signed webhook offers (and their ends) to a live gateway process "
-          f"({args.e2e_agents} agents, SQLite journal, group commit) with `simulate`")
+    print(
+        f"\n2. End to end: signed webhook offers (and their ends) to a live gateway process "
+        f"({args.e2e_agents} agents, SQLite journal, group commit) with `simulate`"
+    )
     with tempfile.TemporaryDirectory(prefix="cti-bench-") as tmp:
         port = free_port()
         config = e2e_config(Path(tmp), port, args.e2e_agents)
@@ -229,7 +268,10 @@ def run_e2e(args: argparse.Namespace) -> None:
         with open(Path(tmp) / "gateway.err", "wb") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "run", "--config", str(config), "--log-level", "warning"],
-                stdout=subprocess.DEVNULL, stderr=err, cwd=tmp, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=tmp,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         try:
             wait_ready(base, proc)
