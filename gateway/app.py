@@ -18,6 +18,7 @@ from aiohttp import web
 from adapters.base import Adapter
 from adapters.registry import AdapterRegistry
 
+from .api.context import ApiSettings
 from .api.errors import json_error
 from .api.routes import setup_api
 from .clock import Clock, SystemClock
@@ -76,7 +77,11 @@ def build_app(
         for route in adapter.routes():
             app.router.add_route(route.method, f"/v1/vendors/{vendor.name}{route.path}", route.handler)
     app.router.add_route("*", "/v1/vendors/{vendor}/{tail:.*}", _unknown_vendor)
-    setup_api(app, runtime)
+    setup_api(
+        app,
+        runtime,
+        settings=ApiSettings(rate_per_s=config.server.rate_limit_per_s, rate_burst=config.server.rate_limit_burst),
+    )
 
     app.cleanup_ctx.append(_journal_ctx)
     app.cleanup_ctx.append(_runtime_ctx)

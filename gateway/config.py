@@ -119,6 +119,10 @@ class ServerConfig(_Strict):
     supervisor_token_sha256: str | None = Field(default=None, pattern=_SHA256)
     #: Sessions survive a desktop disconnect this long; then the agent goes offline.
     desktop_grace_s: float = Field(default=60.0, ge=0, le=86_400)
+    #: per token: API requests (and WebSocket messages) per second, and the burst allowed;
+    #: beyond it 429 ``rate_limited``. 0 turns the limit off.
+    rate_limit_per_s: float = Field(default=50.0, ge=0, le=100_000)
+    rate_limit_burst: float = Field(default=100.0, ge=1, le=1_000_000)
 
 
 class StoreConfig(_Strict):

@@ -7,9 +7,13 @@ import io
 
 import pytest
 
+from gateway.api.context import API
+from gateway.app import build_app
+from gateway.clock import ManualClock
+from gateway.records.memory import MemoryJournal
 from gateway.records.report import REPORT_COLUMNS
 
-from .conftest import T0, TOKENS, Gateway, auth
+from .conftest import T0, TOKENS, Gateway, auth, make_config
 
 pytestmark = pytest.mark.asyncio
 
@@ -441,3 +445,14 @@ async def test_headers_are_case_insensitive_and_token_header_wins(gw: Gateway) -
     assert response.status == 200
     response = await gw.request("GET", "/v1/agents/a1", headers=auth("a2"))
     assert response.status == 403
+
+
+async def test_the_rate_limit_comes_from_the_config() -> None:
+    """server.rate_limit_per_s / rate_limit_burst reach the API layer (0 turns it off)."""
+    config = make_config()
+    tuned = config.model_copy(
+        update={"server": config.server.model_copy(update={"rate_limit_per_s": 0.0, "rate_limit_burst": 7.0})}
+    )
+    app = build_app(tuned, clock=ManualClock(T0), journal=MemoryJournal())
+    settings = app[API].settings
+    assert (settings.rate_per_s, settings.rate_burst) == (0.0, 7.0)
