@@ -255,8 +255,9 @@ class Engine:
             interaction.phase = Phase.WAITING
             interaction.holder = None
             interaction.wait_deadline = now + queue.max_wait_s
+            # an interaction back from a declined offer keeps its place in the line
             interaction.wait_seq = self._waiting.add(
-                interaction.key, queue.name, interaction.channel, interaction.priority
+                interaction.key, queue.name, interaction.channel, interaction.priority, interaction.wait_seq
             ).seq
             self._arm(interaction.wait_deadline, _Timer.WAIT, interaction.key)
             decision = Decision(DecisionKind.QUEUED)
@@ -623,7 +624,11 @@ class Engine:
             interactions=[interaction_to_state(i) for i in self._dirty_interactions.values()],
             agents=[self._agent_state(a) for a in sorted(self._dirty_agents)],
             events=self._new_events,
-            meta={"idle_seq": self._idle_seq} if self._dirty_agents else {},
+            meta=(
+                {"idle_seq": self._idle_seq, "wait_seq": self._waiting.last_seq}
+                if self._dirty_agents or self._dirty_interactions
+                else {}
+            ),
         )
         self._dirty_sessions = {}
         self._dirty_interactions = {}
@@ -664,6 +669,7 @@ class Engine:
             raise RuntimeError("restore() needs a fresh engine")
         now = self.clock.now()
         self._idle_seq = int(snapshot.meta.get("idle_seq", 0))
+        self._waiting.last_seq = int(snapshot.meta.get("wait_seq", 0))
         for row in snapshot.agents:
             agent = self._agents.get(row["id"])
             if agent is None:
@@ -698,11 +704,11 @@ class Engine:
                 self._finished_interactions.append((interaction.done_at or now, interaction))
             elif interaction.phase is Phase.WAITING:
                 waiting.append(interaction)
-        for interaction in sorted(waiting, key=lambda i: i.wait_seq or 0):
+        for interaction in waiting:
             assert interaction.queue is not None and interaction.wait_deadline is not None
-            interaction.wait_seq = self._waiting.add(
-                interaction.key, interaction.queue, interaction.channel, interaction.priority
-            ).seq
+            self._waiting.add(
+                interaction.key, interaction.queue, interaction.channel, interaction.priority, interaction.wait_seq
+            )
             self._arm(interaction.wait_deadline, _Timer.WAIT, interaction.key)
         for row in sorted(snapshot.events, key=lambda r: r["at"]):
             self._dedup[(row["vendor"], row["event_id"])] = (row["at"], decision_from_state(row["decision"]))

@@ -120,17 +120,32 @@ class WaitingLists:
     def __len__(self) -> int:
         return len(self._by_key)
 
+    @property
+    def last_seq(self) -> int:
+        """The last arrival number handed out (kept across restarts by the journal)."""
+        return self._seq
+
+    @last_seq.setter
+    def last_seq(self, value: int) -> None:
+        self._seq = max(self._seq, value)
+
     def __contains__(self, key: WaitKey) -> bool:
         return key in self._by_key
 
     def count(self, queue: str) -> int:
         return self._per_queue[queue]
 
-    def add(self, key: WaitKey, queue: str, channel: Channel, priority: int) -> Waiter:
+    def add(self, key: WaitKey, queue: str, channel: Channel, priority: int, seq: int | None = None) -> Waiter:
+        """Make ``key`` wait; ``seq`` keeps the place it had before (a restart, or a return
+        to the queue after an agent declined it), else it goes behind everyone."""
         if key in self._by_key:
             raise ValueError(f"{key!r} is already waiting")
-        self._seq += 1
-        waiter = Waiter(key, queue, channel, priority, self._seq)
+        if seq is None:
+            self._seq += 1
+            seq = self._seq
+        else:
+            self._seq = max(self._seq, seq)
+        waiter = Waiter(key, queue, channel, priority, seq)
         self._lists.setdefault((queue, channel), SortedList(key=lambda w: w.order)).add(waiter)
         self._by_key[key] = waiter
         self._per_queue[queue] += 1

@@ -449,6 +449,22 @@ def test_a_declined_interaction_waits_but_is_never_offered_to_its_decliner_again
     assert [s.interaction_id for s in engine.open_sessions("a2")] == ["i1"]
 
 
+def test_an_interaction_back_from_a_declined_offer_keeps_its_place_in_the_line() -> None:
+    """i2 waited before i3 and i1; offered to a1 and declined, it goes back to the queue at
+    its old place, so the next free agent gets i2, not the later i1."""
+    engine = make_engine(profiles={"std": {"max_sessions": 1}}, queues=[WAIT_QUEUE], ready=["a1"])
+    engine.handle_event(offer("i1"))  # s1 on a1
+    engine.handle_event(offer("i2"))  # waits (1st)
+    engine.handle_event(offer("i3"))  # waits (2nd)
+    engine.decline("s1")  # i1 waits (3rd); a1 is offered i2
+    assert engine.waiting() == [(VENDOR, "i3"), (VENDOR, "i1")]
+    [declined] = engine.open_sessions("a1")
+    engine.decline(declined.id)  # i2 back in line, ahead of i3 and i1; a1 is offered i3
+    assert engine.waiting() == [(VENDOR, "i2"), (VENDOR, "i1")]
+    engine.set_presence("a2", "ready")
+    assert [s.interaction_id for s in engine.open_sessions("a2")] == ["i2"]
+
+
 def test_a_waiting_interaction_is_offered_when_an_agent_becomes_ready() -> None:
     engine = make_engine(queues=[WAIT_QUEUE], ready=[])
     assert engine.handle_event(offer("i1")).kind is QUEUED
