@@ -98,7 +98,9 @@ class Session:
     units: int = 1
     #: When the open focus interval started (None: not focused).
     focused_since: float | None = None
-    focus_ms_closed: int = 0
+    #: Milliseconds of the closed focus intervals, unrounded: rounding each interval would let
+    #: their sum pass the elapsed time; :meth:`focus_ms` rounds once.
+    focus_ms_closed: float = 0.0
     #: Deadline of the pending offer or wrap-up timer, if any.
     deadline: float | None = None
     #: Active while the agent's desktop is gone past its grace period.
@@ -113,8 +115,8 @@ class Session:
         return self.channel is Channel.MANUAL
 
     def focus_ms(self, now: float) -> int:
-        open_ms = ms_between(self.focused_since, now) if self.focused_since is not None else 0
-        return self.focus_ms_closed + (open_ms or 0)
+        open_ms = max(0.0, (now - self.focused_since) * 1000) if self.focused_since is not None else 0.0
+        return int(round(self.focus_ms_closed + open_ms))
 
     def enter_focus(self, now: float) -> None:
         if self.focused_since is None:
@@ -122,7 +124,7 @@ class Session:
 
     def leave_focus(self, now: float) -> None:
         if self.focused_since is not None:
-            self.focus_ms_closed += ms_between(self.focused_since, now) or 0
+            self.focus_ms_closed += max(0.0, (now - self.focused_since) * 1000)
             self.focused_since = None
 
     @property
