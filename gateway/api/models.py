@@ -114,22 +114,23 @@ class WsSession(_WsSession):
     pass
 
 
-class WsTransfer(_WsSession):
-    to_agent: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
-    to_queue: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
-    mode: Literal["blind", "consult"] = "blind"
+# the same bodies as the REST session actions, plus the session_id the URL carries there
 
 
-class WsNote(_WsSession):
-    text: str = Field(min_length=1, max_length=MAX_NOTE_CHARS, pattern=NOT_BLANK)
+class WsTransfer(_WsSession, TransferBody):
+    pass
 
 
-class WsSend(_WsSession):
-    text: str = Field(min_length=1, max_length=MAX_SEND_CHARS, pattern=NOT_BLANK)
+class WsNote(_WsSession, NoteBody):
+    pass
 
 
-class WsConfirmAccount(_WsSession):
-    account_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+class WsSend(_WsSession, SendBody):
+    pass
+
+
+class WsConfirmAccount(_WsSession, ConfirmAccountBody):
+    pass
 
 
 class WsPing(_Body):
