@@ -158,12 +158,13 @@ PRESENCES = ("ready", "not_ready", "offline")
 NEW_PRESENCE = st.sampled_from(("ready", "ready", "ready", "not_ready", "offline"))
 
 #: mostly short steps (offers time out after 3-9 s, queues after 4-8 s), sometimes long or tiny ones
+#: (whole seconds hit deadlines exactly; microseconds exercise the rounding of the ms fields)
 DURATIONS = st.one_of(
     st.sampled_from([0.0, 0.001, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 30.0]),
-    st.integers(0, 8_000).map(lambda ms: ms / 1000),
+    st.integers(0, 8_000_000).map(lambda us: us / 1_000_000),
     st.integers(0, 2_000_000).map(lambda us: us / 1_000_000),
-    st.integers(0, 3_000).map(lambda us: us / 1_000_000),  # sub-millisecond: rounding of ms fields
-    st.integers(0, 60_000).map(lambda ms: ms / 1000),
+    st.integers(0, 3_000).map(lambda us: us / 1_000_000),
+    st.integers(0, 60_000_000).map(lambda us: us / 1_000_000),
 )
 CHANNELS = st.sampled_from(INBOUND_CHANNELS)
 #: the offer's vendor: usually one that supports the channel, now and then one that does not
@@ -234,6 +235,8 @@ class OfferModel:
     credit: int = 0
     #: the interaction ended (vendor end, agent end, rejection): nothing may be decided any more
     done: bool = False
+    #: agents who declined or missed it (DESIGN 5: re-routed excluding them)
+    excluded: set[str] = field(default_factory=set)
 
 
 class EngineMachine(RuleBasedStateMachine):
@@ -382,6 +385,7 @@ class EngineMachine(RuleBasedStateMachine):
                         offer.holder = None
                         if notice.transition != "abandoned":
                             offer.credit += 1
+                            offer.excluded.add(s["agent_id"])
             elif isinstance(notice, PresenceChanged):
                 if notice.state == "ready" and self.presence[notice.agent_id] != "ready":
                     self.touch(notice.agent_id)
@@ -428,6 +432,9 @@ class EngineMachine(RuleBasedStateMachine):
             if kind == "rejected":
                 assert notice.data["reason"] in ("offer_timeout", "no_agent_available"), notice.data
         if kind == "assigned":
+            assert notice.data["agent_id"] not in offer.excluded, (
+                f"{offer_key} offered again to {notice.data['agent_id']}, who declined or missed it ({offer.excluded})"
+            )
             self.check_assigned(offer, notice.data)
         offer.answers.append(dict(notice.data))
 
@@ -715,6 +722,8 @@ class EngineMachine(RuleBasedStateMachine):
             assert session.state is SessionState.ACTIVE and interaction.pending == result.id
         else:
             assert session.state in (SessionState.WRAP_UP, SessionState.CLOSED) and interaction.holder == result.id
+            if to_queue:  # routed in the new queue like a fresh offer, never back to the agent who moved it
+                self.offers[self.current[interaction.key]].excluded = {session.agent_id}
         if then is not None:
             answered = self.call(getattr(e, then), result.id, actor=result.agent_id)
             assert not isinstance(answered, ActionError), f"{then} of transfer target {result.id} failed: {answered!r}"
@@ -725,14 +734,19 @@ class EngineMachine(RuleBasedStateMachine):
                     interaction.holder == sid and interaction.pending is None and session.state is SessionState.ACTIVE
                 )
 
-    @rule(data=st.data(), agent=st.sampled_from(AGENTS), none=st.booleans())
+    @rule(data=st.data(), agent=st.sampled_from(AGENTS), none=st.booleans(), bounce=st.booleans())
     @step
-    def focus(self, data: st.DataObject, agent: str, none: bool) -> None:
+    def focus(self, data: st.DataObject, agent: str, none: bool, bounce: bool) -> None:
+        """The desktop focuses a session, or none; bounce: it leaves the session and comes back at once
+        (two focus messages handled in the same instant)."""
         self.sync()
         focusable = [
             s.id for s in self.engine.open_sessions(agent) if s.state in (SessionState.ACTIVE, SessionState.WRAP_UP)
         ]
         sid = None if none or not focusable else data.draw(st.sampled_from(sorted(focusable)), label="session")
+        if bounce and sid is not None:
+            result = self.call(self.engine.focus, agent, None, actor=agent)
+            assert not isinstance(result, ActionError), f"focus of nothing failed: {result!r}"
         result = self.call(self.engine.focus, agent, sid, actor=agent)
         assert not isinstance(result, ActionError), f"focus of {sid} failed: {result!r}"
         assert self.engine.focused_session(agent) == sid
@@ -1091,6 +1105,7 @@ class EngineMachine(RuleBasedStateMachine):
             )
             if interaction.holder is not None:
                 assert offer.holder == interaction.holder, f"{key}: vendor believes {offer.holder} holds it"
+            assert interaction.excluded == offer.excluded, f"{key}: excluded {interaction.excluded} vs {offer.excluded}"
             if interaction.phase is Phase.DONE:
                 offer.done = True
         # -- waiting lists: bounded, and nobody waits while an agent of the queue has room
