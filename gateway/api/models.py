@@ -30,6 +30,7 @@ __all__ = [
     "SessionBody",
     "TransferBody",
     "WS_MESSAGES",
+    "is_valid_unicode",
     "parse_json",
     "validate",
 ]
@@ -162,11 +163,35 @@ def _no_constant(name: str) -> Any:
 
 
 def parse_json(raw: bytes | str) -> Any:
-    """Parse JSON text; :class:`BodyProblem` (field ``body``) if it is not JSON."""
+    """Parse JSON text; :class:`BodyProblem` (field ``body``) if it is not JSON, or if it
+    is not valid Unicode: a lone surrogate escape (``"\\ud800"``) parses into a string no
+    UTF-8 encoder (journal, socket, log) can write, so it is refused here, at the door."""
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        data = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise BodyProblem("body", "not valid JSON") from None
+    if not is_valid_unicode(data):
+        raise BodyProblem("body", "not valid Unicode: lone surrogate escapes (such as \\ud800) are not text")
+    return data
+
+
+def is_valid_unicode(data: Any) -> bool:
+    """Whether every string in parsed JSON (keys included) can be encoded as UTF-8
+    (iterative: any nesting depth the parser accepted is fine here)."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def validate(model: type[_Body], data: Any) -> Any:

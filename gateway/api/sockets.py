@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable, MutableSet
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-__all__ = ["CLOSE_TOO_SLOW", "SocketOutbox", "converse", "dumps", "pump"]
+__all__ = ["CLOSE_TOO_SLOW", "SocketOutbox", "converse", "dumps", "encode", "pump"]
 
 log = structlog.get_logger("cti_gateway.api.sockets")
 
@@ -33,6 +33,17 @@ Message = dict[str, Any]
 
 def dumps(message: Message) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def encode(message: Message) -> bytes:
+    """A message as the UTF-8 payload of a text frame. A string that UTF-8 cannot carry
+    (a lone surrogate that got in from somewhere) goes out as a JSON ``\\uXXXX`` escape
+    instead of failing the send. Raises TypeError / ValueError for what is not JSON."""
+    text = dumps(message)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
 class SocketOutbox:
@@ -113,18 +124,27 @@ async def pump(
     close_timeout: float = 2.0,
 ) -> None:
     """Send what ``outbox`` holds until it closes; close the socket as too slow if it overflows
-    or a send takes longer than ``send_timeout``. Never raises (but for cancellation)."""
+    or a send takes longer than ``send_timeout``. Never raises (but for cancellation).
+
+    The writer never ends while the socket stays open: whatever stops it (the peer went
+    away, a message that is not JSON, a bug) also closes or drops the connection, so the
+    reader ends too and the socket is unregistered. A socket that is open but no longer
+    sends (a "mute" desktop that still counts as connected) cannot happen."""
     try:
         while True:
             message = await outbox.get()
             if message is None:
                 break
             try:
-                text = dumps(message)
+                payload = encode(message)
             except (TypeError, ValueError):
+                # skipping it would leave the desktop's picture silently wrong: close (1011),
+                # the client reconnects and gets a fresh hello
                 log.exception("socket_message_not_json", socket=outbox.name, type=message.get("type"))
-                continue
-            await asyncio.wait_for(ws.send_str(text), send_timeout)
+                outbox.close()
+                await _close(ws, request, WSCloseCode.INTERNAL_ERROR, b"internal error", close_timeout)
+                return
+            await asyncio.wait_for(ws.send_frame(payload, WSMsgType.TEXT), send_timeout)
     except TimeoutError:
         log.warning("socket_send_timeout", socket=outbox.name, timeout_s=send_timeout)
         outbox.overflow()
@@ -133,9 +153,10 @@ async def pump(
         return
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # the peer went away while we were sending: nothing to do
+    except Exception as exc:  # the peer went away while we were sending, or a bug: drop it
         log.debug("socket_send_failed", socket=outbox.name, error=repr(exc))
         outbox.close()
+        _abort(request)
         return
     if outbox.overflowed and not ws.closed:
         await close_too_slow(ws, request, timeout=close_timeout)
@@ -164,8 +185,21 @@ async def converse(
             name=f"ws-writer-{outbox.name}",
         )
         async for msg in ws:
+            if writer.done():  # the writer stopped (and closed the socket): stop reading
+                break
             if msg.type is WSMsgType.TEXT:
-                reply = await on_text(msg.data)
+                try:
+                    reply = await on_text(msg.data)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug in a handler: answer, never go quiet
+                    log.exception("socket_message_failed", socket=outbox.name)
+                    reply = {
+                        "type": "error",
+                        "ref": None,
+                        "code": "internal_error",
+                        "message": "the gateway failed to process the message",
+                    }
             elif msg.type is WSMsgType.BINARY:
                 reply = {
                     "type": "error",
@@ -191,8 +225,13 @@ async def converse(
 
 async def close_too_slow(ws: web.WebSocketResponse, request: web.BaseRequest, *, timeout: float = 2.0) -> None:
     """Close with 4008 "too slow"; if the closing handshake does not finish in time, drop the connection."""
+    await _close(ws, request, CLOSE_TOO_SLOW, b"too slow", timeout)
+
+
+async def _close(ws: web.WebSocketResponse, request: web.BaseRequest, code: int, reason: bytes, timeout: float) -> None:
+    """Close with ``code``; if the closing handshake does not finish in time, drop the connection."""
     try:
-        await asyncio.wait_for(ws.close(code=CLOSE_TOO_SLOW, message=b"too slow"), timeout)
+        await asyncio.wait_for(ws.close(code=code, message=reason), timeout)
     except asyncio.CancelledError:
         _abort(request)
         raise

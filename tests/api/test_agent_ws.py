@@ -254,3 +254,61 @@ async def test_shutdown_closes_sockets_going_away(gw: Gateway) -> None:
     msg = await asyncio.wait_for(ws.receive(), 3)
     assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY
     await wait_for(lambda: gw.runtime.hub.connected("a1") == 0)
+
+
+# ---------------------------------------------------------------------------- never mute
+
+
+async def test_a_lone_surrogate_gets_an_error_and_the_socket_keeps_talking(gw: Gateway) -> None:
+    """Issue 6 item 6: ``{"type":"ping","ref":"\\ud800"}`` left the socket mute for good."""
+    await gw.ready("a1")
+    ws = await gw.ws("a1")
+    assert (await receive_json(ws))["type"] == "hello"
+    for raw in (
+        '{"type":"ping","ref":"\\ud800"}',
+        '{"type":"note","session_id":"x","text":"a\\udfffb","ref":"n"}',
+        '{"type":"ping","\\ud83d":1}',
+    ):
+        await ws.send_str(raw)
+        error = await receive_json(ws)
+        assert error["type"] == "error" and error["code"] == "invalid_request", error
+        assert error["ref"] is None and error["field"] == "body"
+        assert "Unicode" in error["message"]
+        assert await request_ws(ws, {"type": "ping", "ref": "alive"}) == {"type": "pong", "ref": "alive"}
+    # valid surrogate pairs (an emoji) are fine and echoed as they came
+    assert await request_ws(ws, {"type": "ping", "ref": "\U0001f600"}) == {"type": "pong", "ref": "\U0001f600"}
+    sid = await gw.offer("a1")
+    assert (await receive_until(ws, "session.offered"))["session"]["id"] == sid
+    await ws.close()
+
+
+async def test_a_socket_whose_sender_dies_is_closed_and_unregistered(gw: Gateway) -> None:
+    """If the writer of a socket stops for any reason, the socket must not stay open and
+    registered (a desktop shown as connected that never sees an offer)."""
+    await gw.ready("a1")
+    ws = await gw.ws("a1")
+    assert (await receive_json(ws))["type"] == "hello"
+    # a message the writer cannot serialize (a bug elsewhere): it must not silently skip it
+    gw.runtime.hub.send("a1", {"type": "session.updated", "session": object()})
+    msg = await asyncio.wait_for(ws.receive(), 3)
+    assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.INTERNAL_ERROR, msg
+    await wait_for(lambda: gw.runtime.hub.connected("a1") == 0)
+    assert gw.runtime.engine.agent("a1")["desktop_connected"] is False
+    # a reconnect gets a fresh hello and the offers
+    again = await gw.ws("a1")
+    assert (await receive_json(again))["type"] == "hello"
+    sid = await gw.offer("a1")
+    assert (await receive_until(again, "session.offered"))["session"]["id"] == sid
+    await again.close()
+
+
+async def test_a_message_that_cannot_be_utf8_is_still_sent(gw: Gateway) -> None:
+    """A lone surrogate that reached an outgoing message (from anywhere) goes out escaped,
+    instead of killing the socket's writer."""
+    ws = await gw.ws("a1")
+    assert (await receive_json(ws))["type"] == "hello"
+    gw.runtime.hub.send("a1", {"type": "chat.message", "text": "x\ud800y"})
+    msg = await receive_json(ws)
+    assert msg == {"type": "chat.message", "text": "x\ud800y"}
+    assert await request_ws(ws, {"type": "ping", "ref": 1}) == {"type": "pong", "ref": 1}
+    await ws.close()
