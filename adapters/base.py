@@ -106,6 +106,32 @@ class AdapterHost(Protocol):
         """Report the vendor connection's health (logged once per change)."""
         ...
 
+    def availability(self, agent_id: str, channel: Channel, vendor: str | None = None) -> str | None:
+        """Why ``agent_id`` could not take one more ``channel`` session now: a rejection
+        reason (``agent_offline``, ``agent_not_ready``, ``channel_at_capacity``,
+        ``agent_at_capacity``, ``unknown_agent``), or None when it could. Nothing is reserved.
+        Adapters that mirror capacity to their CMS (AMI member pause, mod_callcenter agent
+        status) read it for the agents named in :meth:`Adapter.agents_changed`."""
+        ...
+
+    def open_interactions(self, vendor: str) -> list[dict[str, Any]]:
+        """The vendor's interactions that are not done (for resynchronisation after a
+        reconnect): dicts with ``interaction_id``, ``channel``, ``phase``
+        (``waiting|offered|active``), ``queue``, ``session_id``, ``agent_id``, ``state``
+        (of the session holding it, or None), ``pending_session_id``. An adapter ends the
+        ones its vendor no longer has by submitting ``end`` events."""
+        ...
+
+    def adapter_state(self, vendor: str, key: str) -> Any:
+        """A value the adapter saved with :meth:`save_adapter_state` (None if never), as of
+        the last start: it survives restarts."""
+        ...
+
+    async def save_adapter_state(self, vendor: str, key: str, value: Any) -> None:
+        """Journal a small JSON-able value for the adapter (e.g. IMAP UIDVALIDITY and the
+        last UID seen); returns once it is durable. Raises ``not_ready`` like :meth:`submit`."""
+        ...
+
 
 class Adapter(ABC):
     """Base class of adapters. Subclasses set the class-level metadata below."""
@@ -135,6 +161,12 @@ class Adapter(ABC):
     @abstractmethod
     async def stop(self) -> None:
         """Stop taking traffic and release every resource; must not raise."""
+
+    def agents_changed(self, agent_ids: set[str]) -> None:  # noqa: B027 - optional hook, not abstract
+        """Presence or capacity in use of these agents may have changed (called after every
+        journaled change that touched them, synchronously: must not block; queue the work).
+        Adapters that mirror capacity to their CMS compare :meth:`AdapterHost.availability`
+        with what they last told the vendor."""
 
     async def deliver(self, notice: ToVendor) -> None:  # noqa: B027 - optional hook, not abstract
         """Send a late decision or a session action back to the vendor.

@@ -129,6 +129,8 @@ class Engine:
         self._dirty_interactions: dict[InteractionKey, Interaction] = {}
         self._dirty_agents: set[str] = set()
         self._new_events: list[StateDict] = []
+        #: agents whose presence or load changed (for adapters that mirror it to their CMS)
+        self._touched: set[str] = set()
         for agent_id in self._agents:
             self._refresh(agent_id)
 
@@ -178,6 +180,10 @@ class Engine:
             decision = self._vendor_end(event, now)
         elif event.type is EventType.MESSAGE:
             decision = self._vendor_message(event, now)
+        elif event.type is EventType.ACCEPT:
+            decision = self._vendor_accept(event, now)
+        elif event.type is EventType.DECLINE:
+            decision = self._vendor_decline(event, now)
         else:
             decision = self._vendor_update(event, now)
         self._dedup[event.key] = (now, decision)
@@ -351,6 +357,41 @@ class Engine:
             self._changed(session, "updated", now)
         return Decision(DecisionKind.ACCEPTED)
 
+    def _vendor_accept(self, event: Event, now: float) -> Decision:
+        """The vendor says the agent answered (a phone's 200 OK, AMI ``AgentConnect``): the
+        offered session becomes active, as if the desktop had accepted it. Already active on
+        that agent: nothing to do (the desktop was quicker)."""
+        interaction = self._interaction(event)
+        session = self._vendor_offered(interaction, event)
+        if session is None:
+            if any(s.state is SessionState.ACTIVE for s in self._vendor_matching(interaction, event)):
+                return Decision(DecisionKind.ACCEPTED)
+            raise InvalidState(
+                f"interaction {event.interaction_id!r} has no offered session to accept", code="session_not_offered"
+            )
+        self._accept(session, now, echo=False)
+        return Decision(DecisionKind.ACCEPTED)
+
+    def _vendor_decline(self, event: Event, now: float) -> Decision:
+        """The vendor says the agent did not answer or refused: the offer is declined (an
+        untargeted interaction is re-routed excluding that agent, a targeted one rejected)."""
+        interaction = self._interaction(event)
+        session = self._vendor_offered(interaction, event)
+        if session is None:
+            raise InvalidState(
+                f"interaction {event.interaction_id!r} has no offered session to decline", code="session_not_offered"
+            )
+        self._withdraw(session, Outcome.DECLINED, now)
+        return Decision(DecisionKind.ACCEPTED)
+
+    def _vendor_matching(self, interaction: Interaction, event: Event) -> Iterator[Session]:
+        for session in self._live_sessions(interaction):
+            if event.agent_id is None or session.agent_id == event.agent_id:
+                yield session
+
+    def _vendor_offered(self, interaction: Interaction, event: Event) -> Session | None:
+        return next((s for s in self._vendor_matching(interaction, event) if s.state is SessionState.OFFERED), None)
+
     def _interaction(self, event: Event) -> Interaction:
         interaction = self.interactions.get(event.interaction_key)
         if interaction is None:
@@ -375,6 +416,11 @@ class Engine:
             raise InvalidState(
                 f"session {session_id} is {session.state.value}, not offered", code="session_not_offered"
             )
+        self._accept(session, now, echo=True)
+        return session
+
+    def _accept(self, session: Session, now: float, *, echo: bool) -> None:
+        """An offered session becomes active; ``echo``: tell the vendor (not when it told us)."""
         session.state = SessionState.ACTIVE
         session.accepted_at = now
         session.deadline = None
@@ -388,8 +434,8 @@ class Engine:
             self._to_vendor(interaction, VendorAction.TRANSFERRED, mode="consult", session=session, source=source)
         else:
             interaction.phase = Phase.ACTIVE
-            self._to_vendor(interaction, VendorAction.ACCEPTED, session=session)
-        return session
+            if echo:
+                self._to_vendor(interaction, VendorAction.ACCEPTED, session=session)
 
     def decline(self, session_id: str, *, actor: str | None = None) -> Session:
         now = self._now()
@@ -738,6 +784,47 @@ class Engine:
             body["sessions"] = [s.as_dict(now) for s in agent.open_sessions.values()]
         return body
 
+    def availability(self, agent_id: str, channel: Channel, vendor: str | None = None) -> Reason | None:
+        """Why the agent could not take one more ``channel`` session now (None: it could).
+
+        The same rules as an allocation (DESIGN section 4, plus the vendor's voice limit),
+        without reserving anything: adapters mirror it to their CMS (e.g. AMI pause state).
+        """
+        if agent_id not in self._agents:
+            return Reason.UNKNOWN_AGENT
+        return self._refusal(agent_id, channel, vendor)
+
+    def take_touched_agents(self) -> set[str]:
+        """Agents whose presence or capacity in use may have changed since the last call."""
+        touched, self._touched = self._touched, set()
+        return touched
+
+    def open_interactions(self, vendor: str) -> list[dict[str, Any]]:
+        """The vendor's interactions that are not done, for an adapter's resynchronisation.
+
+        Each: ``interaction_id``, ``channel``, ``phase``, ``queue``, and for the session
+        holding it (if any) ``session_id``, ``agent_id``, ``state``; ``pending_session_id``
+        during a consult transfer.
+        """
+        out: list[dict[str, Any]] = []
+        for interaction in self.interactions.values():
+            if interaction.vendor != vendor or interaction.phase is Phase.DONE:
+                continue
+            holder = self.sessions.get(interaction.holder) if interaction.holder else None
+            out.append(
+                {
+                    "interaction_id": interaction.interaction_id,
+                    "channel": interaction.channel.value,
+                    "phase": interaction.phase.value,
+                    "queue": interaction.queue,
+                    "session_id": holder.id if holder else None,
+                    "agent_id": holder.agent_id if holder else None,
+                    "state": holder.state.value if holder else None,
+                    "pending_session_id": interaction.pending,
+                }
+            )
+        return out
+
     def free_capacity(self, agent_id: str) -> dict[str, int]:
         """How many more sessions of each channel the agent could take now, presence aside."""
         agent = self._agent(agent_id)
@@ -814,6 +901,7 @@ class Engine:
     # ------------------------------------------------------------------ internals: capacity
 
     def _refresh(self, agent_id: str) -> None:
+        self._touched.add(agent_id)
         agent = self._agents[agent_id]
         state = self.store.get(agent_id)
         profile = agent.profile
@@ -831,6 +919,14 @@ class Engine:
     def _allocate(self, agent_id: str, channel: Channel, vendor: str | None) -> Reason | None:
         """Reserve one ``channel`` session on the agent (compare-and-set), or say why not."""
         agent = self._agents[agent_id]
+        reason = self._refusal(agent_id, channel, vendor)
+        if reason is None:
+            reason, _ = self.store.reserve(agent_id, agent.profile, channel)
+        self._refresh(agent_id)
+        return reason
+
+    def _refusal(self, agent_id: str, channel: Channel, vendor: str | None) -> Reason | None:
+        agent = self._agents[agent_id]
         state = self.store.get(agent_id)
         reason = check(agent.profile, state.load, state.presence, channel)
         if reason is None and channel is Channel.VOICE and vendor is not None:
@@ -839,9 +935,6 @@ class Engine:
                 live = sum(1 for s in agent.open_sessions.values() if s.channel is Channel.VOICE and s.vendor == vendor)
                 if live >= caps.max_voice_per_agent:
                     reason = Reason.CHANNEL_AT_CAPACITY
-        if reason is None:
-            reason, _ = self.store.reserve(agent_id, agent.profile, channel)
-        self._refresh(agent_id)
         return reason
 
     def _release(self, session: Session) -> None:

@@ -33,6 +33,10 @@ class EventType(StrEnum):
     MESSAGE = "message"
     UPDATE = "update"
     END = "end"
+    #: the vendor reports that the agent answered (a phone's 200 OK, AMI ``AgentConnect``)
+    ACCEPT = "accept"
+    #: the vendor reports that the agent did not answer or refused (ring-no-answer, 486 from the phone)
+    DECLINE = "decline"
 
 
 _ID = Field(min_length=1, max_length=256)

@@ -25,7 +25,7 @@ from adapters.base import Adapter, Health
 from .clock import Clock
 from .engine import Engine
 from .errors import GatewayError
-from .events import Event
+from .events import Channel, Event
 from .hub import DesktopHub, EventBus
 from .metrics import Metrics
 from .notices import Decision, Notice, PresenceChanged, Routed, SessionChanged, ToAgent, ToVendor
@@ -39,6 +39,13 @@ log = structlog.get_logger("cti_gateway.runtime")
 COMMIT_TIMEOUT_S = 10.0
 #: Vendor notices waiting for an adapter; beyond this they are logged and dropped.
 VENDOR_QUEUE_MAX = 10_000
+
+
+_ADAPTER_STATE_PREFIX = "adapter/"
+
+
+def _state_key(vendor: str, key: str) -> str:
+    return f"{_ADAPTER_STATE_PREFIX}{vendor}/{key}"
 
 
 class NotReady(GatewayError):
@@ -77,6 +84,8 @@ class Runtime:
         # after a failed commit the next one writes the full state plus the events it lost
         self._resync = False
         self._parked_events: list[dict[str, Any]] = []
+        #: adapters' durable bookkeeping (e.g. IMAP UIDVALIDITY), journaled under meta keys
+        self._adapter_state: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ AdapterHost
 
@@ -97,6 +106,21 @@ class Runtime:
             decision = await self.act(lambda engine: engine.handle_event(event))
             self.metrics.observe_routing(event, decision, self._clock.now() - started)
             return decision
+
+    def availability(self, agent_id: str, channel: Channel, vendor: str | None = None) -> str | None:
+        reason = self.engine.availability(agent_id, channel, vendor)
+        return None if reason is None else reason.value
+
+    def open_interactions(self, vendor: str) -> list[dict[str, Any]]:
+        return self.engine.open_interactions(vendor)
+
+    def adapter_state(self, vendor: str, key: str) -> Any:
+        return self._adapter_state.get(_state_key(vendor, key))
+
+    async def save_adapter_state(self, vendor: str, key: str, value: Any) -> None:
+        full = _state_key(vendor, key)
+        await self._commit(Changes(meta={full: value}))
+        self._adapter_state[full] = value
 
     def set_health(self, vendor: str, health: Health, detail: str | None = None) -> None:
         before = self._health.get(vendor)
@@ -148,6 +172,7 @@ class Runtime:
                     self._parked_events.extend(changes.events)
                     raise
             self._deliver(notices)
+            self._agents_changed(self.engine.take_touched_agents())
             self._wake.set()
             if error is not None:
                 raise error
@@ -201,6 +226,15 @@ class Runtime:
                         "decision": notice.decision.as_dict(),
                     }
                 )
+
+    def _agents_changed(self, agent_ids: set[str]) -> None:
+        if not agent_ids:
+            return
+        for adapter in self.adapters.values():
+            try:
+                adapter.agents_changed(agent_ids)
+            except Exception:  # an adapter bug must not fail the request that changed the agent
+                log.exception("adapter_agents_changed_failed", vendor=adapter.vendor)
 
     def _queue_vendor(self, notice: ToVendor) -> None:
         self.bus.publish(
@@ -259,6 +293,8 @@ class Runtime:
         snapshot = await self.journal.load(since=self._clock.now() - self.engine.dedup_window_s)
         self.engine.restore(snapshot)
         self.engine.drain()
+        self.engine.take_touched_agents()
+        self._adapter_state = {k: v for k, v in snapshot.meta.items() if k.startswith(_ADAPTER_STATE_PREFIX)}
         self._accepting = True
         self._timer_task = asyncio.create_task(self._timer_loop(), name="engine-timers")
         self._vendor_task = asyncio.create_task(self._vendor_sender(), name="vendor-notices")

@@ -18,7 +18,7 @@ import adapters.registry
 import adapters.webhook
 from adapters.base import Health
 from gateway.clock import Clock, ManualClock
-from gateway.events import Event
+from gateway.events import Channel, Event
 from gateway.notices import Decision, DecisionKind
 
 T0 = 1_700_000_000.0
@@ -44,6 +44,12 @@ class FakeHost:
         self.submitted: list[Event] = []
         self.contexts: list[dict[str, Any]] = []
         self.health: list[tuple[str, Health, str | None]] = []
+        #: agent id -> the reason :meth:`availability` gives (absent: available)
+        self.unavailable: dict[str, str] = {}
+        #: what :meth:`open_interactions` returns
+        self.open_rows: list[dict[str, Any]] = []
+        #: what :meth:`save_adapter_state` saved
+        self.state: dict[tuple[str, str], Any] = {}
 
     @property
     def clock(self) -> Clock:
@@ -65,6 +71,18 @@ class FakeHost:
 
     def set_health(self, vendor: str, health: Health, detail: str | None = None) -> None:
         self.health.append((vendor, health, detail))
+
+    def availability(self, agent_id: str, channel: Channel, vendor: str | None = None) -> str | None:
+        return self.unavailable.get(agent_id)
+
+    def open_interactions(self, vendor: str) -> list[dict[str, Any]]:
+        return [dict(row) for row in self.open_rows]
+
+    def adapter_state(self, vendor: str, key: str) -> Any:
+        return self.state.get((vendor, key))
+
+    async def save_adapter_state(self, vendor: str, key: str, value: Any) -> None:
+        self.state[(vendor, key)] = value
 
     def health_states(self) -> list[Health]:
         return [health for _, health, _ in self.health]

@@ -144,13 +144,15 @@ def event(
     customer: Customer | None = None,
     subject: str | None = None,
     attributes: Mapping[str, Any] | None = None,
+    agent: str | None = None,
 ) -> Event:
-    """A non-offer event (``message``, ``update``, ``end``) about an interaction."""
+    """A non-offer event (``message``, ``update``, ``end``, ``accept``, ``decline``) about an interaction."""
     return Event(
         vendor=vendor,
         event_id=event_id or f"ev{next(_event_ids)}",
         type=EventType(type_),
         interaction_id=interaction,
+        agent_id=agent,
         text=text,
         customer=customer,
         subject=subject,
