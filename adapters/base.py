@@ -29,7 +29,7 @@ YAML file are validated against ``Config`` at start-up, with unknown keys reject
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
@@ -47,6 +47,34 @@ class AdapterConfig(BaseModel):
     """Base of every adapter's settings model: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def references(self) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+        """The gateway agents and queues these settings name, as ``(path, kind, id)`` with
+        ``kind`` ``"agent"`` or ``"queue"``; ``check-config`` and start-up refuse names that
+        are not configured, at the line of ``path``.
+
+        The default knows the common keys of DESIGN section 8: the values of ``agent_map``
+        (vendor id -> agent) and ``queue_map`` (vendor queue -> queue), the keys of
+        ``agent_contacts`` and ``agent_targets`` (agent -> address), and ``queue``. An
+        adapter whose settings name agents or queues otherwise overrides it.
+        """
+        for key, kind, use_keys in _REFERENCE_FIELDS:
+            value = getattr(self, key, None)
+            if isinstance(value, Mapping):
+                for vendor_id, target in value.items():
+                    yield (key, str(vendor_id)), kind, str(vendor_id if use_keys else target)
+            elif isinstance(value, str) and not use_keys:
+                yield (key,), kind, value
+
+
+#: (settings key, what it names, whether a mapping's keys (True) or values (False) are the names)
+_REFERENCE_FIELDS: tuple[tuple[str, str, bool], ...] = (
+    ("agent_map", "agent", False),
+    ("queue_map", "queue", False),
+    ("agent_contacts", "agent", True),
+    ("agent_targets", "agent", True),
+    ("queue", "queue", False),
+)
 
 
 @dataclass(frozen=True, slots=True)

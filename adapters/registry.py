@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import structlog
 from pydantic import ValidationError
 
-from gateway.config import VendorConfig
+from gateway.config import Known, VendorConfig
 from gateway.errors import ConfigError
 from gateway.events import Channel
 
@@ -200,17 +200,23 @@ class AdapterRegistry:
 
     # -- vendor settings -------------------------------------------------------------------
 
-    def vendor_problems(self, vendor: VendorConfig, index: int) -> list[tuple[Loc, str]]:
+    def vendor_problems(self, vendor: VendorConfig, index: int, known: Known | None = None) -> list[tuple[Loc, str]]:
         """Problems of the ``index``-th vendor's adapter and settings as ``(path, message)``.
 
         Paths start at the file's root: ``("vendors", index, "adapter")`` for an unknown
         adapter, ``("vendors", index, <setting>, ...)`` for a setting; messages are short
         (``unknown key``, ``required``, the model's own words) and never echo a value.
+        With ``known``, agents and queues the settings name (``agent_map`` ...) must exist.
         """
-        _, problems = self._check(vendor, ("vendors", index))
+        prefix: Loc = ("vendors", index)
+        config, problems = self._check(vendor, prefix)
+        if config is not None and known is not None:
+            problems.extend(_reference_problems(config, prefix, known))
         return problems
 
-    def validate_vendor(self, vendor: VendorConfig, *, index: int | None = None) -> AdapterConfig:
+    def validate_vendor(
+        self, vendor: VendorConfig, *, index: int | None = None, known: Known | None = None
+    ) -> AdapterConfig:
         """The vendor's settings validated by its adapter's ``Config``.
 
         Raises :class:`ConfigError` with one ``vendors.<index>.<field>: message`` problem
@@ -218,6 +224,8 @@ class AdapterRegistry:
         """
         prefix: Loc = ("vendors", vendor.name if index is None else index)
         config, problems = self._check(vendor, prefix)
+        if config is not None and known is not None:
+            problems.extend(_reference_problems(config, prefix, known))
         if problems or config is None:
             raise ConfigError([f"{_dotted(loc)}: {message}" for loc, message in problems])
         return config
@@ -232,6 +240,15 @@ class AdapterRegistry:
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_input=False, include_context=False)
             return None, [((*prefix, *error["loc"]), _message(error["type"], error["msg"])) for error in errors]
+
+
+def _reference_problems(config: AdapterConfig, prefix: Loc, known: Known) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    for path, kind, name in config.references():
+        pool = known.agents if kind == "agent" else known.queues
+        if name not in pool:
+            problems.append(((*prefix, *path), f"no {kind} {name!r} is configured"))
+    return problems
 
 
 def class_problems(cls: Any) -> list[str]:

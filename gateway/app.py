@@ -22,7 +22,7 @@ from .api.context import ApiSettings
 from .api.errors import json_error
 from .api.routes import setup_api
 from .clock import Clock, SystemClock
-from .config import GatewayConfig
+from .config import GatewayConfig, Known
 from .engine import Engine
 from .interactions import VendorCapabilities
 from .metrics import Metrics
@@ -72,7 +72,9 @@ def build_app(
     app[RUNTIME] = runtime
     for index, vendor in enumerate(config.vendors):
         cls = adapter_classes[vendor.name]
-        adapter: Adapter = cls(vendor.name, registry.validate_vendor(vendor, index=index), runtime)
+        adapter: Adapter = cls(
+            vendor.name, registry.validate_vendor(vendor, index=index, known=Known.of(config)), runtime
+        )
         runtime.adapters[vendor.name] = adapter
         for route in adapter.routes():
             app.router.add_route(route.method, f"/v1/vendors/{vendor.name}{route.path}", route.handler)

@@ -8,6 +8,7 @@ The models here are pure: they validate shape and cross-references. Reading the 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -133,6 +134,19 @@ class StoreConfig(_Strict):
         if not re.match(r"^(sqlite|memory|redis|rediss)://", self.url):
             raise ValueError("url must start with sqlite://, memory:// or redis://")
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """The agents and queues a configuration defines: what vendor settings (an adapter's
+    ``agent_map``, ``queue_map`` ...) may name."""
+
+    agents: frozenset[str]
+    queues: frozenset[str]
+
+    @classmethod
+    def of(cls, config: GatewayConfig) -> Known:
+        return cls(frozenset(a.id for a in config.agents), frozenset(q.name for q in config.queues))
 
 
 class VendorConfig(BaseModel):

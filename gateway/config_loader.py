@@ -33,14 +33,14 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from .config import GatewayConfig, VendorConfig
+from .config import GatewayConfig, Known, VendorConfig
 from .errors import ConfigError
 
 __all__ = ["VendorCheck", "load_config", "load_config_text"]
 
 Loc = tuple[str | int, ...]
 #: Checks one vendor's adapter settings: ``(vendor, index) -> [(loc from the root, message)]``.
-VendorCheck = Callable[[VendorConfig, int], Iterable[tuple[Loc, str]]]
+VendorCheck = Callable[[VendorConfig, int, Known], Iterable[tuple[Loc, str]]]
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -125,6 +125,13 @@ def load_config_text(
     raise ConfigError([problem.render(filename) for problem in sorted(document.problems)])
 
 
+def _names(data: dict[str, object], section: str, key: str) -> frozenset[str]:
+    items = data.get(section)
+    if not isinstance(items, list):
+        return frozenset()
+    return frozenset(str(item[key]) for item in items if isinstance(item, dict) and key in item)
+
+
 @dataclass(frozen=True, order=True)
 class _Problem:
     line: int
@@ -197,15 +204,18 @@ class _Document:
 
     def check_vendors(self, data: object, check: VendorCheck) -> None:
         """Record ``check``'s problems of every vendor entry that is valid on its own."""
-        vendors = data.get("vendors") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return
+        vendors = data.get("vendors")
         if not isinstance(vendors, list):
             return
+        known = Known(agents=_names(data, "agents", "id"), queues=_names(data, "queues", "name"))
         for index, item in enumerate(vendors):
             try:
                 vendor = VendorConfig.model_validate(item)
             except ValidationError:
                 continue  # reported by the validation of the whole file
-            for loc, message in check(vendor, index):
+            for loc, message in check(vendor, index, known):
                 if not self._repeats_interpolation_problem(loc):
                     self.add(loc, message, at_key=True)
 

@@ -390,3 +390,41 @@ def test_check_config_reports_an_unknown_webhook_setting_with_its_line(
 
     assert main(["check-config", "gateway.yaml"]) == 2
     assert capsys.readouterr().err == "gateway.yaml:6: vendors.0.tolerance: unknown key\n"
+
+
+class MappedConfig(AdapterConfig):
+    agent_map: dict[str, str] = {}
+    queue_map: dict[str, str] = {}
+    agent_contacts: dict[str, str] = {}
+
+
+class MappedAdapter(GoodAdapter):
+    name: ClassVar[str] = "mapped"
+    Config: ClassVar[type[AdapterConfig]] = MappedConfig
+
+
+def test_agents_and_queues_named_in_vendor_settings_must_be_configured(registry: AdapterRegistry) -> None:
+    registry.register(MappedAdapter)
+    text = textwrap.dedent(
+        """\
+        capacity_profiles: {p: {max_sessions: 1}}
+        queues: [{name: support}]
+        agents: [{id: a1, name: A, profile: p, queues: [support]}]
+        vendors:
+          - name: pbx
+            adapter: mapped
+            agent_map:
+              "PJSIP/1001": a1
+              "PJSIP/1002": a9
+            queue_map: {sales-q: sales, support-q: support}
+            agent_contacts: {a1: "sip:a1@x", ghost: "sip:g@x"}
+        """
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "gw.yaml", environ={}, vendor_check=registry.vendor_problems)
+
+    assert info.value.problems == [
+        "gw.yaml:9: vendors.0.agent_map.PJSIP/1002: no agent 'a9' is configured",
+        "gw.yaml:10: vendors.0.queue_map.sales-q: no queue 'sales' is configured",
+        "gw.yaml:11: vendors.0.agent_contacts.ghost: no agent 'ghost' is configured",
+    ]
