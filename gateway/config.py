@@ -7,14 +7,16 @@ The models here are pure: they validate shape and cross-references. Reading the 
 
 from __future__ import annotations
 
-import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from functools import cache
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from .events import ALL_CHANNELS, Channel
+from .store_url import parse_store_url
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 _SHA256 = r"^[0-9a-fA-F]{64}$"
@@ -39,32 +41,28 @@ class CapacityProfile(_Strict):
 
     @model_validator(mode="after")
     def _admissible(self) -> CapacityProfile:
-        problems: list[str] = []
-        if self.reserved_inbound >= self.max_sessions:
-            problems.append(
-                f"reserved_inbound ({self.reserved_inbound}) must be below max_sessions "
-                f"({self.max_sessions}), or no manual session could ever start"
-            )
-        for channel, cap in self.channels.items():
-            if cap < 1:
-                problems.append(f"channels.{channel}: {cap} can never admit a {channel} session (minimum 1)")
-        for channel, weight in self.units.items():
-            if weight < 1:
-                problems.append(f"units.{channel}: must be at least 1")
-            elif weight > self.unit_limit:
-                problems.append(
-                    f"units.{channel}: {weight} exceeds max_units ({self.unit_limit}): "
-                    f"a {channel} session could never be admitted"
-                )
-        for channel, seconds in self.offer_timeout_s.items():
-            if not 0 < seconds <= 86_400:
-                problems.append(f"offer_timeout_s.{channel}: must be > 0 and <= 86400")
-        for channel, seconds in self.wrap_up_s.items():
-            if not 0 <= seconds <= 86_400:
-                problems.append(f"wrap_up_s.{channel}: must be >= 0 and <= 86400")
+        problems = capacity_profile_problems(dict(self))
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @classmethod
+    def valid_fields(cls, raw: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        """The fields of a profile as written (``raw``) that are valid on their own, validated,
+        and the names of those that are not.
+
+        For checking the rules of :func:`capacity_profile_problems` on a profile that has
+        other problems too (pydantic then skips the model validator).
+        """
+        fields: dict[str, Any] = {}
+        invalid: set[str] = set()
+        for name, adapter in _profile_field_adapters().items():
+            if name in raw:
+                try:
+                    fields[name] = adapter.validate_python(raw[name])
+                except ValidationError:
+                    invalid.add(name)
+        return fields, invalid
 
     @property
     def unit_limit(self) -> int:
@@ -84,6 +82,61 @@ class CapacityProfile(_Strict):
 
     def start_screen(self, channel: Channel) -> str:
         return self.start_screens.get(channel, str(channel))
+
+
+def capacity_profile_problems(fields: Mapping[str, Any], *, invalid: Collection[str] = ()) -> list[str]:
+    """The admissibility rules of one capacity profile, as ``"field.path: message"`` texts.
+
+    ``fields`` holds validated field values; absent ones take their defaults
+    (``reserved_inbound`` 0, ``max_units`` = ``max_sessions``, empty maps). A rule that needs
+    a field named in ``invalid`` (written but wrong, so reported on its own) or a missing
+    ``max_sessions`` is not checked. The model validator passes every field; the config
+    loader passes the valid fields of a profile that has other problems too, so that one
+    pass reports everything.
+    """
+    problems: list[str] = []
+    max_sessions: int | None = None if "max_sessions" in invalid else fields.get("max_sessions")
+    reserved: int | None = None if "reserved_inbound" in invalid else fields.get("reserved_inbound", 0)
+    unit_limit: int | None = None if "max_units" in invalid else fields.get("max_units")
+    if unit_limit is None and "max_units" not in invalid:
+        unit_limit = max_sessions
+    if max_sessions is not None and reserved is not None and reserved >= max_sessions:
+        problems.append(
+            f"reserved_inbound ({reserved}) must be below max_sessions ({max_sessions}), "
+            "or no manual session could ever start"
+        )
+    channels: Mapping[Channel, int] = fields.get("channels", {})
+    for channel, cap in channels.items():
+        if cap < 1:
+            problems.append(f"channels.{channel}: {cap} can never admit a {channel} session (minimum 1)")
+    units: Mapping[Channel, int] = fields.get("units", {})
+    for channel, weight in units.items():
+        if weight < 1:
+            problems.append(f"units.{channel}: must be at least 1")
+        elif unit_limit is not None and weight > unit_limit:
+            problems.append(
+                f"units.{channel}: {weight} exceeds max_units ({unit_limit}): "
+                f"a {channel} session could never be admitted"
+            )
+    offer: Mapping[Channel, float] = fields.get("offer_timeout_s", {})
+    for channel, seconds in offer.items():
+        if not 0 < seconds <= 86_400:
+            problems.append(f"offer_timeout_s.{channel}: must be > 0 and <= 86400")
+    wrap: Mapping[Channel, float] = fields.get("wrap_up_s", {})
+    for channel, seconds in wrap.items():
+        if not 0 <= seconds <= 86_400:
+            problems.append(f"wrap_up_s.{channel}: must be >= 0 and <= 86400")
+    return problems
+
+
+@cache
+def _profile_field_adapters() -> dict[str, TypeAdapter[Any]]:
+    """One validator per field of :class:`CapacityProfile`, with the field's constraints."""
+    adapters: dict[str, TypeAdapter[Any]] = {}
+    for name, info in CapacityProfile.model_fields.items():
+        annotated: Any = Annotated[info.annotation, info]  # a type built at run time
+        adapters[name] = TypeAdapter(annotated)
+    return adapters
 
 
 class QueuePolicy(StrEnum):
@@ -127,13 +180,14 @@ class ServerConfig(_Strict):
 
 
 class StoreConfig(_Strict):
+    #: Checked by :func:`gateway.store_url.parse_store_url`, the validator ``run`` uses too.
     url: str = "sqlite:///data/gateway.db"
 
-    @model_validator(mode="after")
-    def _scheme(self) -> StoreConfig:
-        if not re.match(r"^(sqlite|memory|redis|rediss)://", self.url):
-            raise ValueError("url must start with sqlite://, memory:// or redis://")
-        return self
+    @field_validator("url")
+    @classmethod
+    def _usable(cls, url: str) -> str:
+        parse_store_url(url)  # ValueError: reported at the url's line
+        return url
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,35 +226,73 @@ class GatewayConfig(_Strict):
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Cross-reference problems as ``(path, message)``; the loader adds file:line."""
-        problems: list[tuple[tuple[str | int, ...], str]] = []
-        seen_queues: set[str] = set()
-        for i, queue in enumerate(self.queues):
-            if queue.name in seen_queues:
-                problems.append((("queues", i, "name"), f"duplicate queue {queue.name!r}"))
-            seen_queues.add(queue.name)
-        seen_agents: set[str] = set()
-        all_queues = {q.name for q in self.queues}
-        for i, agent in enumerate(self.agents):
-            if agent.id in seen_agents:
-                problems.append((("agents", i, "id"), f"duplicate agent {agent.id!r}"))
-            seen_agents.add(agent.id)
-            if agent.profile not in self.capacity_profiles:
-                problems.append((("agents", i, "profile"), f"unknown capacity profile {agent.profile!r}"))
-            for j, queue_name in enumerate(agent.queues):
-                if queue_name not in all_queues:
-                    problems.append((("agents", i, "queues", j), f"unknown queue {queue_name!r}"))
-        seen_vendors: set[str] = set()
-        for i, vendor in enumerate(self.vendors):
-            if vendor.name in seen_vendors:
-                problems.append((("vendors", i, "name"), f"duplicate vendor {vendor.name!r}"))
-            seen_vendors.add(vendor.name)
-        return problems
+        return reference_problems(self.model_dump())
 
     def profile_of(self, agent_id: str) -> CapacityProfile:
         for agent in self.agents:
             if agent.id == agent_id:
                 return self.capacity_profiles[agent.profile]
         raise KeyError(agent_id)
+
+
+Loc = tuple[str | int, ...]
+
+
+def reference_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    """Cross-reference problems of a configuration as written, as ``(path, message)``.
+
+    Works on the raw data (as the YAML file holds it) as well as on a dumped model, so the
+    loader reports unknown references together with shape errors: entries or fields that
+    are malformed are skipped here (they are reported by the model's validation).
+    """
+    problems: list[tuple[Loc, str]] = []
+    queues = _entries(data.get("queues"))
+    agents = _entries(data.get("agents"))
+    profiles = data.get("capacity_profiles")
+    queue_names: set[str] = set()
+    for i, queue in queues:
+        name = queue.get("name")
+        if isinstance(name, str):
+            if name in queue_names:
+                problems.append((("queues", i, "name"), f"duplicate queue {name!r}"))
+            queue_names.add(name)
+    # unknown queues only against a queue list whose names are all readable
+    raw_queues = data.get("queues")
+    queues_known = raw_queues is None or (
+        isinstance(raw_queues, list)
+        and len(queues) == len(raw_queues)
+        and all(isinstance(queue.get("name"), str) for _, queue in queues)
+    )
+    agent_ids: set[str] = set()
+    for i, agent in agents:
+        agent_id = agent.get("id")
+        if isinstance(agent_id, str):
+            if agent_id in agent_ids:
+                problems.append((("agents", i, "id"), f"duplicate agent {agent_id!r}"))
+            agent_ids.add(agent_id)
+        profile = agent.get("profile")
+        if isinstance(profile, str) and isinstance(profiles, Mapping) and profile not in profiles:
+            problems.append((("agents", i, "profile"), f"unknown capacity profile {profile!r}"))
+        agent_queues = agent.get("queues")
+        if queues_known and isinstance(agent_queues, list):
+            for j, queue_name in enumerate(agent_queues):
+                if isinstance(queue_name, str) and queue_name not in queue_names:
+                    problems.append((("agents", i, "queues", j), f"unknown queue {queue_name!r}"))
+    vendor_names: set[str] = set()
+    for i, vendor in _entries(data.get("vendors")):
+        name = vendor.get("name")
+        if isinstance(name, str):
+            if name in vendor_names:
+                problems.append((("vendors", i, "name"), f"duplicate vendor {name!r}"))
+            vendor_names.add(name)
+    return problems
+
+
+def _entries(section: object) -> list[tuple[int, Mapping[str, Any]]]:
+    """The mapping entries of a list section with their indexes (anything else: none)."""
+    if not isinstance(section, list):
+        return []
+    return [(i, item) for i, item in enumerate(section) if isinstance(item, Mapping)]
 
 
 __all__ = [
@@ -214,4 +306,6 @@ __all__ = [
     "ServerConfig",
     "StoreConfig",
     "VendorConfig",
+    "capacity_profile_problems",
+    "reference_problems",
 ]

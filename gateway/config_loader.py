@@ -7,6 +7,11 @@ what only the file knows about:
   value or embedded in it. ``$${`` stands for a literal ``${``. A variable that is not set
   is an error. Interpolated values are never echoed in error messages.
 * Duplicate mapping keys are errors (plain YAML silently keeps the last one).
+* Values are plain: strings, numbers, booleans, null, lists and mappings. A date-like value
+  (``2024-13-45``) stays a string (no timestamps are constructed; ``!!timestamp x`` is the
+  string ``x``); a value its tag cannot read (``!!int x``, ``!!bool x``, ``0x_``) and other
+  tags (``!!binary``, ``!!set``, ``!custom``) are errors at their line; nesting deeper than
+  :data:`MAX_DEPTH` levels is refused.
 * Every problem is reported as ``file:line: field.path: message`` where ``line`` is the
   1-based line of the YAML node at fault. All problems of the file are collected, sorted by
   line, and raised together as one :class:`~gateway.errors.ConfigError`.
@@ -33,17 +38,41 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from .config import GatewayConfig, Known, VendorConfig
+from .config import (
+    CapacityProfile,
+    GatewayConfig,
+    Known,
+    VendorConfig,
+    capacity_profile_problems,
+    reference_problems,
+)
 from .errors import ConfigError
 
-__all__ = ["VendorCheck", "load_config", "load_config_text"]
+__all__ = ["MAX_DEPTH", "VendorCheck", "load_config", "load_config_text"]
 
 Loc = tuple[str | int, ...]
 #: Checks one vendor's adapter settings: ``(vendor, index) -> [(loc from the root, message)]``.
 VendorCheck = Callable[[VendorConfig, int, Known], Iterable[tuple[Loc, str]]]
 
-_STR_TAG = "tag:yaml.org,2002:str"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
+#: Mappings and sequences nested deeper than this are refused (no sane configuration comes near).
+MAX_DEPTH = 64
+
+_YAML_TAG = "tag:yaml.org,2002:"
+_STR_TAG = _YAML_TAG + "str"
+_NULL_TAG = _YAML_TAG + "null"
+_MAP_TAG = _YAML_TAG + "map"
+_SEQ_TAG = _YAML_TAG + "seq"
+_MERGE_TAG = _YAML_TAG + "merge"
+_TIMESTAMP_TAG = _YAML_TAG + "timestamp"
+#: What the value of a scalar tag must be, for the message when it cannot be read.
+_SCALAR_KINDS = {
+    _YAML_TAG + "int": "an integer",
+    _YAML_TAG + "float": "a number",
+    _YAML_TAG + "bool": "true or false",
+    _NULL_TAG: "null",
+    _STR_TAG: "a string",
+    _TIMESTAMP_TAG: "a string",
+}
 #: ``$${`` (escape), ``${NAME}`` (reference) or a malformed ``${``, in that order.
 _REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 _MALFORMED = "malformed ${...}: write ${NAME} (letters, digits, _) or $${ for a literal ${"
@@ -92,7 +121,7 @@ def load_config_text(
     Raises :class:`ConfigError` with every problem found, sorted by line.
     """
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
     except yaml.YAMLError as exc:  # the reader refuses control characters up front
         raise _yaml_config_error(exc, text, filename) from exc
     try:
@@ -102,7 +131,7 @@ def load_config_text(
         if not isinstance(root, yaml.MappingNode):
             message = f"the top level must be a mapping of sections, not {_kind(root)}"
             raise ConfigError([f"{filename}:{_line(root)}: yaml: {message}"])
-        document = _Document(root, os.environ if environ is None else environ)
+        document = _Document(root, os.environ if environ is None else environ, loader)
         data = loader.construct_document(root)
     except yaml.YAMLError as exc:
         raise _yaml_config_error(exc, text, filename) from exc
@@ -113,11 +142,16 @@ def load_config_text(
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
+        checked_profiles: set[str | int] = set()
         for error in exc.errors(include_url=False, include_input=False):
             document.add_validation_error(error)
-    else:
-        for loc, message in config.reference_problems():
-            document.add(loc, message)
+            loc = tuple(error["loc"])
+            if error["type"] == "value_error" and len(loc) == 2 and loc[0] == "capacity_profiles":
+                checked_profiles.add(loc[1])  # the model validator ran: its problems are in
+        document.check_profiles(data, skip=checked_profiles)
+    # on the file as written: unknown references are reported together with shape errors
+    for loc, message in reference_problems(data):
+        document.add(loc, message)
     if vendor_check is not None:
         document.check_vendors(data, vendor_check)
     if config is not None and not document.problems:
@@ -166,13 +200,15 @@ class _Document:
     string values, in place, so the tree is ready to be constructed.
     """
 
-    def __init__(self, root: yaml.MappingNode, environ: Mapping[str, str]) -> None:
+    def __init__(self, root: yaml.MappingNode, environ: Mapping[str, str], loader: _Loader) -> None:
         self.root = root
         self.problems: list[_Problem] = []
         self._environ = environ
+        self._loader = loader
         #: Interpolated nodes (by id) and the values put into them, by variable name.
         self._secrets: dict[int, dict[str, str]] = {}
-        #: Nodes whose interpolation failed: their validation errors would only repeat it.
+        #: Nodes whose interpolation or construction failed: their validation errors would
+        #: only repeat it.
         self._failed: set[int] = set()
         self._prepare(root)
 
@@ -201,6 +237,21 @@ class _Document:
                 self.add(field_loc, message)
         else:
             self.add(loc, _human(error["msg"]))
+
+    def check_profiles(self, data: object, *, skip: set[str | int]) -> None:
+        """Record the capacity profile rules of profiles whose model validator did not run
+        (the profile has other problems) except those in ``skip``, on their valid fields."""
+        profiles = data.get("capacity_profiles") if isinstance(data, dict) else None
+        if not isinstance(profiles, dict):
+            return
+        for name, raw in profiles.items():
+            if name in skip or not isinstance(name, str) or not isinstance(raw, dict):
+                continue
+            fields, invalid = CapacityProfile.valid_fields(raw)
+            problems = capacity_profile_problems(fields, invalid=invalid)
+            if problems:
+                for field_loc, message in self._split_model_message(("capacity_profiles", name), "; ".join(problems)):
+                    self.add(field_loc, message)
 
     def check_vendors(self, data: object, check: VendorCheck) -> None:
         """Record ``check``'s problems of every vendor entry that is valid on its own."""
@@ -274,6 +325,31 @@ class _Document:
                 pending.extend(reversed([(item, loc + (i,)) for i, item in enumerate(node.value)]))
             elif isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG and "${" in node.value:
                 self._interpolate(node, loc)
+            self._check_tag(node, loc)
+
+    def _check_tag(self, node: yaml.Node, loc: Loc, *, key: bool = False) -> None:
+        """Report a node its tag cannot construct; it becomes null (a key: the text as
+        written; a collection: a plain one)."""
+        problem: str | None = None
+        if isinstance(node, yaml.ScalarNode):
+            kind = _SCALAR_KINDS.get(node.tag)
+            if kind is None:
+                problem = f"unsupported YAML tag {_short_tag(node.tag)} (write a plain value)"
+            else:
+                try:
+                    self._loader.yaml_constructors[node.tag](self._loader, node)
+                except Exception:  # noqa: BLE001 - each constructor fails in its own way
+                    problem = f"not valid as {_short_tag(node.tag)}: must be {kind} (quote it if it is text)"
+            if problem is not None:
+                node.tag, node.value = (_STR_TAG, node.value) if key else (_NULL_TAG, "")
+        elif isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            plain = _MAP_TAG if isinstance(node, yaml.MappingNode) else _SEQ_TAG
+            if node.tag != plain:
+                problem = f"unsupported YAML tag {_short_tag(node.tag)} (write a plain mapping or list)"
+                node.tag = plain
+        if problem is not None:
+            self._failed.add(id(node))
+            self.problems.append(_Problem(_line(node), _dotted(loc), problem))
 
     def _mapping_children(self, node: yaml.MappingNode, loc: Loc) -> list[tuple[yaml.Node, Loc]]:
         """The entries' values to visit; reports keys given twice in this mapping."""
@@ -285,6 +361,7 @@ class _Document:
             if key.tag == _MERGE_TAG or not isinstance(key, yaml.ScalarNode):
                 children.append((value, loc))
                 continue
+            self._check_tag(key, loc + (key.value,), key=True)
             identity = (key.tag, key.value)
             if identity in first_lines:
                 self.problems.append(
@@ -325,6 +402,50 @@ class _Document:
         node.value = result
         if used:
             self._secrets[id(node)] = used
+
+
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]
+    """SafeLoader for configuration files: plain values only, nesting bounded.
+
+    Date-like values are not resolved as timestamps (they stay strings, so ``2024-13-45``
+    cannot fail); ``!!timestamp`` constructs the string as written; the tags a
+    configuration has no use for (``!!binary``, ``!!set``, ``!!omap``, ``!!pairs``) have no
+    constructor, so the loader reports them as unsupported.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    yaml_constructors = {
+        tag: constructor
+        for tag, constructor in yaml.SafeLoader.yaml_constructors.items()
+        if tag is None or tag in _SCALAR_KINDS or tag in (_MAP_TAG, _SEQ_TAG)
+    }
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def construct_yaml_timestamp_as_text(self, node: yaml.ScalarNode) -> str:
+        return str(self.construct_scalar(node))
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_Loader.add_constructor(_TIMESTAMP_TAG, _Loader.construct_yaml_timestamp_as_text)
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
 
 
 def _child(node: yaml.Node, segment: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:

@@ -11,10 +11,10 @@ Both journals implement :class:`gateway.persistence.Journal`.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote
 
 from ..errors import ConfigError
 from ..persistence import Journal
+from ..store_url import parse_store_url
 from ._common import JournalSchemaError, JournalUnavailable
 from .memory import MemoryJournal
 from .report import REPORT_COLUMNS, report_row, report_rows, to_csv, to_json
@@ -36,11 +36,9 @@ __all__ = [
     "to_json",
 ]
 
-_SQLITE = "sqlite://"
 
-
-def _problem(url: str, message: str) -> ConfigError:
-    return ConfigError([f"store.url: {message} (got {url!r})"])
+def _problem(message: str) -> ConfigError:
+    return ConfigError([f"store.url: {message}"])
 
 
 def sqlite_path(url: str, *, base_dir: Path | None = None) -> tuple[Path, dict[str, str]]:
@@ -49,32 +47,19 @@ def sqlite_path(url: str, *, base_dir: Path | None = None) -> tuple[Path, dict[s
     ``sqlite:///data/gateway.db`` is the relative path ``data/gateway.db`` (resolved against
     ``base_dir``, default the current directory, now: a later ``chdir`` does not move it);
     ``sqlite:////var/lib/cti-gateway/gateway.db`` is absolute. Percent-escapes are decoded.
-    The only query option is ``synchronous=normal|full``.
+    The only query option is ``synchronous=normal|full``. The URL is checked by
+    :func:`gateway.store_url.parse_store_url`, as the configuration's ``store.url`` is.
     """
-    if not url.startswith(_SQLITE):
-        raise _problem(url, "not a sqlite:// URL")
-    rest = url[len(_SQLITE) :]
-    rest, _, query = rest.partition("?")
-    if not rest.startswith("/"):
-        raise _problem(
-            url,
-            "a sqlite URL has no host: write sqlite:///relative/path.db or sqlite:////absolute/path.db",
-        )
-    raw = unquote(rest[1:])
-    if not raw or raw.endswith("/"):
-        raise _problem(url, "the sqlite URL names no file")
-    if raw == ":memory:":
-        raise _problem(url, "an in-memory SQLite database cannot be shared by the journal's connections; use memory://")
-    options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False)) if query else {}
-    unknown = sorted(set(options) - {"synchronous"})
-    if unknown:
-        raise _problem(url, f"unknown sqlite option(s) {', '.join(unknown)} (known: synchronous)")
-    if "synchronous" in options and options["synchronous"].upper() not in ("NORMAL", "FULL"):
-        raise _problem(url, "synchronous must be normal or full")
-    path = Path(raw)
+    try:
+        parsed = parse_store_url(url)
+    except ValueError as exc:
+        raise _problem(str(exc)) from None
+    if parsed.scheme != "sqlite":
+        raise _problem("not a sqlite:// URL")
+    path = Path(parsed.path)
     if not path.is_absolute():
         path = (base_dir if base_dir is not None else Path.cwd()) / path
-    return path.absolute(), options
+    return path.absolute(), dict(parsed.options)
 
 
 def open_journal(url: str, *, base_dir: Path | None = None) -> Journal:
@@ -82,23 +67,15 @@ def open_journal(url: str, *, base_dir: Path | None = None) -> Journal:
 
     ``sqlite:///relative.db`` (relative to ``base_dir`` or the current directory),
     ``sqlite:////absolute.db``, optional ``?synchronous=full``; ``memory://``.
-    ``redis://`` and ``rediss://`` are part of the design but not supported yet.
+    ``redis://`` and ``rediss://`` are part of the design but not supported yet. The URL is
+    checked by :func:`gateway.store_url.parse_store_url`, the validator of the config model.
     """
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not sep:
-        raise _problem(url, "expected a URL such as sqlite:///data/gateway.db or memory://")
-    if scheme == "sqlite":
-        path, options = sqlite_path(url, base_dir=base_dir)
-        synchronous = options.get("synchronous", "NORMAL").upper()
-        return SqliteJournal(path, synchronous="FULL" if synchronous == "FULL" else "NORMAL")
-    if scheme == "memory":
-        if rest.strip("/"):
-            raise _problem(url, "memory:// takes no path")
+    try:
+        parsed = parse_store_url(url)
+    except ValueError as exc:
+        raise _problem(str(exc)) from None
+    if parsed.scheme == "memory":
         return MemoryJournal()
-    if scheme in ("redis", "rediss"):
-        raise _problem(
-            url,
-            f"{scheme}:// stores are not supported yet; use the embedded store, e.g. sqlite:///data/gateway.db",
-        )
-    raise _problem(url, f"unsupported store scheme {scheme}:// (supported: sqlite://, memory://)")
+    path, options = sqlite_path(url, base_dir=base_dir)
+    synchronous = options.get("synchronous", "normal").upper()
+    return SqliteJournal(path, synchronous="FULL" if synchronous == "FULL" else "NORMAL")

@@ -4,6 +4,11 @@ A row is built from the public session object (:meth:`gateway.sessions.Session.a
 which the journal keeps under ``record`` in each session state dict. Times are RFC 3339 UTC
 strings as in the API; durations are whole milliseconds; absent values are ``None`` in JSON
 and empty fields in CSV.
+
+CSV cells are safe to open in a spreadsheet: a text cell that starts with ``=``, ``+``,
+``-``, ``@``, a tab or a carriage return (which a spreadsheet may run as a formula; OWASP
+"CSV injection") gets a leading ``'``. Only text cells: the numbers (the ``*_ms``
+durations, never negative) are written as they are. The JSON report is never altered.
 """
 
 from __future__ import annotations
@@ -61,11 +66,27 @@ def to_json(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{column: row.get(column) for column in REPORT_COLUMNS} for row in rows]
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """One CSV cell: ``None`` empty, a text that could start a formula prefixed with ``'``."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
-    """CSV text (RFC 4180: CRLF line ends, fields quoted when needed): header line, then rows."""
+    """CSV text (RFC 4180: CRLF line ends, fields quoted when needed): header line, then rows.
+
+    Text cells that a spreadsheet would run as a formula are escaped (:func:`csv_cell`).
+    """
     out = io.StringIO()
     writer = csv.writer(out, dialect="excel", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(REPORT_COLUMNS)
     for row in rows:
-        writer.writerow(["" if row.get(column) is None else row.get(column) for column in REPORT_COLUMNS])
+        writer.writerow([csv_cell(row.get(column)) for column in REPORT_COLUMNS])
     return out.getvalue()

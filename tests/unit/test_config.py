@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from gateway.config import GatewayConfig, OnFull, QueuePolicy
 from gateway.config_loader import load_config, load_config_text
 from gateway.errors import ConfigError
 from gateway.events import Channel
+from gateway.records import open_journal
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "config" / "gateway.yaml"
@@ -240,12 +242,39 @@ def test_type_errors_name_the_value_line_and_drop_pydantic_prefixes() -> None:
     ]
 
 
-def test_model_validator_message_without_field_prefix() -> None:
-    assert problems("""\
-        capacity_profiles: {p: {max_sessions: 1}}
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://example.org", "unsupported store scheme ftp:// (supported: sqlite://, memory://)"),
+        ("redis://", "redis:// stores are not supported yet; use the embedded store, e.g. sqlite:///data/gateway.db"),
+        ("rediss://cache:6380/0", "rediss:// stores are not supported yet"),
+        ("memory://abc", "memory:// takes no path, host or options: write memory://"),
+        ("sqlite:///x.db?foo=1", "unknown sqlite option 'foo' (known: synchronous)"),
+        ("sqlite:///x.db?synchronous=off", "synchronous must be normal or full"),
+        ("sqlite://host/x.db", "a sqlite URL has no host"),
+        ("sqlite:///", "the sqlite URL names no file"),
+        ("sqlite:///:memory:", "an in-memory SQLite database cannot be shared"),
+        ("data/gateway.db", "expected a URL such as sqlite:///data/gateway.db or memory://"),
+    ],
+)
+def test_store_urls_that_run_cannot_open_are_config_errors_at_their_line(url: str, message: str) -> None:
+    found = problems(f"""\
+        capacity_profiles: {{p: {{max_sessions: 1}}}}
         store:
-          url: ftp://example.org
-    """) == ["gateway.yaml:2: store: url must start with sqlite://, memory:// or redis://"]
+          url: "{url}"
+    """)
+    assert len(found) == 1 and found[0].startswith(f"{NAME}:3: store.url: {message}"), found
+    # the journal refuses it with the same words: one validator for check-config and run
+    with pytest.raises(ConfigError) as info:
+        open_journal(url)
+    assert info.value.problems == [f"store.url: {found[0].split('store.url: ', 1)[1]}"]
+
+
+@pytest.mark.parametrize("url", ["sqlite:///data/g.db", "SQLITE:////var/lib/g.db?synchronous=FULL", "memory://"])
+def test_store_urls_that_check_config_accepts_open(url: str, tmp_path: Path) -> None:
+    config = load(f"capacity_profiles: {{p: {{max_sessions: 1}}}}\nstore: {{url: '{url}'}}\n")
+    assert config.store.url == url
+    open_journal(config.store.url, base_dir=tmp_path)  # does not raise
 
 
 @pytest.mark.parametrize(
@@ -266,10 +295,6 @@ def test_model_validator_message_without_field_prefix() -> None:
             "gateway.yaml:2: yaml: found another document (expected a single document in the stream at line 1)",
         ),
         (
-            "a: 1\nb: !python/name:os.system x\n",
-            "gateway.yaml:2: yaml: could not determine a constructor for the tag '!python/name:os.system'",
-        ),
-        (
             "a: 1\nb: \x01\n",
             "gateway.yaml:2: yaml: unacceptable character #x0001: special characters are not allowed",
         ),
@@ -277,6 +302,78 @@ def test_model_validator_message_without_field_prefix() -> None:
 )
 def test_yaml_level_errors(text: str, expected: str) -> None:
     assert problems(text) == [expected]
+
+
+# -- values YAML would construct as something else ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["2024-13-45", "2024-02-30", "2001-12-14", "2001-12-14 21:59:43.10 -25:00", "2001-12-14t21:59:43.10-05:00"]
+)
+def test_date_like_values_stay_strings(value: str) -> None:
+    config = load(f"capacity_profiles: {{p: {{max_sessions: 1}}}}\nqueues: [{{name: {value.replace(' ', '_')}}}]\n")
+    assert config.queues[0].name == value.replace(" ", "_")
+    config = load(f"capacity_profiles: {{p: {{max_sessions: 1}}}}\nagents: [{{id: a, name: {value}, profile: p}}]\n")
+    assert config.agents[0].name == value
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("!!int x", "not valid as !!int: must be an integer (quote it if it is text)"),
+        ("0x_", "not valid as !!int: must be an integer (quote it if it is text)"),
+        ("!!float x", "not valid as !!float: must be a number (quote it if it is text)"),
+        ("!!bool x", "not valid as !!bool: must be true or false (quote it if it is text)"),
+        ("!!binary eA==", "unsupported YAML tag !!binary (write a plain value)"),
+        ("!!set {a, b}", "unsupported YAML tag !!set (write a plain mapping or list)"),
+        ("!!omap [a: 1]", "unsupported YAML tag !!omap (write a plain mapping or list)"),
+        ("!python/name:os.system x", "unsupported YAML tag !python/name:os.system (write a plain value)"),
+    ],
+)
+def test_values_their_tag_cannot_read_are_reported_at_their_line(value: str, message: str) -> None:
+    assert problems(f"""\
+        capacity_profiles: {{p: {{max_sessions: 1}}}}
+        agents:
+          - id: a
+            name: {value}
+            profile: nope
+    """) == [
+        f"gateway.yaml:4: agents.0.name: {message}",
+        "gateway.yaml:5: agents.0.profile: unknown capacity profile 'nope'",
+    ]
+
+
+def test_timestamp_tag_is_the_text_and_bad_tags_in_keys_and_lists_are_each_reported() -> None:
+    assert load("capacity_profiles: {p: {max_sessions: 1}}\nqueues: [{name: !!timestamp x}]\n").queues[0].name == "x"
+    assert problems("""\
+        capacity_profiles: {p: {max_sessions: 1}}
+        server:
+          !!int x: 1
+          port: [!!float y, !!bool z]
+          !!str host: localhost
+          !!int desktop_grace_s: 1
+    """) == [
+        "gateway.yaml:3: server.x: not valid as !!int: must be an integer (quote it if it is text)",
+        "gateway.yaml:3: server.x: unknown key",
+        "gateway.yaml:4: server.port: input should be a valid integer",
+        "gateway.yaml:4: server.port.0: not valid as !!float: must be a number (quote it if it is text)",
+        "gateway.yaml:4: server.port.1: not valid as !!bool: must be true or false (quote it if it is text)",
+        "gateway.yaml:6: server.desktop_grace_s: not valid as !!int: must be an integer (quote it if it is text)",
+    ]
+
+
+DEEP_FLOW = "x: " + "[" * 5000 + "]" * 5000
+DEEP_BLOCK = "x:" + "".join(f"\n{' ' * i}k:" for i in range(1, 300))
+
+
+@pytest.mark.parametrize("text", [DEEP_FLOW, DEEP_BLOCK])
+def test_deep_nesting_is_refused_with_its_line(text: str) -> None:
+    found = problems("capacity_profiles: {p: {max_sessions: 1}}\n" + text + "\n")
+    assert len(found) == 1 and re.fullmatch(r"gateway\.yaml:\d+: yaml: nested deeper than 64 levels", found[0])
+    deep_but_fine = "x: " + "[" * 60 + "]" * 60
+    assert problems("capacity_profiles: {p: {max_sessions: 1}}\n" + deep_but_fine + "\n") == [
+        "gateway.yaml:2: x: unknown key"
+    ]
 
 
 def test_invalid_utf8_is_reported_with_its_line() -> None:
@@ -392,6 +489,60 @@ def test_all_problems_are_reported_together_sorted_by_line() -> None:
     ]
 
 
+def test_one_pass_reports_shape_errors_references_profile_rules_store_and_vendor_settings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # before: a shape error anywhere hid the references, the profile rules of a profile with
+    # another problem, and the store URL (refused only by `run`, without a line)
+    write("""\
+        server: {port: 99999}
+        store: {url: "memory://abc"}
+        capacity_profiles:
+          p:
+            max_sessions: 2
+            reserved_inbound: 2
+            colour: red
+            units: {voice: 3}
+            channels: {chat: 0, fax: 1}
+          q:
+            max_sessions: 70
+            units: {voice: 80}
+            max_units: 0
+        queues:
+          - {name: support, policy: fastest}
+          - {name: support}
+        agents:
+          - {id: a1, profile: r, queues: [support, sails]}
+          - {id: a1, profile: p, queues: [support], token_sha256: xyz}
+        vendors:
+          - {name: hooks, adapter: webhook, secret: short}
+          - {name: hooks, adapter: carrier-pigeon}
+    """)
+    assert main(["check-config", NAME]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "gateway.yaml:1: server.port: input should be less than or equal to 65535",
+        "gateway.yaml:2: store.url: memory:// takes no path, host or options: write memory://",
+        "gateway.yaml:4: capacity_profiles.p: reserved_inbound (2) must be below max_sessions (2), "
+        "or no manual session could ever start",
+        "gateway.yaml:7: capacity_profiles.p.colour: unknown key",
+        "gateway.yaml:8: capacity_profiles.p.units.voice: 3 exceeds max_units (2): "
+        "a voice session could never be admitted",
+        "gateway.yaml:9: capacity_profiles.p.channels.fax: invalid key: "
+        "input should be 'voice', 'chat', 'email' or 'manual'",
+        "gateway.yaml:11: capacity_profiles.q.max_sessions: input should be less than or equal to 64",
+        "gateway.yaml:13: capacity_profiles.q.max_units: input should be greater than or equal to 1",
+        "gateway.yaml:15: queues.0.policy: input should be 'longest_idle' or 'least_busy'",
+        "gateway.yaml:16: queues.1.name: duplicate queue 'support'",
+        "gateway.yaml:18: agents.0.profile: unknown capacity profile 'r'",
+        "gateway.yaml:18: agents.0.queues.1: unknown queue 'sails'",
+        "gateway.yaml:19: agents.1.id: duplicate agent 'a1'",
+        "gateway.yaml:19: agents.1.token_sha256: string should match pattern '^[0-9a-fA-F]{64}$'",
+        "gateway.yaml:21: vendors.0.secret: must be at least 16 characters",
+        "gateway.yaml:22: vendors.1.adapter: unknown adapter 'carrier-pigeon' (known: webhook)",
+        "gateway.yaml:22: vendors.1.name: duplicate vendor 'hooks'",
+    ]
+
+
 # -- the command line ----------------------------------------------------------------------
 
 
@@ -417,6 +568,7 @@ def test_check_config_prints_every_problem_to_stderr(capsys: pytest.CaptureFixtu
     assert captured.out == ""
     assert captured.err.splitlines() == [
         "gateway.yaml:1: capacity_profiles.p.max_sessions: input should be greater than or equal to 1",
+        "gateway.yaml:2: agents.0.profile: unknown capacity profile 'nope'",
         "gateway.yaml:2: agents.0.x: unknown key",
     ]
 

