@@ -73,6 +73,14 @@ class _Timer(StrEnum):
     WRAP = "wrap"
     WAIT = "wait"
     GRACE = "grace"
+    #: while focus time counts: note in the journal that the gateway is alive (see restore)
+    CHECKPOINT = "checkpoint"
+
+
+#: How often, while some session's focus time is counting, the journal learns that the
+#: gateway is alive: after a crash no more than this much focus time before it is lost,
+#: and none of the downtime ever counts.
+FOCUS_CHECKPOINT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -100,6 +108,7 @@ class Engine:
         vendor_capabilities: Mapping[str, VendorCapabilities] | None = None,
         dedup_window_s: float = 86_400.0,
         closed_retention_s: float = 3_600.0,
+        focus_checkpoint_s: float = FOCUS_CHECKPOINT_S,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -109,6 +118,9 @@ class Engine:
         self._dedup_window = dedup_window_s
         self._closed_retention = closed_retention_s
         self._grace_s = config.server.desktop_grace_s
+        self._checkpoint_s = focus_checkpoint_s
+        self._checkpoint_at: float | None = None
+        self._alive_due = False
 
         self.queues: dict[str, QueueConfig] = {q.name: q for q in config.queues}
         self._agents: dict[str, _Agent] = {a.id: _Agent(a, config.capacity_profiles[a.profile]) for a in config.agents}
@@ -645,6 +657,7 @@ class Engine:
             if session.flagged:
                 session.flagged = False
                 self._changed(session, "unflagged", now)
+        self._sync_focus(agent, now)
         return self.agent(agent_id)
 
     def desktop_disconnected(self, agent_id: str) -> None:
@@ -655,6 +668,7 @@ class Engine:
         agent.grace_deadline = now + self._grace_s
         self._dirty_agents.add(agent_id)
         self._arm(agent.grace_deadline, _Timer.GRACE, agent_id)
+        self._sync_focus(agent, now)
 
     # ------------------------------------------------------------------ persistence
 
@@ -665,16 +679,21 @@ class Engine:
             interaction = self._interaction_of(session)
             if interaction is not None:
                 self._dirty_interactions[interaction.key] = interaction
+        meta: StateDict = (
+            {"idle_seq": self._idle_seq, "wait_seq": self._waiting.last_seq}
+            if self._dirty_agents or self._dirty_interactions
+            else {}
+        )
+        if meta or self._alive_due or self._dirty_sessions or self._new_events:
+            # every write also says "alive at": restore ends open focus intervals there
+            meta["alive_at"] = now
+        self._alive_due = False
         changes = Changes(
             sessions=[session_to_state(s, now) for s in self._dirty_sessions.values()],
             interactions=[interaction_to_state(i) for i in self._dirty_interactions.values()],
             agents=[self._agent_state(a) for a in sorted(self._dirty_agents)],
             events=self._new_events,
-            meta=(
-                {"idle_seq": self._idle_seq, "wait_seq": self._waiting.last_seq}
-                if self._dirty_agents or self._dirty_interactions
-                else {}
-            ),
+            meta=meta,
         )
         self._dirty_sessions = {}
         self._dirty_interactions = {}
@@ -739,9 +758,19 @@ class Engine:
                 self._arm(session.deadline, _Timer.OFFER, session.id)
             elif session.state is SessionState.WRAP_UP and session.deadline is not None:
                 self._arm(session.deadline, _Timer.WRAP, session.id)
+        # No desktop survives a restart, so no focus time counts now; and none counts for the
+        # downtime: an interval that was open ends when the gateway was last known alive
+        # (its last journal write, at least every FOCUS_CHECKPOINT_S while focus counted).
+        alive_at = snapshot.meta.get("alive_at")
         for agent in self._agents.values():
             if agent.focused is not None and agent.focused not in agent.open_sessions:
                 agent.focused = None
+            for session in agent.open_sessions.values():
+                if session.focused_since is not None:
+                    end = session.focused_since if alive_at is None else min(float(alive_at), now)
+                    session.pause_focus(max(end, session.focused_since))
+                    self._dirty_sessions[session.id] = session
+                session.focused = agent.focused == session.id
         waiting: list[Interaction] = []
         for row in snapshot.interactions:
             interaction = interaction_from_state(row)
@@ -1064,9 +1093,39 @@ class Engine:
             agent.focused = None
             self._changed(previous, "unfocused", now)
         if session is not None and agent.focused != session.id:
-            session.enter_focus(now)
+            counting = self._counts_focus(agent)
+            session.enter_focus(now, counting=counting)
             agent.focused = session.id
             self._changed(session, "focused", now)
+            if counting:
+                self._arm_checkpoint(now)
+
+    def _counts_focus(self, agent: _Agent) -> bool:
+        """Whether focus time counts for the agent now: a desktop of it is connected (somebody
+        looks at the focused session) and it is not offline."""
+        return agent.desktop_connected and self.store.get(agent.config.id).presence is not Presence.OFFLINE
+
+    def _sync_focus(self, agent: _Agent, now: float) -> None:
+        """Start or stop the focused session's clock after the desktop or the presence changed.
+
+        The focus itself stays (the desktop that comes back shows it, ``hello`` says so); only
+        the time that counts toward ``focus_ms`` pauses and resumes."""
+        if agent.focused is None:
+            return
+        session = self.sessions[agent.focused]
+        if self._counts_focus(agent):
+            if session.focused_since is None:
+                session.resume_focus(now)
+                self._dirty_sessions[session.id] = session
+                self._arm_checkpoint(now)
+        elif session.focused_since is not None:
+            session.pause_focus(now)
+            self._dirty_sessions[session.id] = session
+
+    def _arm_checkpoint(self, now: float) -> None:
+        if self._checkpoint_at is None:
+            self._checkpoint_at = now + self._checkpoint_s
+            self._arm(self._checkpoint_at, _Timer.CHECKPOINT, None)
 
     def _presence(self, agent_id: str, presence: Presence, reason: str | None, now: float) -> None:
         agent = self._agents[agent_id]
@@ -1076,6 +1135,7 @@ class Engine:
         if presence is Presence.READY and before is not Presence.READY:
             self._touch_idle(agent, now)
         self._refresh(agent_id)
+        self._sync_focus(agent, now)
         self.outbox.append(PresenceChanged(agent_id, presence.value, reason))
         self._to_agent(agent_id, "agent.presence", presence={"state": presence.value, "reason": reason})
         if presence is Presence.OFFLINE:
@@ -1126,6 +1186,8 @@ class Engine:
             return (
                 interaction is not None and interaction.phase is Phase.WAITING and interaction.wait_deadline == deadline
             )
+        if kind is _Timer.CHECKPOINT:
+            return deadline == self._checkpoint_at
         agent = self._agents.get(ref)
         return agent is not None and not agent.desktop_connected and agent.grace_deadline == deadline
 
@@ -1150,6 +1212,14 @@ class Engine:
             self._waiting.remove(ref)
             interaction.wait_deadline = None
             self._decide_reject(interaction, Reason.QUEUE_TIMEOUT, at, late=True)
+        elif kind is _Timer.CHECKPOINT:
+            self._checkpoint_at = None
+            self._alive_due = True
+            if any(
+                a.focused is not None and self.sessions[a.focused].focused_since is not None
+                for a in self._agents.values()
+            ):
+                self._arm_checkpoint(self.clock.now())
         else:
             agent = self._agents[ref]
             agent.grace_deadline = None

@@ -152,6 +152,7 @@ def session_to_state(session: Session, now: float) -> StateDict:
         "transferred_from": session.transferred_from,
         "transferred_to": session.transferred_to,
         "units": session.units,
+        "focused": session.focused,
         "focused_since": session.focused_since,
         "focus_ms_closed": session.focus_ms_closed,
         "deadline": session.deadline,
@@ -183,6 +184,8 @@ def session_from_state(body: StateDict) -> Session:
         transferred_from=body.get("transferred_from"),
         transferred_to=body.get("transferred_to"),
         units=body.get("units", 1),
+        # journals written before "focused" was kept: an open interval meant focused
+        focused=bool(body.get("focused", body.get("focused_since") is not None)),
         focused_since=body.get("focused_since"),
         focus_ms_closed=body.get("focus_ms_closed", 0),
         deadline=body.get("deadline"),

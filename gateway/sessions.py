@@ -96,7 +96,10 @@ class Session:
     transferred_to: str | None = None
     #: Units this session weighs on its agent (kept so release matches reserve exactly).
     units: int = 1
-    #: When the open focus interval started (None: not focused).
+    #: Whether this is its agent's focused session (the one the desktop shows).
+    focused: bool = False
+    #: When the open focus interval started: None while not focused, and while focused
+    #: but not counted (no desktop connected, or the agent offline; see the engine).
     focused_since: float | None = None
     #: Milliseconds of the closed focus intervals, unrounded: rounding each interval would let
     #: their sum pass the elapsed time; :meth:`focus_ms` rounds once.
@@ -118,14 +121,27 @@ class Session:
         open_ms = max(0.0, (now - self.focused_since) * 1000) if self.focused_since is not None else 0.0
         return int(round(self.focus_ms_closed + open_ms))
 
-    def enter_focus(self, now: float) -> None:
-        if self.focused_since is None:
-            self.focused_since = now
+    def enter_focus(self, now: float, *, counting: bool = True) -> None:
+        """Become the focused session; the time counts from ``now`` if ``counting``."""
+        self.focused = True
+        if counting:
+            self.resume_focus(now)
 
     def leave_focus(self, now: float) -> None:
+        """No longer the focused session: the open interval (if any) ends at ``now``."""
+        self.pause_focus(now)
+        self.focused = False
+
+    def pause_focus(self, now: float) -> None:
+        """Still focused, but the time stops counting at ``now`` (nobody is looking)."""
         if self.focused_since is not None:
             self.focus_ms_closed += max(0.0, (now - self.focused_since) * 1000)
             self.focused_since = None
+
+    def resume_focus(self, now: float) -> None:
+        """A focused session's time counts again from ``now``."""
+        if self.focused and self.focused_since is None:
+            self.focused_since = now
 
     @property
     def handle_ms(self) -> int | None:
@@ -161,7 +177,7 @@ class Session:
             "notes": [note.as_dict() for note in self.notes],
             "transferred_from": self.transferred_from,
             "transferred_to": self.transferred_to,
-            "focused": self.focused_since is not None,
+            "focused": self.focused,
             "flagged": self.flagged,
         }
 

@@ -220,6 +220,7 @@ async def test_manual_session_201_and_409_with_the_reason(gw: Gateway) -> None:
 
 async def test_session_lifecycle_over_rest_and_the_record(gw: Gateway) -> None:
     await gw.ready("a1")
+    desk = await gw.ws("a1")  # focus time counts only while a desktop is connected
     sid = await gw.offer("a1", channel="voice", attributes={"account_id": "acct-7"})
     offered = await gw.json("GET", f"/v1/sessions/{sid}", "a1")
     assert offered["state"] == "offered" and offered["account"] == {"state": "identified", "id": "acct-7"}
@@ -251,6 +252,7 @@ async def test_session_lifecycle_over_rest_and_the_record(gw: Gateway) -> None:
     assert record["state"] == "closed"
     assert (record["handle_ms"], record["focus_ms"], record["wrap_ms"]) == (8000, 5000, 30000)
     assert record["offered_at"] == "2023-11-14T22:13:20.000Z"
+    await desk.close()
 
     # and long after the engine forgot it, from the journal
     await gw.advance(7200)
@@ -320,6 +322,7 @@ async def test_send_a_chat_reply(gw: Gateway) -> None:
 
 async def test_report_json_and_csv(gw: Gateway) -> None:
     await gw.ready("a1")
+    desk = await gw.ws("a1")  # focus time counts only while a desktop is connected
     first = await gw.offer("a1", channel="chat")
     await gw.json("POST", f"/v1/sessions/{first}/accept", "a1")
     await gw.json("POST", f"/v1/sessions/{first}/focus", "a1")
@@ -334,6 +337,7 @@ async def test_report_json_and_csv(gw: Gateway) -> None:
         assert tuple(row) == REPORT_COLUMNS
     row = body["sessions"][0]
     assert (row["handle_ms"], row["focus_ms"], row["wrap_ms"], row["outcome"]) == (4000, 4000, 0, "completed")
+    await desk.close()
 
     response = await gw.request("GET", "/v1/reports/sessions?format=csv", "supervisor")
     assert response.status == 200

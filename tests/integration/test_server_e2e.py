@@ -325,6 +325,55 @@ async def test_after_a_crash_the_reconnecting_desktop_gets_hello_with_its_open_s
     await again.close()
 
 
+async def test_focus_time_never_counts_the_downtime_or_a_missing_desktop(
+    gateway_process: GatewayFactory, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Issue 6 item 8: "2.3 s became 6.9 s across a 2 s stop". Focus time counts only while a
+    desktop is connected; a stop (SIGTERM) or a crash (SIGKILL) never adds to it."""
+    proc = gateway_process(config(tmp_path)).start()
+    client = client_for(http, proc.base)
+
+    async def focus_ms(sid: str) -> int:
+        record = await client.ok("GET", f"/v1/sessions/{sid}", "d1")
+        assert record["focused"] is True
+        return int(record["focus_ms"])
+
+    desk = await Desktop.connect(http, client, "d1")
+    assert (await desk.receive())["type"] == "hello"
+    await desk.ask({"type": "presence", "state": "ready", "ref": "p"})
+    sid = (await desk.ask({"type": "new_session", "ref": "n"}))["session"]["id"]
+    await asyncio.sleep(1.0)
+    before_stop = await focus_ms(sid)
+    assert before_stop >= 900
+    assert proc.terminate() == 0
+    stopped = time.monotonic()
+    await desk.close()
+    await asyncio.sleep(1.5)  # the downtime
+    proc.start()
+    down = time.monotonic() - stopped
+    after_stop = await focus_ms(sid)
+    # counted until the desktop was closed by the shutdown, none of the downtime
+    assert before_stop <= after_stop < before_stop + 500, (before_stop, after_stop, down)
+    await asyncio.sleep(0.5)  # no desktop: nothing counts
+    assert await focus_ms(sid) == after_stop
+
+    desk = await Desktop.connect(http, client, "d1")
+    hello = await desk.receive()
+    assert [s["focused"] for s in hello["agent"]["sessions"]] == [True]
+    await asyncio.sleep(1.0)
+    before_kill = await focus_ms(sid)
+    assert before_kill >= after_stop + 900
+    proc.kill()
+    await desk.close()
+    await asyncio.sleep(1.0)
+    proc.start()
+    after_kill = await focus_ms(sid)
+    # a crash loses at most the last focus checkpoint's worth (5 s), never adds the downtime
+    assert before_kill - 5500 <= after_kill <= before_kill + 200, (before_kill, after_kill)
+    await asyncio.sleep(0.3)
+    assert await focus_ms(sid) == after_kill
+
+
 # ---------------------------------------------------------------------------- decisions
 
 

@@ -265,6 +265,8 @@ class EngineMachine(RuleBasedStateMachine):
         self.idle: dict[str, int] = {a: 0 for a in AGENTS}
         self.presence: dict[str, str] = {a: "offline" for a in AGENTS}
         self.grace: dict[str, float | None] = {a: None for a in AGENTS}
+        #: whether the agent has a desktop connected (focus time counts only then)
+        self.desktop: dict[str, bool] = {a: False for a in AGENTS}
         #: whether the engine has fired its timers at the current clock time
         self.synced = True
         self.healthy = True
@@ -490,6 +492,7 @@ class EngineMachine(RuleBasedStateMachine):
         for agent, state, desktop in zip(AGENTS, presences, desktops, strict=True):
             if desktop:
                 assert not isinstance(self.call(self.engine.desktop_connected, agent), ActionError)
+                self.desktop[agent] = True
             if state != "offline":
                 assert not isinstance(self.call(self.engine.set_presence, agent, state), ActionError)
 
@@ -779,22 +782,43 @@ class EngineMachine(RuleBasedStateMachine):
         if connected:
             result = self.call(self.engine.desktop_connected, agent)
             self.grace[agent] = None
+            self.desktop[agent] = True
             assert not isinstance(result, ActionError), result
             assert not any(s.flagged for s in self.engine.open_sessions(agent))
         else:
             self.sync()
             self.grace[agent] = self.now() + GRACE_S
+            self.desktop[agent] = False
             result = self.call(self.engine.desktop_disconnected, agent)
             assert not isinstance(result, ActionError), result
 
     @rule(seconds=DURATIONS, fire=st.booleans())
     @step
     def advance(self, seconds: float, fire: bool) -> None:
-        """Time passes; the server's timer may or may not have fired yet (the next call fires it)."""
+        """Time passes; the server's timer may or may not have fired yet (the next call fires it).
+
+        Focus time grows only while somebody looks (issue 6 item 8): by at most the time
+        passed for the focused session of an agent with a desktop connected that is not
+        offline, and not at all for any other session (timers that fire meanwhile only stop
+        clocks: a grace period ends after the desktop left, a wrap-up closes the session)."""
+        self.sync()
+        before = {sid: s.focus_ms(self.now()) for sid, s in self.engine.sessions.items() if s.occupying}
+        looked_at = {
+            self.engine.focused_session(a)
+            for a in AGENTS
+            if self.desktop[a] and self.presence[a] != "offline" and self.engine.focused_session(a) is not None
+        }
         self.clock.advance(seconds)
         self.synced = False
         if fire:
             self.sync()
+        for sid, focus_before in before.items():
+            s = self.engine.sessions[sid]
+            grown = s.focus_ms(s.closed_at if s.closed_at is not None else self.now()) - focus_before
+            if sid in looked_at:
+                assert 0 <= grown <= seconds * 1000 + 1, f"{sid}: focus grew {grown} ms in {seconds} s"
+            else:
+                assert grown == 0, f"{sid}: focus grew {grown} ms while nobody looked at it"
 
     # ------------------------------------------------------------------ vendor events
 
@@ -1132,9 +1156,16 @@ class EngineMachine(RuleBasedStateMachine):
         # -- DESIGN 5: focus
         focused: dict[str, list[str]] = defaultdict(list)
         for s in e.sessions.values():
-            if s.focused_since is not None:
+            if s.focused:
                 focused[s.agent_id].append(s.id)
                 assert s.state in (SessionState.ACTIVE, SessionState.WRAP_UP), f"{s.id} focused while {s.state}"
+            # the focus clock runs exactly while somebody looks: the agent's desktop is
+            # connected and the agent is not offline (issue 6 item 8)
+            looking = self.desktop[s.agent_id] and e.presence_of(s.agent_id) is not Presence.OFFLINE
+            assert (s.focused_since is not None) == (s.focused and looking), (
+                f"{s.id}: focus clock {'runs' if s.focused_since is not None else 'stopped'}, focused={s.focused}, "
+                f"desktop={self.desktop[s.agent_id]}, presence={e.presence_of(s.agent_id)}"
+            )
             end = s.closed_at if s.closed_at is not None else now
             elapsed = ms_between(s.offered_at, end)
             assert elapsed is not None and s.focus_ms(end) <= elapsed, (

@@ -65,8 +65,10 @@ def make_engine(
     capabilities: Mapping[str, VendorCapabilities] | None = None,
     dedup_window_s: float = 86_400.0,
     closed_retention_s: float = 3_600.0,
+    desktops: Iterable[str] = (),
 ) -> Engine:
-    """An engine on a ManualClock at T0; ``ready`` agents (default: all, in order) made ready."""
+    """An engine on a ManualClock at T0; ``ready`` agents (default: all, in order) made ready;
+    the ``desktops`` agents have a desktop connected (focus time counts only then)."""
     config = make_config(profiles=profiles, queues=queues, agents=agents, desktop_grace_s=desktop_grace_s)
     ids = itertools.count(1)
     engine = Engine(
@@ -79,6 +81,8 @@ def make_engine(
     )
     for agent_id in engine.agent_ids() if ready is None else ready:
         engine.set_presence(agent_id, "ready")
+    for agent_id in desktops:
+        engine.desktop_connected(agent_id)
     engine.drain()
     return engine
 

@@ -3,11 +3,15 @@ accounts (one session only), customer messages and updates, chat replies (DESIGN
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from gateway.engine import FOCUS_CHECKPOINT_S, Engine
 from gateway.errors import ActionError, CapacityRejected
 from gateway.events import Channel, Customer
 from gateway.notices import VendorAction
+from gateway.records.memory import MemoryJournal
 from gateway.sessions import Outcome, SessionState
 
 from .conftest import (
@@ -18,6 +22,7 @@ from .conftest import (
     agent_spec,
     assert_all_zero,
     assert_counters_exact,
+    clock_of,
     event,
     in_use,
     make_engine,
@@ -49,7 +54,7 @@ def test_a_manual_session_is_created_active_and_focused() -> None:
 
 
 def test_a_new_manual_session_takes_the_focus_from_the_previous_one() -> None:
-    engine = make_engine()
+    engine = make_engine(desktops=["a1"])
     engine.new_session("a1")
     advance(engine, 2)
     engine.new_session("a1")
@@ -101,7 +106,7 @@ def test_a_manual_session_without_label_gets_a_default_title() -> None:
 
 
 def test_ending_a_manual_session_frees_its_slot_and_its_focus() -> None:
-    engine = make_engine()
+    engine = make_engine(desktops=["a1"])
     engine.new_session("a1")
     advance(engine, 12.5)
     session = engine.end("s1")
@@ -140,7 +145,7 @@ def test_an_agent_has_at_most_one_focused_session() -> None:
 
 
 def test_focus_time_is_the_exact_sum_of_the_focused_intervals() -> None:
-    engine = make_engine()
+    engine = make_engine(desktops=["a1"])
     engine.handle_event(offer("i1", agent="a1"))
     engine.handle_event(offer("i2", agent="a1"))
     engine.accept("s1")
@@ -171,7 +176,7 @@ def test_focus_none_leaves_every_session() -> None:
 
 
 def test_focusing_the_focused_session_again_changes_nothing() -> None:
-    engine = make_engine()
+    engine = make_engine(desktops=["a1"])
     engine.new_session("a1")
     advance(engine, 3)
     engine.drain()
@@ -182,7 +187,7 @@ def test_focusing_the_focused_session_again_changes_nothing() -> None:
 
 
 def test_a_focused_session_keeps_counting_in_wrap_up_and_stops_when_closed() -> None:
-    engine = make_engine(profiles={"std": {"max_sessions": 3, "wrap_up_s": {"chat": 10}}})
+    engine = make_engine(profiles={"std": {"max_sessions": 3, "wrap_up_s": {"chat": 10}}}, desktops=["a1"])
     engine.handle_event(offer("i1"))
     engine.accept("s1")
     engine.focus("a1", "s1")
@@ -215,6 +220,138 @@ def test_focus_is_per_agent() -> None:
     engine.new_session("a2")
     engine.focus("a1", None)
     assert engine.focused_session("a2") == "s2"
+
+
+# ---------------------------------------------------------------------- focus time counts only while somebody looks
+# (issue 6 item 8): a desktop of the agent is connected and the agent is not offline.
+
+
+def focus_ms(engine: Engine, sid: str) -> int:
+    return engine.session(sid).focus_ms(engine.clock.now())
+
+
+def test_focus_time_stops_when_the_last_desktop_goes_and_resumes_when_one_is_back() -> None:
+    engine = make_engine(desktops=["a1"])
+    engine.new_session("a1")
+    advance(engine, 3)
+    assert focus_ms(engine, "s1") == 3000
+    engine.desktop_disconnected("a1")  # the agent's last socket closed (the hub counts them)
+    engine.drain()
+    advance(engine, 30)  # within the grace period
+    assert focus_ms(engine, "s1") == 3000
+    # the focus itself stays: the desktop that comes back shows that session
+    assert engine.focused_session("a1") == "s1"
+    assert engine.session("s1").as_dict(engine.clock.now())["focused"] is True
+    hello = engine.desktop_connected("a1")
+    assert [s["focused"] for s in hello["sessions"]] == [True]
+    advance(engine, 4)
+    assert focus_ms(engine, "s1") == 7000
+
+
+def test_focus_time_stops_past_the_grace_period_and_waits_for_presence() -> None:
+    engine = make_engine(desktops=["a1"], desktop_grace_s=60)
+    engine.new_session("a1")
+    advance(engine, 2.3)
+    engine.desktop_disconnected("a1")
+    advance(engine, 600)  # the grace period ends: the agent goes offline
+    assert engine.presence_of("a1").value == "offline"
+    assert focus_ms(engine, "s1") == 2300
+    engine.desktop_connected("a1")  # back, but offline: nobody works here yet
+    advance(engine, 10)
+    assert focus_ms(engine, "s1") == 2300
+    engine.set_presence("a1", "not_ready")
+    advance(engine, 1)
+    assert focus_ms(engine, "s1") == 3300
+
+
+def test_focus_time_stops_while_the_agent_is_offline() -> None:
+    engine = make_engine(desktops=["a1"])
+    engine.new_session("a1")
+    advance(engine, 1)
+    engine.set_presence("a1", "offline")
+    advance(engine, 50)
+    assert focus_ms(engine, "s1") == 1000
+    engine.set_presence("a1", "ready")
+    advance(engine, 0.5)
+    assert focus_ms(engine, "s1") == 1500
+    # focusing while offline is remembered, and counts from when the agent is back
+    engine.handle_event(offer("i1", agent="a1"))
+    engine.accept("s2")
+    engine.set_presence("a1", "offline")
+    engine.focus("a1", "s2")
+    advance(engine, 7)
+    assert (focus_ms(engine, "s1"), focus_ms(engine, "s2")) == (1500, 0)
+    engine.set_presence("a1", "ready")
+    advance(engine, 2)
+    assert (focus_ms(engine, "s1"), focus_ms(engine, "s2")) == (1500, 2000)
+
+
+def test_without_any_desktop_focus_is_kept_but_no_time_counts() -> None:
+    engine = make_engine()  # driven over REST only: nobody looks
+    engine.new_session("a1")
+    advance(engine, 5)
+    assert engine.focused_session("a1") == "s1" and focus_ms(engine, "s1") == 0
+    engine.desktop_connected("a1")
+    advance(engine, 5)
+    assert focus_ms(engine, "s1") == 5000
+
+
+def journal_of(engine: Engine, journal: MemoryJournal) -> None:
+    """Write what changed (what the runtime does after every engine call)."""
+    changes = engine.take_changes()
+    if changes:
+        asyncio.run(journal.commit(changes))
+
+
+def restarted(engine: Engine, journal: MemoryJournal, at: float) -> Engine:
+    """A fresh engine restored from ``journal`` at time ``at`` (the old one crashed)."""
+    fresh = make_engine(ready=[])
+    clock_of(fresh).set(at)
+    fresh.restore(asyncio.run(journal.load(since=at - 86_400)))
+    fresh.drain()
+    return fresh
+
+
+def test_no_focus_time_spans_a_restart() -> None:
+    """The reporter's case: 2.3 s focused, a 2 s stop, and focus_ms was 6.9 s afterwards."""
+    journal = MemoryJournal()
+    asyncio.run(journal.open())
+    engine = make_engine(desktops=["a1"])
+    engine.new_session("a1")
+    journal_of(engine, journal)
+    advance(engine, 2.3)
+    engine.note("s1", "still here")  # the last thing written before the crash
+    journal_of(engine, journal)
+    fresh = restarted(engine, journal, engine.clock.now() + 2)
+    assert focus_ms(fresh, "s1") == 2300
+    assert fresh.focused_session("a1") == "s1"  # the desktop that comes back shows it
+    advance(fresh, 2.6)  # no desktop yet: nothing counts
+    assert focus_ms(fresh, "s1") == 2300
+    journal_of(fresh, journal)
+    fresh.set_presence("a1", "ready")
+    fresh.desktop_connected("a1")
+    advance(fresh, 1)
+    assert focus_ms(fresh, "s1") == 3300
+
+
+def test_after_a_crash_focus_counts_up_to_the_last_checkpoint_never_into_the_downtime() -> None:
+    journal = MemoryJournal()
+    asyncio.run(journal.open())
+    engine = make_engine(desktops=["a1"])
+    engine.new_session("a1")
+    journal_of(engine, journal)
+    for _ in range(12):  # 12 s of looking at it, nothing else happening
+        advance(engine, 1)
+        journal_of(engine, journal)
+    assert focus_ms(engine, "s1") == 12_000
+    fresh = restarted(engine, journal, engine.clock.now() + 30)
+    # checkpoints every FOCUS_CHECKPOINT_S: at most that much focus time is lost
+    assert 12_000 - FOCUS_CHECKPOINT_S * 1000 <= focus_ms(fresh, "s1") <= 12_000
+    assert focus_ms(fresh, "s1") == 10_000
+    # no checkpoints while nothing counts: the only timer is the desktop's grace period
+    assert fresh.next_deadline() == fresh.clock.now() + 60
+    advance(fresh, 60)
+    assert fresh.next_deadline() is None
 
 
 # ============================================================================ notes and account
