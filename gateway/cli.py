@@ -25,6 +25,9 @@ __all__ = ["build_parser", "main"]
 #: Exit status for invalid input: bad arguments (argparse's own choice) or a bad config.
 EXIT_INVALID = 2
 
+#: Exit status of ``simulate`` when the gateway does not answer (nothing was sent).
+EXIT_UNREACHABLE = 3
+
 #: The configuration ``run`` uses when no --config is given.
 DEFAULT_CONFIG = "config/gateway.yaml"
 
@@ -216,7 +219,9 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
             "(a --channel mix, to --queue and/or --agent targets), each assigned or queued one ended "
             "--hold seconds later; then print the decisions, rejection reasons, latency percentiles "
             "and errors. Bounded by --count and --duration. Sends to loopback addresses only unless "
-            "--allow-remote. Exit status: 0 without errors, 1 with errors, 2 for bad arguments."
+            "--allow-remote. Prints a progress line to stderr every second (--quiet: none). "
+            "Exit status: 0 without errors, 1 with errors, 2 for bad arguments, 3 when the gateway "
+            "is not reachable (nothing is sent then)."
         ),
     )
     parser.add_argument(
@@ -259,6 +264,7 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--seed", type=int, help="random seed of the channel and target choice")
     parser.add_argument("--allow-remote", action="store_true", help="allow a gateway that is not on a loopback address")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--quiet", action="store_true", help="print no progress lines while running")
     parser.set_defaults(handler=_simulate)
 
 
@@ -266,7 +272,15 @@ def _simulate(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from .simulate import SimulateError, SimulateOptions, options_from_config, parse_channel_mix, simulate
+    from .simulate import (
+        GatewayUnreachable,
+        SimulateError,
+        SimulateOptions,
+        Summary,
+        options_from_config,
+        parse_channel_mix,
+        simulate,
+    )
 
     defaults: dict[str, Any] = {}
     try:
@@ -301,8 +315,15 @@ def _simulate(args: argparse.Namespace) -> int:
     except SimulateError as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return EXIT_INVALID
+
+    def show_progress(summary: Summary, elapsed_s: float) -> None:
+        print(summary.progress_line(elapsed_s), file=sys.stderr, flush=True)
+
     try:
-        summary = asyncio.run(simulate(options))
+        summary = asyncio.run(simulate(options, progress=None if args.quiet else show_progress))
+    except GatewayUnreachable as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         print("simulate: interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,13 @@ back and the run leaves nothing open. Then it prints a summary: the decisions by
 rejection reason, the answer latency of the offers (p50 / p95 / p99 / max), the rate it
 achieved, and every error (transport failures, timeouts, answers that are not decisions).
 
+Before the first offer it asks the gateway's ``/healthz``: a gateway that is not reachable
+(nothing listening, a wrong host, not a cti-gateway) stops the run at once with
+:class:`GatewayUnreachable` (one line from the command, exit status 3) instead of a summary
+full of connection errors. While it runs, an optional ``progress`` callback is called every
+``progress_interval`` seconds (the command prints a line to stderr: sent, assigned,
+rejected, queued, errors, rate).
+
 Bounded by construction: at most ``count`` offers, none sent after ``duration`` seconds,
 each request with a timeout, at most ``concurrency`` offers (and as many ends) in flight; the run ends at
 the latest ``duration + hold + timeout`` seconds after it started. It refuses to send to
@@ -23,11 +30,12 @@ import asyncio
 import ipaddress
 import json
 import math
+import os
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -41,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "INBOUND",
+    "GatewayUnreachable",
     "SimulateOptions",
     "Summary",
     "check_url",
@@ -62,6 +71,14 @@ MAX_CONCURRENCY = 1000
 
 class SimulateError(ValueError):
     """The options cannot work (bad URL, refused remote host, empty target list ...)."""
+
+
+class GatewayUnreachable(RuntimeError):
+    """Nothing at the URL answers as a gateway: the run did not start."""
+
+
+#: Seconds the reachability check may take at most (less when ``timeout`` is lower).
+PROBE_TIMEOUT_S = 5.0
 
 
 def parse_channel_mix(specs: Sequence[str]) -> dict[str, float]:
@@ -212,6 +229,16 @@ class Summary:
         answered = self.offers_answered + self.ends_answered
         return answered / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    def progress_line(self, elapsed_s: float) -> str:
+        """One line about the run so far (the command prints one every second)."""
+        rate = self.offers_answered / elapsed_s if elapsed_s > 0 else 0.0
+        return (
+            f"simulate {self.run_id}: {elapsed_s:5.1f} s: {self.offers_sent}/{self.offers_planned} sent, "
+            f"{self.decisions['assigned']} assigned, {self.decisions['rejected']} rejected, "
+            f"{self.decisions['queued']} queued, {self.ends_answered} ended, {self.error_count} errors, "
+            f"{rate:.1f} offers/s"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "url": self.url,
@@ -252,8 +279,46 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-async def simulate(options: SimulateOptions, *, http: aiohttp.ClientSession | None = None) -> Summary:
-    """Run one simulation (see the module documentation) and return its summary."""
+Progress = Callable[["Summary", float], None]
+
+
+async def probe(http: aiohttp.ClientSession, base: str, *, timeout: float) -> None:
+    """Check that a gateway answers at ``base``; raises :class:`GatewayUnreachable` saying why."""
+    try:
+        async with http.get(f"{base}/healthz", timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            status = response.status
+            await response.read()
+    except TimeoutError:
+        raise GatewayUnreachable(f"the gateway at {base} is not reachable: no answer within {timeout:g} s") from None
+    except aiohttp.ClientConnectorError as exc:
+        error = exc.os_error
+        reason = (
+            os.strerror(error.errno).lower() if error.errno and error.errno > 0 else str(error) or type(exc).__name__
+        )
+        raise GatewayUnreachable(
+            f"the gateway at {base} is not reachable: {reason} (is `cti-gateway run` started, on this port?)"
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise GatewayUnreachable(f"the gateway at {base} is not reachable: {type(exc).__name__}: {exc}") from None
+    if status != 200:
+        raise GatewayUnreachable(
+            f"{base} answered GET /healthz with HTTP {status}, not 200: is it a cti-gateway (check --url)?"
+        )
+
+
+async def simulate(
+    options: SimulateOptions,
+    *,
+    http: aiohttp.ClientSession | None = None,
+    progress: Progress | None = None,
+    progress_interval: float = 1.0,
+) -> Summary:
+    """Run one simulation (see the module documentation) and return its summary.
+
+    Raises :class:`GatewayUnreachable` before sending anything if the gateway does not
+    answer ``GET /healthz``. ``progress(summary, elapsed_s)`` is called every
+    ``progress_interval`` seconds while the run lasts.
+    """
     options.validated()
     base = check_url(options.url, allow_remote=options.allow_remote)
     endpoint = f"{base}/v1/vendors/{options.vendor}/events"
@@ -346,8 +411,21 @@ async def simulate(options: SimulateOptions, *, http: aiohttp.ClientSession | No
         elif first in ("assigned", "queued") and options.hold is not None:
             ends.append(asyncio.create_task(end_later(interaction_id, n, options.hold)))
 
+    async def report_progress() -> None:
+        assert progress is not None
+        while True:
+            await asyncio.sleep(progress_interval)
+            progress(summary, loop.time() - started)
+
+    try:
+        await probe(http, base, timeout=min(options.timeout, PROBE_TIMEOUT_S))
+    except BaseException:
+        if own:
+            await http.close()
+        raise
     started = loop.time()
     offers: list[asyncio.Task[None]] = []
+    reporter = asyncio.create_task(report_progress()) if progress is not None else None
     try:
         for n in range(options.count):
             due = started + n / options.rate
@@ -363,6 +441,8 @@ async def simulate(options: SimulateOptions, *, http: aiohttp.ClientSession | No
             batch, ends[:] = list(ends), []
             await asyncio.gather(*batch)
     finally:
+        if reporter is not None:
+            reporter.cancel()
         for task in offers + ends:
             task.cancel()
         if own:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +25,11 @@ SECRET = "simulate-webhook-secret-0123"
 AGENTS = ("s1", "s2", "s3")
 TOKENS = {"supervisor": "sim-supervisor-token", **{a: f"sim-{a}-token" for a in AGENTS}}
 ZERO = {"sessions": 0, "units": 0, "voice": 0, "chat": 0, "email": 0, "manual": 0}
+PROGRESS = re.compile(
+    r"simulate slow: +(?P<elapsed>[\d.]+) s: (?P<sent>\d+)/(?P<planned>\d+) sent, (?P<assigned>\d+) assigned, "
+    r"(?P<rejected>\d+) rejected, (?P<queued>\d+) queued, (?P<ended>\d+) ended, (?P<errors>\d+) errors, "
+    r"(?P<rate>[\d.]+) offers/s"
+)
 REASONS = {"agent_at_capacity", "channel_at_capacity", "no_agent_available", "queue_timeout", "agent_not_ready"}
 
 
@@ -173,6 +179,27 @@ async def test_targeted_runs_duplicates_errors_and_the_text_summary(
         assert summary["offers"] == {"planned": 10, "sent": 10, "answered": 0}
         assert summary["latency_ms"] == {"p50": None, "p95": None, "p99": None, "max": None}
 
+        # progress while it runs: a line a second on stderr, the summary alone on stdout
+        slow = [*flags[:-1], "slow", "--count", "25", "--rate", "10"]
+        done = await run_simulate(*slow, "--json", "--secret", SECRET)
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        assert json.loads(done.stdout)["decisions"] == {"rejected": 25}  # s1 is full
+        progress = [PROGRESS.fullmatch(line) for line in done.stderr.splitlines()]
+        assert len(progress) >= 2 and all(progress), done.stderr
+        sent = [int(match["sent"]) for match in progress if match]
+        rejected = [int(match["rejected"]) for match in progress if match]
+        assert sent == sorted(sent) and rejected == sorted(rejected) and 0 < sent[0] < 25
+        assert all(match["planned"] == "25" and float(match["rate"]) > 0 for match in progress if match)
+        done = await run_simulate(*slow[:-4], "--count", "3", "--rate", "100", "--secret", SECRET, "--quiet")
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+
+        # something answers, but not as a gateway (a wrong path): exit 3, nothing sent
+        done = await run_simulate("--url", proc.base + "/v1", *flags[2:], "--secret", SECRET)
+        assert done.returncode == 3 and done.stdout == ""
+        assert done.stderr.splitlines() == [
+            f"simulate: {proc.base}/v1 answered GET /healthz with HTTP 404, not 200: is it a cti-gateway (check --url)?"
+        ]
+
 
 @pytest.mark.asyncio
 async def test_bounds_and_the_loopback_rule(tmp_path: Path) -> None:
@@ -205,10 +232,16 @@ async def test_bounds_and_the_loopback_rule(tmp_path: Path) -> None:
     done = await run_simulate("--config", str(tmp_path / "bad.yaml"))
     assert done.returncode == 2 and "bad.yaml:4: capacity_profiles.p.colour: unknown key" in done.stderr
 
-    # nobody listening on the port: connection errors are counted, exit 1, still bounded
+    # nobody listening on the port: one clear line, exit 3, nothing sent, no traceback
+    started = time.monotonic()
     done = await run_simulate(*base, "--queue", "q", "--count", "3", "--rate", "100", "--json")
-    assert done.returncode == 1
-    assert json.loads(done.stdout)["errors"] == {"connection: ClientConnectorError": 3}
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "simulate: the gateway at http://127.0.0.1:9 is not reachable: connection refused "
+        "(is `cti-gateway run` started, on this port?)"
+    ]
+    assert time.monotonic() - started < 30
 
 
 def test_helpers() -> None:
