@@ -24,12 +24,18 @@ chat replies) go back through :meth:`Adapter.deliver`, each as a
 Class-level metadata (``name``, ``channels``, ``capabilities``, ``Config``) is validated
 when the class is registered (:mod:`adapters.registry`); the vendor's settings from the
 YAML file are validated against ``Config`` at start-up, with unknown keys rejected.
+
+What one vendor can do may depend on its settings (the webhook can carry a transfer only
+when it has a ``callback_url``): :meth:`Adapter.capabilities_for` gives the capabilities
+of a vendor with given settings (by default the class's ``capabilities``); the gateway
+hands those to the router, before the adapter is built. :meth:`Adapter.warnings` names
+what a vendor's settings leave out (logged once at start, shown by ``/readyz``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
@@ -79,7 +85,11 @@ _REFERENCE_FIELDS: tuple[tuple[str, str, bool], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What the vendor's CMS can do, declared by the adapter; the router respects it."""
+    """What the vendor's CMS can do, declared by the adapter; the router respects it.
+
+    A vendor that cannot take a rejection back (``can_reject=False``) never gets one for a
+    lack of capacity: its interactions wait instead (see the README's routing section).
+    """
 
     #: the CMS can take a rejection back and route the interaction elsewhere
     can_reject: bool = True
@@ -160,6 +170,11 @@ class AdapterHost(Protocol):
         last UID seen); returns once it is durable. Raises ``not_ready`` like :meth:`submit`."""
         ...
 
+    def unknown_fields(self, vendor: str, fields: Sequence[str]) -> None:
+        """Report event fields the vendor sent that the gateway does not know and ignored
+        (counted in a metric per vendor; each new name logged once)."""
+        ...
+
 
 class Adapter(ABC):
     """Base class of adapters. Subclasses set the class-level metadata below."""
@@ -177,6 +192,27 @@ class Adapter(ABC):
         self.config = config
         self.host = host
         self._health = Health.DOWN
+
+    @classmethod
+    def capabilities_for(cls, config: AdapterConfig) -> Capabilities:
+        """What a vendor of this adapter with these settings can do (default: ``capabilities``).
+
+        Override when a setting changes it; must not do I/O (it runs before start-up).
+        """
+        return cls.capabilities
+
+    @property
+    def vendor_capabilities(self) -> Capabilities:
+        """This vendor's capabilities (:meth:`capabilities_for` of its settings)."""
+        return type(self).capabilities_for(self.config)
+
+    def warnings(self) -> list[str]:
+        """What this vendor's settings leave out, in words for the operator (none by default).
+
+        Logged once when the adapter starts and listed by ``/readyz`` (``warnings``); not a
+        reason to be unready.
+        """
+        return []
 
     def routes(self) -> list[Route]:
         """HTTP routes to mount under ``/v1/vendors/{vendor}`` (none by default)."""
@@ -213,9 +249,12 @@ class Adapter(ABC):
             self.host.set_health(self.vendor, health, detail)
 
     def describe(self) -> dict[str, Any]:
+        capabilities = self.vendor_capabilities
         return {
             "vendor": self.vendor,
             "adapter": self.name,
             "channels": sorted(c.value for c in self.channels),
             "health": self._health.value,
+            "can_reject": capabilities.can_reject,
+            "can_transfer": capabilities.can_transfer,
         }

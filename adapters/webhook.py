@@ -32,8 +32,22 @@ there as ``{"action", "interaction_id", "event_id", "data"}``, signed like inbou
 from a bounded queue by one background sender: each request has a timeout; failures are
 retried with capped, jittered exponential backoff up to ``callback_max_attempts`` times. A
 full queue refuses the notice (:class:`~adapters.base.DeliveryError`, retryable) rather
-than dropping an older one. Health is UP after :meth:`~WebhookAdapter.start` and while the
-last callback succeeded; DOWN after a failed callback attempt until one succeeds.
+than dropping an older one. Only then can the vendor carry a transfer
+(:meth:`WebhookAdapter.capabilities_for`: ``can_transfer``). Without ``callback_url``
+transfers are refused ``vendor_unsupported`` and the other notices are counted as not
+sent (:meth:`~WebhookAdapter.describe`); :meth:`~WebhookAdapter.warnings` says so, once at
+start and in ``/readyz``.
+
+Health is the intake's: UP from :meth:`~WebhookAdapter.start` to
+:meth:`~WebhookAdapter.stop`. A failing callback receiver does not make the gateway
+unready (it still takes every event; another instance would fail the same way): the
+callbacks' own state (``ok`` / ``failing``, the last problem, counts) is in
+:meth:`~WebhookAdapter.describe`, and logged once when it starts failing
+(``callback_down``) and once when it recovers (``callback_up``).
+
+Unknown event fields (top level or inside ``customer``) are ignored and reported to the
+host (:meth:`AdapterHost.unknown_fields`, a metric per vendor) unless ``strict: true``,
+which refuses them as 400 ``invalid_event`` naming the field.
 """
 
 from __future__ import annotations
@@ -45,7 +59,8 @@ import hmac
 import json
 import random
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import Enum
 from typing import Any, ClassVar
@@ -57,7 +72,7 @@ from pydantic import AnyHttpUrl, ConfigDict, Field, SecretStr, field_validator
 
 from gateway.api.errors import error_response, json_error
 from gateway.errors import GatewayError, InvalidEvent
-from gateway.events import Channel, parse_event
+from gateway.events import Channel, drop_unknown_fields, parse_event
 from gateway.notices import DecisionKind, ToVendor
 
 from .base import (
@@ -122,6 +137,9 @@ class WebhookConfig(AdapterConfig):
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024, le=MAX_BODY_BYTES)
     #: a slow client gets 408 after this long without the whole body
     body_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: refuse events with fields the gateway does not know (400 ``invalid_event``); by
+    #: default such fields (top level and inside ``customer``) are ignored and counted
+    strict: bool = False
     #: where late notices are POSTed (none: the vendor learns only the synchronous answers)
     callback_url: AnyHttpUrl | None = None
     #: timeout of one callback request, connect to last byte
@@ -170,8 +188,21 @@ class WebhookAdapter(Adapter):
 
     name: ClassVar[str] = "webhook"
     channels: ClassVar[frozenset[Channel]] = frozenset({Channel.VOICE, Channel.CHAT, Channel.EMAIL})
+    #: without a ``callback_url``; with one it can transfer too (:meth:`capabilities_for`)
     capabilities: ClassVar[Capabilities] = Capabilities(can_reject=True, can_transfer=False)
     Config: ClassVar[type[AdapterConfig]] = WebhookConfig
+
+    #: what does not reach a vendor without a callback URL (the start warning names it)
+    NOT_SENT_WITHOUT_CALLBACK = (
+        "transfers are refused (vendor_unsupported); late decisions (after waiting in a queue, "
+        "a re-route, a timeout), accepts, ends and chat replies do not reach the vendor"
+    )
+
+    @classmethod
+    def capabilities_for(cls, config: AdapterConfig) -> Capabilities:
+        """A webhook vendor can carry a transfer only when there is a callback URL to tell it."""
+        has_callback = isinstance(config, WebhookConfig) and config.callback_url is not None
+        return replace(cls.capabilities, can_transfer=has_callback)
 
     config: WebhookConfig
 
@@ -185,8 +216,20 @@ class WebhookAdapter(Adapter):
         self._session: aiohttp.ClientSession | None = None
         #: the notice the sender is working on (sent, retried or backing off)
         self._in_flight: _Callback | None = None
+        #: callbacks: "ok" until a notice is given up or a try fails, then "failing" until one is sent
+        self._callbacks_failing = False
+        self._last_problem: str | None = None
+        self._sent = 0
+        self._given_up = 0
+        #: notices not sent for want of a callback URL, by action
+        self._not_sent: Counter[str] = Counter()
 
     # -- lifecycle ---------------------------------------------------------------------
+
+    def warnings(self) -> list[str]:
+        if self.config.callback_url is None:
+            return [f"no callback_url: {self.NOT_SENT_WITHOUT_CALLBACK}"]
+        return []
 
     def routes(self) -> list[Route]:
         return [Route("POST", "/events", self.handle_event)]
@@ -256,7 +299,12 @@ class WebhookAdapter(Adapter):
         body = await self._read_body(request, limit)
         self._verify(request, timestamp, body)
         data = _loads(body)
+        ignored: list[str] = []
+        if not self.config.strict:
+            data, ignored = drop_unknown_fields(data)
         event = parse_event(data, vendor=self.vendor, received_at=now)
+        if ignored:
+            self.host.unknown_fields(self.vendor, ignored)
         tokens.update(
             structlog.contextvars.bind_contextvars(interaction_id=event.interaction_id, event_id=event.event_id)
         )
@@ -315,6 +363,9 @@ class WebhookAdapter(Adapter):
         not started, not retryable for a notice that cannot be encoded as JSON.
         """
         if self.config.callback_url is None:
+            # said once at start (warnings()); counted here, shown by describe() in /readyz
+            self._not_sent[notice.action.value] += 1
+            log.debug("callback_not_configured", vendor=self.vendor, action=notice.action.value)
             return
         if self._queue is None:
             raise DeliveryError(f"webhook {self.vendor} is not started", retryable=True)
@@ -364,11 +415,13 @@ class WebhookAdapter(Adapter):
         for attempt in range(1, config.callback_max_attempts + 1):
             problem, retry_after, final = await self._post(item.body)
             if problem is None:
-                self._set_health(Health.UP)
+                self._sent += 1
+                self._callbacks_ok()
                 log.debug("callback_sent", attempt=attempt, **context)
                 return
-            self._set_health(Health.DOWN, f"callback failed: {problem}")
+            self._callbacks_down(problem)
             if final or attempt == config.callback_max_attempts:
+                self._given_up += 1
                 log.error("callback_failed", attempts=attempt, problem=problem, **context)
                 return
             delay = min(config.callback_backoff_max_s, config.callback_backoff_s * 2 ** (attempt - 1))
@@ -377,6 +430,17 @@ class WebhookAdapter(Adapter):
                 delay = min(config.callback_backoff_max_s, max(delay, retry_after))
             log.warning("callback_retry", attempt=attempt, problem=problem, delay_s=round(delay, 3), **context)
             await asyncio.sleep(delay)
+
+    def _callbacks_down(self, problem: str) -> None:
+        self._last_problem = problem
+        if not self._callbacks_failing:
+            self._callbacks_failing = True
+            log.warning("callback_down", vendor=self.vendor, url=_shown(self.config.callback_url), problem=problem)
+
+    def _callbacks_ok(self) -> None:
+        if self._callbacks_failing:
+            self._callbacks_failing = False
+            log.info("callback_up", vendor=self.vendor, url=_shown(self.config.callback_url))
 
     async def _post(self, body: bytes) -> tuple[str | None, float | None, bool]:
         """One try: ``(problem or None, Retry-After seconds, whether the refusal is final)``."""
@@ -397,8 +461,17 @@ class WebhookAdapter(Adapter):
 
     def describe(self) -> dict[str, Any]:
         described = super().describe()
-        if self._queue is not None:
-            described["callback_queue"] = self._queue.qsize()
+        if self.config.callback_url is None:
+            described["callbacks"] = {"state": "off", "not_sent": dict(sorted(self._not_sent.items()))}
+        else:
+            described["callbacks"] = {
+                "state": "failing" if self._callbacks_failing else "ok",
+                "queued": self._queue.qsize() if self._queue is not None else 0,
+                "sent": self._sent,
+                "given_up": self._given_up,
+                "last_problem": self._last_problem,
+            }
+        described["strict"] = self.config.strict
         return described
 
 
@@ -422,6 +495,14 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, set | frozenset | tuple):
         return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _shown(url: AnyHttpUrl | None) -> str:
+    """The callback URL for a log line: no user info, query or fragment (they may hold secrets)."""
+    if url is None:
+        return ""
+    port = f":{url.port}" if url.port is not None else ""
+    return f"{url.scheme}://{url.host}{port}{url.path or ''}"
 
 
 def _retry_after(value: str | None) -> float | None:

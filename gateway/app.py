@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from adapters.base import Adapter
+from adapters.base import Adapter, AdapterConfig, Capabilities
 from adapters.registry import AdapterRegistry
 
 from .api.context import ApiSettings
@@ -24,6 +24,7 @@ from .api.routes import setup_api
 from .clock import Clock, SystemClock
 from .config import GatewayConfig, Known
 from .engine import Engine
+from .errors import ConfigError
 from .interactions import VendorCapabilities
 from .metrics import Metrics
 from .persistence import Journal
@@ -51,18 +52,15 @@ def build_app(
     clock = clock or SystemClock()
     registry = registry or AdapterRegistry.discover()
     adapter_classes = {vendor.name: registry.get(vendor.adapter) for vendor in config.vendors}
+    known = Known.of(config)
+    settings = {
+        vendor.name: registry.validate_vendor(vendor, index=index, known=known)
+        for index, vendor in enumerate(config.vendors)
+    }
     engine = Engine(
         config,
         clock=clock,
-        vendor_capabilities={
-            name: VendorCapabilities(
-                channels=cls.channels,
-                can_reject=cls.capabilities.can_reject,
-                can_transfer=cls.capabilities.can_transfer,
-                max_voice_per_agent=cls.capabilities.max_voice_per_agent,
-            )
-            for name, cls in adapter_classes.items()
-        },
+        vendor_capabilities={name: vendor_capabilities(cls, settings[name]) for name, cls in adapter_classes.items()},
     )
     journal = journal if journal is not None else open_journal(config.store.url, base_dir=base_dir)
     runtime = Runtime(engine, journal, clock=clock, metrics=Metrics())
@@ -70,11 +68,9 @@ def build_app(
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[CONFIG] = config
     app[RUNTIME] = runtime
-    for index, vendor in enumerate(config.vendors):
+    for vendor in config.vendors:
         cls = adapter_classes[vendor.name]
-        adapter: Adapter = cls(
-            vendor.name, registry.validate_vendor(vendor, index=index, known=Known.of(config)), runtime
-        )
+        adapter: Adapter = cls(vendor.name, settings[vendor.name], runtime)
         runtime.adapters[vendor.name] = adapter
         for route in adapter.routes():
             app.router.add_route(route.method, f"/v1/vendors/{vendor.name}{route.path}", route.handler)
@@ -89,6 +85,22 @@ def build_app(
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_adapters_ctx)
     return app
+
+
+def vendor_capabilities(cls: type[Adapter], settings: AdapterConfig) -> VendorCapabilities:
+    """What the router must respect for one vendor: its adapter's channels and the
+    capabilities of a vendor with these settings (:meth:`Adapter.capabilities_for`)."""
+    declared = cls.capabilities_for(settings)
+    if not isinstance(declared, Capabilities):  # a plug-in's mistake, named before anything starts
+        raise ConfigError(
+            [f"adapter {cls.name!r}: capabilities_for() returned {type(declared).__name__}, not Capabilities"]
+        )
+    return VendorCapabilities(
+        channels=cls.channels,
+        can_reject=declared.can_reject,
+        can_transfer=declared.can_transfer,
+        max_voice_per_agent=declared.max_voice_per_agent,
+    )
 
 
 async def _unknown_vendor(request: web.Request) -> web.Response:
@@ -120,6 +132,8 @@ async def _adapters_ctx(app: web.Application) -> AsyncIterator[None]:
             await adapter.start()
             started.append(adapter)
             log.info("adapter_started", vendor=adapter.vendor, adapter=adapter.name)
+            for warning in adapter.warnings():
+                log.warning("vendor_warning", vendor=adapter.vendor, adapter=adapter.name, warning=warning)
         yield
     finally:
         await runtime.stop_intake()

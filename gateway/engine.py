@@ -50,7 +50,7 @@ from .persistence import (
     session_from_state,
     session_to_state,
 )
-from .router import AgentView, EligibilityIndex, WaitingLists
+from .router import AgentView, EligibilityIndex, WaitingLists, agent_line
 from .sessions import (
     Account,
     AccountState,
@@ -59,13 +59,16 @@ from .sessions import (
     Session,
     SessionState,
     default_label,
+    iso,
 )
 from .state import MemoryStateStore, StateStore
 
 MAX_NOTE_CHARS = 10_000
 MAX_NOTES_PER_SESSION = 500
-#: customer messages kept per interaction, for agents who get it later
+#: chat messages kept per interaction, for agents who get it later
 MAX_TRANSCRIPT = 100
+#: rejected even to a vendor that cannot take a rejection: no waiting can ever serve them
+_ALWAYS_REJECTED = frozenset({Reason.VENDOR_UNSUPPORTED, Reason.UNKNOWN_AGENT})
 
 
 class _Timer(StrEnum):
@@ -182,9 +185,10 @@ class Engine:
         """
         now = self._now()
         seen = self._dedup.get(event.key)
+        body = event.model_dump(mode="json")
         if seen is not None:
             decision = Decision(DecisionKind.DUPLICATE, original=seen[1])
-            self._routed(event, decision)
+            self._routed(event, body, decision)
             return decision
         if event.type is EventType.OFFER:
             decision = self._offer(event, now)
@@ -206,14 +210,14 @@ class Engine:
                 "at": now,
                 "type": event.type.value,
                 "interaction_id": event.interaction_id,
-                "event": event.model_dump(mode="json"),
+                "event": body,
                 "decision": decision_to_state(decision),
             }
         )
-        self._routed(event, decision)
+        self._routed(event, body, decision)
         return decision
 
-    def _routed(self, event: Event, decision: Decision) -> None:
+    def _routed(self, event: Event, body: dict[str, Any], decision: Decision) -> None:
         self.outbox.append(
             Routed(
                 event.vendor,
@@ -222,6 +226,7 @@ class Engine:
                 event.interaction_id,
                 event.channel.value if event.channel else None,
                 decision,
+                body,
             )
         )
 
@@ -268,6 +273,8 @@ class Engine:
         if agent_id is not None:
             session = self._open_offer(interaction, agent_id, now)
             return self._decide_assign(interaction, session, late=late)
+        if not self._can_reject(interaction.vendor):
+            return self._hold(interaction, now, late=late)
         queue = self.queues[interaction.queue]
         if queue.on_full is OnFull.WAIT and self._waiting.count(queue.name) < queue.max_waiting:
             interaction.phase = Phase.WAITING
@@ -290,7 +297,40 @@ class Engine:
         self._record_decision(interaction, decision, late=late)
         return decision
 
+    def _can_reject(self, vendor: str) -> bool:
+        caps = self._caps.get(vendor)
+        return caps is None or caps.can_reject
+
+    def _hold(self, interaction: Interaction, now: float, *, late: bool) -> Decision:
+        """Keep an interaction of a vendor that cannot take a rejection until it can be served.
+
+        As if its queue were ``on_full: wait``, but with no ``max_wait_s`` (a queue timeout
+        would be a rejection too) and past ``max_waiting``; a targeted one waits for its
+        agent (in the agent's own line) and is offered when that agent has room again, even
+        after declining or missing it. It keeps its place in the line it had before.
+        """
+        interaction.phase = Phase.WAITING
+        interaction.holder = None
+        interaction.wait_deadline = None
+        interaction.wait_seq = self._waiting.add(
+            interaction.key, self._line(interaction), interaction.channel, interaction.priority, interaction.wait_seq
+        ).seq
+        decision = Decision(DecisionKind.QUEUED)
+        self._record_decision(interaction, decision, late=late)
+        return decision
+
+    @staticmethod
+    def _line(interaction: Interaction) -> str:
+        """The waiting line of an interaction: its agent's (targeted, held) or its queue's."""
+        if interaction.target_agent is not None:
+            return agent_line(interaction.target_agent)
+        assert interaction.queue is not None
+        return interaction.queue
+
     def _decide_reject(self, interaction: Interaction, reason: Reason, now: float, *, late: bool = False) -> Decision:
+        if reason not in _ALWAYS_REJECTED and not self._can_reject(interaction.vendor):
+            # the vendor's CMS cannot take it back: the interaction waits instead
+            return self._hold(interaction, now, late=late)
         interaction.phase = Phase.DONE
         interaction.holder = None
         interaction.done_at = now
@@ -342,12 +382,17 @@ class Engine:
             "customer": event.customer.model_dump() if event.customer else None,
             "at": event.occurred_at.isoformat().replace("+00:00", "Z"),
         }
+        self._keep_in_transcript(interaction, message)
+        for session in self._live_sessions(interaction):
+            # the desktop alerts unless the agent is looking at that very session
+            alert = self._agents[session.agent_id].focused != session.id
+            self._to_agent(session.agent_id, "chat.message", session_id=session.id, alert=alert, **message)
+        return Decision(DecisionKind.ACCEPTED)
+
+    def _keep_in_transcript(self, interaction: Interaction, message: dict[str, Any]) -> None:
         interaction.transcript.append(message)
         del interaction.transcript[:-MAX_TRANSCRIPT]
         self._dirty_interactions[interaction.key] = interaction
-        for session in self._live_sessions(interaction):
-            self._to_agent(session.agent_id, "chat.message", session_id=session.id, **message)
-        return Decision(DecisionKind.ACCEPTED)
 
     def _vendor_update(self, event: Event, now: float) -> Decision:
         interaction = self._interaction(event)
@@ -552,8 +597,12 @@ class Engine:
         return session
 
     def send(self, session_id: str, text: str, *, actor: str | None = None) -> Session:
-        """A chat reply from the agent, sent to the customer through the vendor."""
-        self._now()
+        """A chat reply from the agent, sent to the customer through the vendor.
+
+        The reply joins the interaction's transcript (sender ``agent``), so an agent who
+        gets the chat later (a transfer, a re-route) sees both sides; a consult target
+        that is offered the chat meanwhile sees it at once."""
+        now = self._now()
         session = self._own_session(session_id, actor)
         if session.channel is not Channel.CHAT:
             raise InvalidState(
@@ -565,6 +614,11 @@ class Engine:
             raise ActionError("a reply is 1 to 65536 characters", code="invalid_request")
         interaction = self._interaction_of(session)
         assert interaction is not None
+        message = {"text": text, "sender": "agent", "agent_id": session.agent_id, "at": iso(now)}
+        self._keep_in_transcript(interaction, message)
+        for other in self._live_sessions(interaction):
+            if other.id != session.id:
+                self._to_agent(other.agent_id, "chat.message", session_id=other.id, alert=False, **message)
         self._to_vendor(interaction, VendorAction.REPLY, session=session, text=text)
         return session
 
@@ -780,11 +834,15 @@ class Engine:
             elif interaction.phase is Phase.WAITING:
                 waiting.append(interaction)
         for interaction in waiting:
-            assert interaction.queue is not None and interaction.wait_deadline is not None
             self._waiting.add(
-                interaction.key, interaction.queue, interaction.channel, interaction.priority, interaction.wait_seq
+                interaction.key,
+                self._line(interaction),
+                interaction.channel,
+                interaction.priority,
+                interaction.wait_seq,
             )
-            self._arm(interaction.wait_deadline, _Timer.WAIT, interaction.key)
+            if interaction.wait_deadline is not None:  # None: held for a vendor that cannot reject
+                self._arm(interaction.wait_deadline, _Timer.WAIT, interaction.key)
         for row in sorted(snapshot.events, key=lambda r: r["at"]):
             self._dedup[(row["vendor"], row["event_id"])] = (row["at"], decision_from_state(row["decision"]))
         for agent_id in self._agents:
@@ -1022,7 +1080,8 @@ class Engine:
         self._arm(session.deadline, _Timer.OFFER, session.id)  # type: ignore[arg-type]
         self._changed(session, "offered", now, message="session.offered", alert=True)
         for message in interaction.transcript:
-            self._to_agent(agent_id, "chat.message", session_id=session.id, **message)
+            # history, not news: the offer itself alerts
+            self._to_agent(agent_id, "chat.message", session_id=session.id, alert=False, replay=True, **message)
         return session
 
     def _withdraw(self, session: Session, outcome: Outcome, now: float) -> None:
@@ -1151,14 +1210,18 @@ class Engine:
         agent = self._agents[agent_id]
 
         def refuses(key: InteractionKey) -> bool:
-            return agent_id in self.interactions[key].excluded
+            # an interaction waiting for this very agent is offered to it again, declined or not
+            interaction = self.interactions[key]
+            return interaction.target_agent is None and agent_id in interaction.excluded
+
+        lines = [*agent.config.queues, agent_line(agent_id)]
 
         while True:
             state = self.store.get(agent_id)
             if state.presence is not Presence.READY:
                 return
             room = {c: check(agent.profile, state.load, state.presence, c) is None for c in INBOUND_CHANNELS}
-            waiter = self._waiting.best_for(agent.config.queues, has_room=room.__getitem__, refuses=refuses)
+            waiter = self._waiting.best_for(lines, has_room=room.__getitem__, refuses=refuses)
             if waiter is None:
                 return
             interaction = self.interactions[waiter.key]
@@ -1257,7 +1320,7 @@ class Engine:
         self.outbox.append(SessionChanged(transition, body))
         self.outbox.append(ToAgent(session.agent_id, {"type": message, "session": body, **extra}))
 
-    def _to_agent(self, agent_id: str, message_type: str, **fields: Any) -> None:
+    def _to_agent(self, agent_id: str, message_type: str, /, **fields: Any) -> None:
         self.outbox.append(ToAgent(agent_id, {"type": message_type, **fields}))
 
     def _to_vendor(

@@ -112,6 +112,28 @@ class _FieldProblem(ValueError):
         self.message = message
 
 
+def drop_unknown_fields(data: Any) -> tuple[Any, list[str]]:
+    """``data`` without the fields :class:`Event` does not know, and their names.
+
+    Vendors add fields over time; a lenient adapter ignores them instead of refusing the
+    event. Unknown top-level keys and unknown keys inside ``customer`` (when it is an
+    object) are dropped and named (``"foo"``, ``"customer.bar"``, in the body's order);
+    everything else is left for :func:`parse_event` to judge. ``data`` itself is not
+    changed; anything but a JSON object is returned as it is.
+    """
+    if not isinstance(data, dict):
+        return data, []
+    known = Event.model_fields
+    kept = {key: value for key, value in data.items() if key in known}
+    dropped = [str(key) for key in data if key not in known]
+    customer = kept.get("customer")
+    if isinstance(customer, dict):
+        customer_fields = Customer.model_fields
+        kept["customer"] = {key: value for key, value in customer.items() if key in customer_fields}
+        dropped += [f"customer.{key}" for key in customer if key not in customer_fields]
+    return kept, dropped
+
+
 def parse_event(data: Any, *, vendor: str, received_at: float) -> Event:
     """Validate untrusted event data (e.g. a webhook body) into an :class:`Event`.
 

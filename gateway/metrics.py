@@ -48,6 +48,12 @@ class Metrics:
             ["transition"],
             registry=self.registry,
         )
+        self.unknown_fields = Counter(
+            "cti_gateway_event_unknown_fields_total",
+            "Fields of vendor events the gateway does not know and ignored (a lenient webhook)",
+            ["vendor"],
+            registry=self.registry,
+        )
         self.waiting = Gauge(
             "cti_gateway_waiting_interactions", "Interactions waiting in queues", registry=self.registry
         )

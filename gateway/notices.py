@@ -93,7 +93,7 @@ class PresenceChanged:
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """An inbound event and the answer it got."""
+    """An inbound event and the answer it got; ``event`` is the whole normalized event (JSON)."""
 
     vendor: str
     event_id: str
@@ -101,6 +101,7 @@ class Routed:
     interaction_id: str
     channel: str | None
     decision: Decision
+    event: dict[str, Any] = field(default_factory=dict)
 
 
 Notice = ToAgent | ToVendor | SessionChanged | PresenceChanged | Routed

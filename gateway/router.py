@@ -18,7 +18,9 @@ all agents.
 **Waiting lists.** A queue with ``on_full: wait`` keeps, per channel, its waiting
 interactions ordered by (higher priority first, then arrival). When an agent gets room, the
 best head among the channels it has room for, over all its queues, is offered first:
-O(q · c · (log w + k)).
+O(q · c · (log w + k)). Besides the queues' lines, each agent has a line of its own
+(:func:`agent_line`) for targeted offers that must wait for that agent (their vendor
+cannot take a rejection); it is served like one more queue of the agent.
 """
 
 from __future__ import annotations
@@ -93,6 +95,13 @@ class EligibilityIndex:
     def eligible(self, queue: str, channel: Channel) -> list[str]:
         """All eligible agents in order (for tests and introspection)."""
         return [agent_id for _key, agent_id in self._lists.get((queue, channel), ())]
+
+
+def agent_line(agent_id: str) -> str:
+    """The waiting line of the interactions that wait for one agent (a targeted offer of a
+    vendor that cannot take a rejection). ``/`` is never part of a queue name, so it cannot
+    clash with a queue's line."""
+    return f"agent/{agent_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -37,6 +37,8 @@ log = structlog.get_logger("cti_gateway.runtime")
 
 #: Longest a caller waits for the journal before the request fails with ``not_ready``.
 COMMIT_TIMEOUT_S = 10.0
+#: Unknown event field names remembered (and logged once) per vendor.
+UNKNOWN_FIELD_NAMES_MAX = 100
 #: Vendor notices waiting for an adapter; beyond this they are logged and dropped.
 VENDOR_QUEUE_MAX = 10_000
 
@@ -81,6 +83,7 @@ class Runtime:
         self._vendor_queue: asyncio.Queue[ToVendor] = asyncio.Queue(VENDOR_QUEUE_MAX)
         self._vendor_task: asyncio.Task[None] | None = None
         self._health: dict[str, Health] = {}
+        self._unknown_fields: dict[str, set[str]] = {}
         # after a failed commit the next one writes the full state plus the events it lost
         self._resync = False
         self._parked_events: list[dict[str, Any]] = []
@@ -131,6 +134,17 @@ class Runtime:
                 log.info("vendor_up", vendor=vendor, detail=detail)
             else:
                 log.warning("vendor_down", vendor=vendor, detail=detail)
+
+    def unknown_fields(self, vendor: str, fields: Sequence[str]) -> None:
+        if not fields:
+            return
+        self.metrics.unknown_fields.labels(vendor=vendor).inc(len(fields))
+        seen = self._unknown_fields.setdefault(vendor, set())
+        new = [name for name in fields if name not in seen][: max(0, UNKNOWN_FIELD_NAMES_MAX - len(seen))]
+        if new:
+            seen.update(new)
+            # once per name, so an operator learns what the vendor added without a log flood
+            log.info("event_fields_ignored", vendor=vendor, fields=new)
 
     # ------------------------------------------------------------------ the one way in
 
@@ -223,6 +237,7 @@ class Runtime:
                         "event_type": notice.event_type,
                         "interaction_id": notice.interaction_id,
                         "channel": notice.channel,
+                        "event": notice.event,
                         "decision": notice.decision.as_dict(),
                     }
                 )
@@ -320,9 +335,18 @@ class Runtime:
         self._timer_task = self._vendor_task = None
 
     async def check_ready(self) -> dict[str, Any]:
-        """Readiness: the journal answers and every adapter is up."""
+        """Readiness: the journal answers and every adapter is up; with each vendor's
+        details (:meth:`Adapter.describe`) and warnings (:meth:`Adapter.warnings`)."""
         store = await self.journal.ping()
         self._store_ok = store
         adapters = {name: adapter.health.value for name, adapter in self.adapters.items()}
         ok = store and self._accepting and all(h == Health.UP.value for h in adapters.values())
-        return {"ready": ok, "store": "up" if store else "down", "adapters": adapters, "accepting": self._accepting}
+        return {
+            "ready": ok,
+            "store": "up" if store else "down",
+            "adapters": adapters,
+            "accepting": self._accepting,
+            # details: what each vendor can do, its callbacks, and what its settings leave out
+            "vendors": {name: adapter.describe() for name, adapter in self.adapters.items()},
+            "warnings": [f"{name}: {text}" for name, adapter in self.adapters.items() for text in adapter.warnings()],
+        }

@@ -199,8 +199,19 @@ def _schemas() -> dict[str, Schema]:
                 "store": _string(enum=["up", "down"]),
                 "adapters": {"type": "object", "additionalProperties": _string(enum=["up", "down"])},
                 "accepting": {"type": "boolean"},
+                "vendors": {
+                    "type": "object",
+                    "description": "per vendor: adapter, channels, health, can_reject, can_transfer and "
+                    "the adapter's own details (the webhook: callbacks, strict)",
+                    "additionalProperties": {"type": "object"},
+                },
+                "warnings": {
+                    "type": "array",
+                    "items": _string(),
+                    "description": "what vendors' settings leave out, e.g. a webhook without callback_url",
+                },
             },
-            ["status", "ready", "store", "adapters", "accepting"],
+            ["status", "ready", "store", "adapters", "accepting", "vendors", "warnings"],
         ),
         # ---- request bodies (unknown keys are errors)
         "PresenceBody": _object(

@@ -7,7 +7,7 @@ clients talk to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 import pytest
@@ -34,7 +34,7 @@ class FakeHost:
     ``answer`` is what :meth:`submit` gives: a :class:`Decision`, an exception to raise, or
     a function of the event. ``submitted`` holds the events in order, ``contexts`` the
     structlog context variables bound while each was submitted, ``health`` every
-    :meth:`set_health` call.
+    :meth:`set_health` call, ``unknown`` every :meth:`unknown_fields` report.
     """
 
     def __init__(self, clock: ManualClock | None = None) -> None:
@@ -50,6 +50,7 @@ class FakeHost:
         self.open_rows: list[dict[str, Any]] = []
         #: what :meth:`save_adapter_state` saved
         self.state: dict[tuple[str, str], Any] = {}
+        self.unknown: list[tuple[str, list[str]]] = []
 
     @property
     def clock(self) -> Clock:
@@ -83,6 +84,9 @@ class FakeHost:
 
     async def save_adapter_state(self, vendor: str, key: str, value: Any) -> None:
         self.state[(vendor, key)] = value
+
+    def unknown_fields(self, vendor: str, fields: Sequence[str]) -> None:
+        self.unknown.append((vendor, list(fields)))
 
     def health_states(self) -> list[Health]:
         return [health for _, health, _ in self.health]

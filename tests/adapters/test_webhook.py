@@ -397,8 +397,6 @@ async def test_malformed_json_is_400_on_field_body(client: Client, host: FakeHos
         pytest.param({**OFFER, "channel": "fax"}, "channel", id="unknown-channel"),
         pytest.param({**OFFER, "type": "ring"}, "type", id="unknown-type"),
         pytest.param({**OFFER, "queue": None}, "queue", id="offer-without-target"),
-        pytest.param({**OFFER, "colour": "red"}, "colour", id="unknown-field"),
-        pytest.param({**OFFER, "customer": {"address": "x", "shoe": 9}}, "customer.shoe", id="nested-field"),
         pytest.param({**OFFER, "occurred_at": "yesterday"}, "occurred_at", id="bad-time"),
         pytest.param({**OFFER, "occurred_at": "2023-11-14T22:10:00"}, "occurred_at", id="naive-time"),
         pytest.param({**OFFER, "vendor": VENDOR}, "vendor", id="vendor-in-body"),
@@ -410,6 +408,46 @@ async def test_invalid_event_is_400_naming_the_field(client: Client, host: FakeH
     assert error["field"] == field
     assert error["message"].startswith(f"{field}: ")
     assert host.submitted == []
+
+
+@pytest.mark.asyncio
+async def test_unknown_fields_are_ignored_and_counted_by_default(client: Client, host: FakeHost) -> None:
+    """Issue 6 item 15: vendors add fields over time; an event with fields the gateway does
+    not know (top level, or inside ``customer``) is taken, and the fields reported."""
+    body = {**OFFER, "colour": "red", "crm_ticket": {"id": 7}, "customer": {"name": "Grace", "shoe": 9}}
+    status, answer = await post(client, body)
+
+    assert (status, answer["decision"]) == (200, "assigned")
+    [event] = host.submitted
+    assert event.customer is not None and event.customer.name == "Grace"
+    assert "colour" not in event.model_dump()
+    assert host.unknown == [(VENDOR, ["colour", "crm_ticket", "customer.shoe"])]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({**OFFER, "colour": "red"}, "colour", id="unknown-field"),
+        pytest.param({**OFFER, "customer": {"address": "x", "shoe": 9}}, "customer.shoe", id="nested-field"),
+    ],
+)
+async def test_strict_mode_refuses_unknown_fields_400(make_gateway: Any, host: FakeHost, body: Any, field: str) -> None:
+    _, strict = await make_gateway(strict=True)
+    error = assert_error(await post(strict, body), 400, "invalid_event")
+
+    assert (error["field"], error["message"]) == (field, f"{field}: unknown field")
+    assert host.submitted == [] and host.unknown == []
+
+
+@pytest.mark.asyncio
+async def test_an_invalid_event_with_unknown_fields_is_still_400_and_counts_nothing(
+    client: Client, host: FakeHost
+) -> None:
+    error = assert_error(await post(client, {**OFFER, "colour": "red", "channel": "fax"}), 400, "invalid_event")
+
+    assert error["field"] == "channel"
+    assert host.submitted == [] and host.unknown == []
 
 
 @pytest.mark.asyncio
@@ -633,10 +671,10 @@ async def receiver() -> AsyncIterator[Receiver]:
     await peer.client.close()
 
 
-async def health_becomes(adapter: WebhookAdapter, health: Health) -> None:
-    """Wait until the adapter reports ``health`` (it does so after the receiver answered)."""
+async def callbacks_sent(adapter: WebhookAdapter, count: int) -> None:
+    """Wait until the adapter counts ``count`` callbacks sent (it does so after the receiver answered)."""
     async with asyncio.timeout(10):
-        while adapter.health is not health:
+        while adapter.describe()["callbacks"]["sent"] < count:
             await asyncio.sleep(0.005)
 
 
@@ -656,7 +694,7 @@ async def test_notices_are_posted_signed_to_the_callback_url(
     await adapter.deliver(notice(1))
     await adapter.deliver(ToVendor(VENDOR, "chat-2", VendorAction.REPLY, {"text": "hi", "session_id": "s2"}))
     await receiver.wait_for(lambda: len(receiver.delivered) == 2)
-    await health_becomes(adapter, Health.UP)
+    await callbacks_sent(adapter, 2)
 
     assert receiver.delivered == [
         {
@@ -683,7 +721,7 @@ async def test_a_failing_receiver_is_retried_with_backoff_until_it_succeeds(
 
     await adapter.deliver(notice(1))
     await receiver.wait_for(lambda: len(receiver.delivered) == 1)
-    await health_becomes(adapter, Health.UP)
+    await callbacks_sent(adapter, 1)
 
     assert len(receiver.requests) == 4
     assert len({body for _, body, _ in receiver.requests}) == 1  # the same notice each time
@@ -691,8 +729,15 @@ async def test_a_failing_receiver_is_retried_with_backoff_until_it_succeeds(
     retries = events_named(logs, "callback_retry")
     assert [line["attempt"] for line in retries] == [1, 2, 3]
     assert all(0 < line["delay_s"] <= FAST["callback_backoff_max_s"] for line in retries)
-    assert host.health_states() == [Health.UP, Health.DOWN, Health.UP]
-    assert adapter.health is Health.UP
+    # the intake never was down; the callbacks' trouble is logged once each way and described
+    assert host.health_states() == [Health.UP]
+    assert [line["event"] for line in logs if line["event"] in ("callback_down", "callback_up")] == [
+        "callback_down",
+        "callback_up",
+    ]
+    callbacks = adapter.describe()["callbacks"]
+    assert (callbacks["state"], callbacks["sent"], callbacks["given_up"]) == ("ok", 1, 0)
+    assert callbacks["last_problem"] == "HTTP 429"
 
 
 @pytest.mark.asyncio
@@ -702,7 +747,7 @@ async def test_a_slow_receiver_times_out_and_is_retried(make_gateway: Any, recei
 
     await adapter.deliver(notice(1))
     await receiver.wait_for(lambda: len(receiver.delivered) == 1)
-    await health_becomes(adapter, Health.UP)
+    await callbacks_sent(adapter, 1)
 
     assert len(receiver.requests) == 2
 
@@ -717,13 +762,21 @@ async def test_attempts_are_bounded_then_the_notice_is_given_up(
     await adapter.deliver(notice(1))
     await adapter.deliver(notice(2))
     await receiver.wait_for(lambda: len(receiver.delivered) == 1)
-    await health_becomes(adapter, Health.UP)
+    await callbacks_sent(adapter, 1)
 
     assert len(receiver.requests) == 4
     assert [n["interaction_id"] for n in receiver.delivered] == ["chat-2"]
     [failed] = events_named(logs, "callback_failed")
     assert (failed["attempts"], failed["interaction_id"], failed["problem"]) == (3, "chat-1", "HTTP 500")
-    assert host.health_states() == [Health.UP, Health.DOWN, Health.UP]
+    # the intake never was down; the callbacks' trouble is logged once each way and described
+    assert host.health_states() == [Health.UP]
+    assert [line["event"] for line in logs if line["event"] in ("callback_down", "callback_up")] == [
+        "callback_down",
+        "callback_up",
+    ]
+    callbacks = adapter.describe()["callbacks"]
+    assert (callbacks["state"], callbacks["sent"], callbacks["given_up"]) == ("ok", 1, 1)
+    assert callbacks["last_problem"] == "HTTP 500"
 
 
 @pytest.mark.asyncio
@@ -740,20 +793,34 @@ async def test_a_client_error_is_not_retried(make_gateway: Any, receiver: Receiv
 
 
 @pytest.mark.asyncio
-async def test_an_unreachable_receiver_turns_health_down(make_gateway: Any, host: FakeHost, logs: Logs) -> None:
+async def test_an_unreachable_receiver_is_retried_logged_and_described_but_never_unready(
+    make_gateway: Any, host: FakeHost, logs: Logs
+) -> None:
+    """Issue 6 item 10: callbacks to a URL nobody listens on are retried with backoff and
+    logged; the vendor's events are still taken (health stays up: /readyz stays ready)."""
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{probe.getsockname()[1]}/callback"
-    adapter, _ = await make_gateway(callback_url=url, callback_max_attempts=2, **FAST)
+        port = probe.getsockname()[1]
+    url = f"http://gw:s3cret@127.0.0.1:{port}/callback?key=hidden"
+    adapter, client = await make_gateway(callback_url=url, callback_max_attempts=2, **FAST)
 
     await adapter.deliver(notice(1))
+    await adapter.deliver(notice(2))
     async with asyncio.timeout(10):
-        while not events_named(logs, "callback_failed"):
+        while len(events_named(logs, "callback_failed")) < 2:
             await asyncio.sleep(0.01)
 
-    assert adapter.health is Health.DOWN
-    assert len(events_named(logs, "callback_retry")) == 1
-    assert host.health[-1][2] is not None and "callback failed" in host.health[-1][2]
+    assert adapter.health is Health.UP and host.health_states() == [Health.UP]
+    assert len(events_named(logs, "callback_retry")) == 2
+    [down] = events_named(logs, "callback_down")
+    assert down["url"] == f"http://127.0.0.1:{port}/callback"
+    assert "s3cret" not in str(logs) and "hidden" not in str(logs)
+    callbacks = adapter.describe()["callbacks"]
+    assert (callbacks["state"], callbacks["given_up"], callbacks["sent"]) == ("failing", 2, 0)
+    assert "s3cret" not in str(adapter.describe())
+    # and the intake goes on as before
+    status, answer = await post(client, OFFER)
+    assert (status, answer["decision"]) == (200, "assigned")
 
 
 @pytest.mark.asyncio

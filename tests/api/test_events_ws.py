@@ -61,3 +61,51 @@ async def test_a_slow_stream_subscriber_is_dropped(gw: Gateway) -> None:
         msg = await asyncio.wait_for(slow.receive(), 3)
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
     await fast.close()
+
+
+async def test_the_stream_carries_every_normalized_event_in_full_with_its_decision(gw: Gateway) -> None:
+    """DESIGN section 6: the supervisor stream carries the event itself, not a summary."""
+    ws = await gw.http.ws_connect(gw.url("/v1/events/ws"), headers=auth("supervisor"))
+    await gw.ready("a1")
+    offer = {
+        "event_id": "full-1",
+        "type": "offer",
+        "channel": "chat",
+        "interaction_id": "chat-full",
+        "queue": "support",
+        "priority": 7,
+        "customer": {"address": "+4930123456", "name": "Jo"},
+        "subject": "Invoice 42",
+        "text": "hello there",
+        "occurred_at": "2023-11-14T22:13:20Z",
+        "attributes": {"account_id": "C-1", "tier": {"level": "gold"}},
+    }
+    response = await gw.webhook(offer)
+    assert response.status == 200
+    routed = await receive_until(ws, "event.routed", event_id="full-1")
+    sid = routed["decision"]["session_id"]
+    assert routed["decision"] == {"decision": "assigned", "agent_id": "a1", "session_id": sid}
+    assert routed["event"] == {
+        **offer,
+        "vendor": "crm",
+        "agent_id": None,
+    }
+    # a chat message: its text and customer reach the stream too, and so does a duplicate
+    message = {
+        "event_id": "full-2",
+        "type": "message",
+        "interaction_id": "chat-full",
+        "text": "are you there?",
+        "customer": {"name": "Jo"},
+        "occurred_at": "2023-11-14T22:13:21Z",
+    }
+    assert (await gw.webhook(message)).status == 200
+    routed = await receive_until(ws, "event.routed", event_id="full-2")
+    assert routed["event"]["text"] == "are you there?"
+    assert routed["event"]["customer"] == {"address": None, "name": "Jo"}
+    assert routed["event"]["occurred_at"] == "2023-11-14T22:13:21Z"
+    assert routed["decision"] == {"decision": "accepted"}
+    assert (await gw.webhook(message)).status == 200
+    duplicate = await receive_until(ws, "event.routed", event_id="full-2")
+    assert duplicate["decision"]["decision"] == "duplicate" and duplicate["event"]["text"] == "are you there?"
+    await ws.close()

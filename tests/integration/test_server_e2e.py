@@ -189,6 +189,22 @@ async def test_the_shipped_config_runs_out_of_the_box(
     assert status == 200 and body["decision"] == "assigned" and body["agent_id"] == "a1001", body
     agent = await client.ok("GET", "/v1/agents/a1001", "supervisor")
     assert agent["in_use"]["chat"] == 1 and agent["sessions"][0]["label"] == "Chat: Jo"
+
+    # the shipped install can transfer (issue 6 item 10): its vendor has a callback URL,
+    # where nothing listens; the callbacks fail, are retried and logged, and block nothing
+    assert proc.log_events("vendor_warning") == []
+    sid = body["session_id"]
+    client.tokens["grace"] = "agent-a1002-sample"
+    await client.ok("PUT", "/v1/agents/a1002/presence", "grace", json_body={"state": "ready"})
+    await client.ok("POST", f"/v1/sessions/{sid}/accept", "ada")
+    moved = await client.ok("POST", f"/v1/sessions/{sid}/transfer", "ada", json_body={"to_agent": "a1002"})
+    assert moved["target"]["agent_id"] == "a1002" and moved["target"]["state"] == "offered"
+    deadline = time.monotonic() + 10
+    while not proc.log_events("callback_down"):
+        assert time.monotonic() < deadline, proc.stderr()[-2000:]
+        await asyncio.sleep(0.05)
+    ready = await client.ok("GET", "/readyz")
+    assert ready["status"] == "ready" and ready["vendors"]["crm-hooks"]["callbacks"]["state"] == "failing"
     assert await asyncio.to_thread(proc.terminate) == 0
 
 
@@ -461,12 +477,17 @@ async def test_every_rejection_reason_with_its_status_and_duplicates(
     # a manual session refused by capacity: 409 with the reason as the error code
     status, body = await client.call("POST", "/v1/agents/r1/sessions", "r1", json_body={})
     assert status == 409 and body["error"]["code"] == "agent_at_capacity", body
-    # the webhook vendor cannot transfer (its adapter says so): a state-dependent refusal, 409
-    await client.ok("POST", f"/v1/sessions/{answers['e1'][1]['session_id']}/accept", "r1")
-    status, body = await client.call(
-        "POST", f"/v1/sessions/{answers['e1'][1]['session_id']}/transfer", "r1", json_body={"to_agent": "r2"}
-    )
-    assert status == 409 and body["error"]["code"] == "vendor_unsupported", body
+    # a webhook vendor with a callback URL can transfer: the vendor hears of it there
+    sid = answers["e1"][1]["session_id"]
+    await client.ok("POST", f"/v1/sessions/{sid}/accept", "r1")
+    moved = await client.ok("POST", f"/v1/sessions/{sid}/transfer", "r1", json_body={"to_agent": "r2"})
+    assert moved["target"]["agent_id"] == "r2"
+    deadline = time.monotonic() + 5
+    while not [n for n in hooks.notices if n["action"] == "transferred"]:
+        assert time.monotonic() < deadline, hooks.notices
+        await asyncio.sleep(0.02)
+    [transferred] = [n for n in hooks.notices if n["action"] == "transferred"]
+    assert transferred["data"]["from_session_id"] == sid and transferred["data"]["agent_id"] == "r2"
 
     # duplicates: 200 with the first answer (even of a rejection, or of a decision since
     # overtaken), and nothing changes
@@ -507,7 +528,15 @@ async def test_refused_webhooks_change_nothing(
         ("oversize", oversize, signed(oversize), VENDOR, 413, "body_too_large", None),
         ("malformed", raw[:-1], signed(raw[:-1]), VENDOR, 400, "invalid_event", "body"),
         ("no channel", json.dumps({**event, "channel": None}).encode(), {}, VENDOR, 400, "invalid_event", "channel"),
-        ("unknown field", json.dumps({**event, "colour": 1}).encode(), {}, VENDOR, 400, "invalid_event", "colour"),
+        (
+            "bad priority",
+            json.dumps({**event, "priority": 5000}).encode(),
+            {},
+            VENDOR,
+            400,
+            "invalid_event",
+            "priority",
+        ),
         ("unknown vendor", raw, signed(raw), "nobody", 404, "unknown_vendor", None),
     ]
     for name, body, headers, vendor, status, code, field in cases:

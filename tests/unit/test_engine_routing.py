@@ -3,12 +3,15 @@ idempotency (DESIGN sections 3, 4 and 5)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gateway.errors import ActionError, InvalidEvent
 from gateway.events import Channel
 from gateway.interactions import Phase, VendorCapabilities
 from gateway.notices import DecisionKind, VendorAction
+from gateway.records.memory import MemoryJournal
 from gateway.sessions import SessionState
 
 from .conftest import (
@@ -197,6 +200,149 @@ def test_vendor_capabilities_can_be_declared_at_runtime() -> None:
     engine = make_engine()
     engine.set_vendor_capabilities(VENDOR, VendorCapabilities(channels=frozenset({Channel.EMAIL})))
     assert engine.handle_event(offer("i1", channel="voice", agent="a1")).reason == "vendor_unsupported"
+
+
+# ---------------------------------------------------------------------------- can_reject=False
+
+NO_REJECT = {VENDOR: VendorCapabilities(can_reject=False)}
+
+
+def test_a_vendor_that_cannot_reject_gets_queued_instead_of_no_agent_available() -> None:
+    """Issue 6 item 11: ``can_reject=False`` is respected: a full ``on_full: reject`` queue
+    keeps the interaction as if it were ``on_full: wait``, and offers it when a slot frees."""
+    engine = make_engine(agents=[agent_spec("a1")], profiles={"std": {"max_sessions": 1}})
+    engine.set_vendor_capabilities(VENDOR, VendorCapabilities(can_reject=False))
+    assert engine.handle_event(offer("i1")).kind is ASSIGNED
+    decision = engine.handle_event(offer("i2"))
+    assert decision.kind is QUEUED
+    assert engine.waiting() == [(VENDOR, "i2")]
+    engine.drain()
+    # no queue timeout either: that would be a rejection too
+    advance(engine, 29)
+    engine.accept("s1")
+    advance(engine, 3_600)
+    assert engine.waiting() == [(VENDOR, "i2")] and vendor_notices(engine.drain(), VendorAction.DECISION) == []
+    engine.end("s1")
+    [late] = vendor_notices(engine.drain(), VendorAction.DECISION)
+    assert late.event_id is not None and late.data == {"decision": "assigned", "agent_id": "a1", "session_id": "s2"}
+    assert_counters_exact(engine)
+
+
+def test_a_vendor_that_cannot_reject_waits_past_max_waiting_and_max_wait_s() -> None:
+    engine = make_engine(
+        agents=[agent_spec("a1")],
+        profiles={"std": {"max_sessions": 1}},
+        queues=[{"name": "support", "on_full": "wait", "max_waiting": 1, "max_wait_s": 5}],
+        capabilities={**NO_REJECT},
+    )
+    engine.handle_event(offer("i1"))
+    engine.accept("s1")
+    assert [engine.handle_event(offer(f"w{n}")).kind for n in range(3)] == [QUEUED] * 3
+    # a vendor that can reject still gets the queue's limits
+    assert engine.handle_event(offer("x1", vendor="other")).reason == "no_agent_available"
+    advance(engine, 60)
+    assert len(engine.waiting()) == 3
+    assert [n.data["decision"] for n in vendor_notices(engine.drain(), VendorAction.DECISION)] == []
+
+
+@pytest.mark.parametrize("why", ["at capacity", "not ready", "offline"])
+def test_a_targeted_offer_of_a_vendor_that_cannot_reject_waits_for_that_agent(why: str) -> None:
+    engine = make_engine(profiles={"std": {"max_sessions": 1}}, capabilities=NO_REJECT)
+    if why == "at capacity":
+        engine.handle_event(offer("i0", agent="a1"))
+    else:
+        engine.set_presence("a1", "not_ready" if why == "not ready" else "offline")
+    decision = engine.handle_event(offer("i1", agent="a1"))
+    assert decision.kind is QUEUED
+    # a colleague with room does not get it: the vendor's ACD chose a1
+    assert engine.interactions[(VENDOR, "i1")].phase is Phase.WAITING
+    engine.drain()
+    if why == "at capacity":
+        engine.decline("s1")  # frees a1's slot; i0 waits for a1 again, behind i1, which came first
+        notices = engine.drain()
+        offered = [m["session"] for m in agent_messages(notices, "a1", "session.offered")]
+        assert [s["interaction_id"] for s in offered] == ["i1"]
+        assert engine.waiting() == [(VENDOR, "i0")]
+    else:
+        engine.set_presence("a1", "ready")
+        [late] = vendor_notices(engine.drain(), VendorAction.DECISION)
+        assert (late.data["decision"], late.data["agent_id"]) == ("assigned", "a1")
+    assert_counters_exact(engine)
+
+
+@pytest.mark.parametrize("how", ["decline", "timeout"])
+def test_a_targeted_offer_of_a_vendor_that_cannot_reject_comes_back_to_its_agent(how: str) -> None:
+    """Not ``offer_timeout``: the vendor cannot take it back, so the interaction waits for
+    its agent again, who has room at once (the slot was just freed): it is offered again."""
+    engine = make_engine(capabilities=NO_REJECT)
+    engine.handle_event(offer("i1", agent="a1"))
+    engine.drain()
+    if how == "decline":
+        engine.decline("s1")
+    else:
+        advance(engine, 30)
+    notices = engine.drain()
+    assert [n.data for n in vendor_notices(notices, VendorAction.DECISION)] == [
+        {"decision": "queued"},
+        {"decision": "assigned", "agent_id": "a1", "session_id": "s2"},
+    ]
+    assert engine.session("s2").agent_id == "a1" and engine.session("s2").state is SessionState.OFFERED
+    # the agent can park it by going not ready: it waits for a1 again, nobody else gets it
+    engine.set_presence("a1", "not_ready")
+    engine.decline("s2")
+    assert engine.waiting() == [(VENDOR, "i1")]
+    assert vendor_notices(engine.drain(), VendorAction.DECISION)[-1].data == {"decision": "queued"}
+    assert_counters_exact(engine)
+
+
+def test_a_vendor_that_cannot_reject_is_still_refused_what_no_waiting_can_serve() -> None:
+    engine = make_engine(
+        capabilities={VENDOR: VendorCapabilities(can_reject=False, channels=frozenset({Channel.VOICE}))}
+    )
+    assert engine.handle_event(offer("i1", channel="chat")).reason == "vendor_unsupported"
+    assert engine.handle_event(offer("i2", channel="voice", agent="ghost")).reason == "unknown_agent"
+    assert engine.waiting() == []
+
+
+def test_an_untargeted_interaction_that_cannot_be_rejected_is_rerouted_after_a_decline() -> None:
+    engine = make_engine(capabilities=NO_REJECT, ready=["a1"])
+    engine.handle_event(offer("i1"))
+    engine.decline("s1")  # a1 is excluded; nobody else is ready: it waits in its queue
+    assert engine.waiting() == [(VENDOR, "i1")]
+    engine.drain()
+    engine.set_presence("a2", "ready")
+    [late] = vendor_notices(engine.drain(), VendorAction.DECISION)
+    assert (late.data["decision"], late.data["agent_id"]) == ("assigned", "a2")
+
+
+def test_interactions_held_for_a_vendor_that_cannot_reject_survive_a_restart() -> None:
+    async def restart() -> None:
+        engine = make_engine(profiles={"std": {"max_sessions": 1}}, capabilities=NO_REJECT)
+        engine._new_id = lambda: "before-restart"  # noqa: SLF001 - the one session made before the restart
+        engine.set_presence("a2", "offline")
+        engine.set_presence("a3", "offline")
+        engine.handle_event(offer("i0", agent="a1"))
+        engine.handle_event(offer("t1", agent="a1"))  # waits for a1
+        engine.handle_event(offer("q1"))  # waits in support (a1 full, the others offline)
+        async with MemoryJournal() as journal:
+            await journal.commit(engine.take_changes())
+            snapshot_ = await journal.load(since=0)
+        again = make_engine(profiles={"std": {"max_sessions": 1}}, capabilities=NO_REJECT, ready=[])
+        again.restore(snapshot_)
+        assert again.waiting() == [(VENDOR, "t1"), (VENDOR, "q1")]
+        assert again.next_deadline() == engine.next_deadline()  # only a1's offer timeout: no queue timeout
+        again.set_presence("a2", "ready")
+        [late] = vendor_notices(again.drain(), VendorAction.DECISION)
+        assert late.data["agent_id"] == "a2" and late.interaction_id == "q1"  # t1 is a1's only
+        held = again.interactions[(VENDOR, "i0")].holder
+        assert held is not None and again.session(held).agent_id == "a1"
+        again.accept(held)
+        again.end(held)
+        offered = agent_messages(again.drain(), "a1", "session.offered")
+        assert [m["session"]["interaction_id"] for m in offered] == ["t1"]
+        assert_counters_exact(again)
+
+    asyncio.run(restart())
 
 
 def test_the_vendors_voice_limit_per_agent_is_respected() -> None:

@@ -462,6 +462,69 @@ def test_the_chat_transcript_follows_the_interaction_to_the_next_agent() -> None
     assert [(m["session_id"], m["text"]) for m in replayed] == [("s2", "hello?"), ("s2", "anyone there?")]
 
 
+def test_a_customer_message_alerts_unless_its_session_is_focused() -> None:
+    """Issue 6 item 12: ``alert: true`` when the agent is looking elsewhere (another session
+    focused, or none), ``alert: false`` when that very session is focused."""
+    engine = make_engine()
+    engine.handle_event(offer("i1", agent="a1"))
+    engine.handle_event(offer("i2", agent="a1"))
+    engine.accept("s1")
+    engine.accept("s2")
+    engine.drain()
+
+    def alerts(text: str) -> list[tuple[str, bool]]:
+        engine.handle_event(event("message", "i1", text=text))
+        return [(m["session_id"], m["alert"]) for m in agent_messages(engine.drain(), "a1", "chat.message")]
+
+    assert alerts("nothing focused") == [("s1", True)]
+    engine.focus("a1", "s2")
+    assert alerts("another session focused") == [("s1", True)]
+    engine.focus("a1", "s1")
+    assert alerts("this session focused") == [("s1", False)]
+    engine.focus("a1", None)
+    assert alerts("focus left") == [("s1", True)]
+
+
+def test_the_agents_replies_are_in_the_transcript_a_transfer_target_receives() -> None:
+    """Issue 6 item 12: a transfer target sees both sides of the chat, in order, the
+    agent's replies with sender ``agent`` and the agent's id."""
+    engine = make_engine()
+    engine.handle_event(offer("i1", agent="a1"))
+    engine.accept("s1")
+    engine.handle_event(event("message", "i1", text="my parcel is late"))
+    clock_of(engine).advance(2)
+    engine.send("s1", "let me check", actor="a1")
+    engine.handle_event(event("message", "i1", text="thanks"))
+    engine.drain()
+    engine.transfer("s1", to_agent="a2", mode="blind")
+    replayed = agent_messages(engine.drain(), "a2", "chat.message")
+    assert [(m["session_id"], m["sender"], m["text"]) for m in replayed] == [
+        ("s2", "customer", "my parcel is late"),
+        ("s2", "agent", "let me check"),
+        ("s2", "customer", "thanks"),
+    ]
+    reply = replayed[1]
+    assert reply["agent_id"] == "a1" and reply["at"] == "2023-11-14T22:13:22.000Z"
+    assert all(m["replay"] is True and m["alert"] is False for m in replayed)
+    # kept with the interaction (journaled with it), bounded like the customer's messages
+    assert engine.interactions[(VENDOR, "i1")].transcript[1]["sender"] == "agent"
+
+
+def test_a_reply_reaches_a_consult_target_at_once() -> None:
+    engine = make_engine()
+    engine.handle_event(offer("i1", agent="a1"))
+    engine.accept("s1")
+    engine.transfer("s1", to_agent="a2", mode="consult")
+    engine.drain()
+    engine.send("s1", "handing you over", actor="a1")
+    notices = engine.drain()
+    [seen] = agent_messages(notices, "a2", "chat.message")
+    assert (seen["session_id"], seen["sender"], seen["agent_id"], seen["alert"]) == ("s2", "agent", "a1", False)
+    assert agent_messages(notices, "a1", "chat.message") == []
+    [reply] = vendor_notices(notices, VendorAction.REPLY)
+    assert reply.data["text"] == "handing you over"
+
+
 def test_an_update_changes_customer_and_subject_of_the_session() -> None:
     engine = make_engine()
     engine.handle_event(offer("i1", subject="Hello"))
