@@ -28,8 +28,11 @@ class Driver(Protocol):
     channel: ClassVar[Channel]
     #: the adapter holds a connection to its vendor (outage / recovery tests apply)
     connection_based: ClassVar[bool]
-    #: the vendor can offer to the gateway's queue (not only to an agent its ACD chose)
+    #: the vendor can offer to the gateway's queue (not only to an agent its ACD chose) and
+    #: learns a late decision about it
     supports_queue: ClassVar[bool]
+    # optional: ``can_end: ClassVar[bool]`` (default True) - False for a vendor that cannot
+    # end an interaction (a mail relay): the end test is skipped for it
 
     async def start_peer(self, tmp_path: Path) -> None:
         """Start the vendor's side (before the gateway starts)."""
