@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.registry import default_registry
 from gateway.cli import main
 from gateway.config import GatewayConfig, OnFull, QueuePolicy
 from gateway.config_loader import load_config, load_config_text
@@ -538,7 +539,8 @@ def test_one_pass_reports_shape_errors_references_profile_rules_store_and_vendor
         "gateway.yaml:19: agents.1.id: duplicate agent 'a1'",
         "gateway.yaml:19: agents.1.token_sha256: string should match pattern '^[0-9a-fA-F]{64}$'",
         "gateway.yaml:21: vendors.0.secret: must be at least 16 characters",
-        "gateway.yaml:22: vendors.1.adapter: unknown adapter 'carrier-pigeon' (known: webhook)",
+        "gateway.yaml:22: vendors.1.adapter: unknown adapter 'carrier-pigeon' "
+        f"(known: {', '.join(default_registry().names())})",
         "gateway.yaml:22: vendors.1.name: duplicate vendor 'hooks'",
     ]
 
