@@ -78,7 +78,11 @@ def build_app(
     setup_api(
         app,
         runtime,
-        settings=ApiSettings(rate_per_s=config.server.rate_limit_per_s, rate_burst=config.server.rate_limit_burst),
+        settings=ApiSettings(
+            rate_per_s=config.server.rate_limit_per_s,
+            rate_burst=config.server.rate_limit_burst,
+            max_desktops_per_agent=config.server.max_desktops_per_agent,
+        ),
     )
 
     app.cleanup_ctx.append(_journal_ctx)

@@ -91,10 +91,9 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_INVALID
     # imported here: check-config must not need the server's dependencies loaded
-    from aiohttp import web
-
     from .app import build_app
     from .logs import configure
+    from .serve import run as serve
 
     configure(args.log_level, args.log_format)
     try:
@@ -123,7 +122,9 @@ def _run(args: argparse.Namespace) -> int:
     app.on_startup.append(_handle_signals)
     # the signals are ours (see _handle_signals): aiohttp's would let a second SIGTERM cut the
     # graceful shutdown short, leaving the process hanging on the journal's threads
-    web.run_app(app, host=host, port=port, print=announce, access_log=None, shutdown_timeout=30, handle_signals=False)
+    # served by gateway.serve (not web.run_app): it adds the idle/request-head timeout and the
+    # per-address connection limit of server.*
+    serve(app, config.server, host=host, port=port, on_listening=lambda: announce(""), access_log=None)
     return 0
 
 

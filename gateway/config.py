@@ -177,6 +177,14 @@ class ServerConfig(_Strict):
     #: beyond it 429 ``rate_limited``. 0 turns the limit off.
     rate_limit_per_s: float = Field(default=50.0, ge=0, le=100_000)
     rate_limit_burst: float = Field(default=100.0, ge=1, le=1_000_000)
+    #: An HTTP connection that has not sent a complete request head this long after it
+    #: opened, or after its previous answer, is closed (slow or idle clients).
+    idle_timeout_s: float = Field(default=30.0, ge=1, le=3_600)
+    #: Open connections one client address may have; beyond it 503 ``too_many_connections``.
+    #: 0 turns the limit off (behind a reverse proxy every client has the proxy's address).
+    max_connections_per_address: int = Field(default=256, ge=0, le=1_000_000)
+    #: Desktop sockets one agent may have open; a new one beyond it closes the oldest (4009).
+    max_desktops_per_agent: int = Field(default=4, ge=1, le=64)
 
 
 class StoreConfig(_Strict):

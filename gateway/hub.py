@@ -83,14 +83,23 @@ class DesktopHub:
         return len(conns) == 1
 
     def remove(self, agent_id: str, subscriber: Subscriber) -> bool:
-        """Forget a socket; True if the agent has none left."""
-        conns = self._connections.get(agent_id, [])
-        if subscriber in conns:
-            conns.remove(subscriber)
+        """Forget a socket; True if it was the agent's last one (False if it was not registered:
+        a socket replaced by a newer one was removed already)."""
+        conns = self._connections.get(agent_id)
+        if conns is None or subscriber not in conns:
+            return False
+        conns.remove(subscriber)
         if not conns:
-            self._connections.pop(agent_id, None)
+            del self._connections[agent_id]
             return True
         return False
+
+    def trim(self, agent_id: str, keep: int) -> list[Subscriber]:
+        """Forget the agent's oldest sockets beyond the newest ``keep``; returns them (to close)."""
+        conns = self._connections.get(agent_id, [])
+        excess = max(0, len(conns) - max(1, keep))
+        dropped, conns[:excess] = conns[:excess], []
+        return dropped
 
     def send(self, agent_id: str, message: Message) -> None:
         for subscriber in list(self._connections.get(agent_id, ())):

@@ -41,7 +41,7 @@ from gateway.sessions import Session
 from .auth import ApiError, Principal
 from .context import ApiContext
 from .models import WS_MESSAGES, BodyProblem, parse_json, validate
-from .sockets import SocketOutbox, converse
+from .sockets import CLOSE_REPLACED, SocketOutbox, converse
 
 __all__ = ["AgentSocket"]
 
@@ -99,6 +99,11 @@ class AgentSocket:
 
         def join(e: Engine) -> dict[str, Any]:
             first = hub.add(agent_id, outbox)
+            # one agent, a bounded number of desktops: the newest wins, the oldest are closed
+            for old in hub.trim(agent_id, settings.max_desktops_per_agent):
+                if isinstance(old, SocketOutbox):
+                    old.evict(CLOSE_REPLACED, b"replaced by a newer desktop")
+                log.info("desktop_replaced", agent_id=agent_id, limit=settings.max_desktops_per_agent)
             return e.desktop_connected(agent_id) if first else e.agent(agent_id)
 
         try:

@@ -35,6 +35,8 @@ class ApiSettings:
     ws_close_timeout_s: float = 2.0
     #: WebSocket ping interval (a missing pong closes the socket)
     ws_heartbeat_s: float = 20.0
+    #: desktop sockets one agent may have open; a new one beyond it closes the oldest (4009)
+    max_desktops_per_agent: int = 4
     #: per principal: requests (and WebSocket messages) per second, and burst; rate 0 disables
     rate_per_s: float = 50.0
     rate_burst: float = 100.0

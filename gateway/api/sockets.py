@@ -21,12 +21,15 @@ from typing import Any
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-__all__ = ["CLOSE_TOO_SLOW", "SocketOutbox", "converse", "dumps", "encode", "pump"]
+__all__ = ["CLOSE_REPLACED", "CLOSE_TOO_SLOW", "SocketOutbox", "converse", "dumps", "encode", "pump"]
 
 log = structlog.get_logger("cti_gateway.api.sockets")
 
 #: WebSocket close code for a client that does not read fast enough (application range).
 CLOSE_TOO_SLOW = 4008
+#: WebSocket close code for a desktop socket closed because the agent opened a newer one
+#: beyond ``server.max_desktops_per_agent``.
+CLOSE_REPLACED = 4009
 
 Message = dict[str, Any]
 
@@ -58,6 +61,8 @@ class SocketOutbox:
         self.overflowed = False
         #: set once: no more messages (the socket is closing)
         self.closed = False
+        #: set once: close the socket with this code and reason (e.g. replaced by a newer one)
+        self.close_with: tuple[int, bytes] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -103,6 +108,12 @@ class SocketOutbox:
         self.closed = True
         self._items.clear()
         self._wake.set()
+
+    def evict(self, code: int, reason: bytes) -> None:
+        """Have the writer close the socket with ``code`` and ``reason`` (nothing more is sent)."""
+        if not (self.closed or self.overflowed):
+            self.close_with = (code, reason)
+        self.close()
 
     async def get(self) -> Message | None:
         """The next message, or None once the outbox is closed or overflowed."""
@@ -160,6 +171,8 @@ async def pump(
         return
     if outbox.overflowed and not ws.closed:
         await close_too_slow(ws, request, timeout=close_timeout)
+    elif outbox.close_with is not None and not ws.closed:
+        await _close(ws, request, *outbox.close_with, close_timeout)
 
 
 async def converse(

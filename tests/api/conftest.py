@@ -9,6 +9,7 @@ goes through the signed webhook on purpose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
@@ -22,6 +23,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from adapters.webhook import signed_headers
+from gateway import serve
 from gateway.api.context import API, ApiContext
 from gateway.app import RUNTIME, build_app
 from gateway.clock import ManualClock
@@ -47,10 +49,10 @@ def sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def make_config() -> GatewayConfig:
+def make_config(**server: Any) -> GatewayConfig:
     return GatewayConfig.model_validate(
         {
-            "server": {"supervisor_token_sha256": sha(TOKENS["supervisor"]), "desktop_grace_s": 60},
+            "server": {"supervisor_token_sha256": sha(TOKENS["supervisor"]), "desktop_grace_s": 60, **server},
             "store": {"url": "memory://"},
             "capacity_profiles": {
                 # three sessions, the last one kept for inbound work: at most two manual sessions
@@ -83,6 +85,7 @@ class Gateway:
     base: str
     http: aiohttp.ClientSession
     clock: ManualClock
+    limiter: serve.ConnectionLimiter | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -161,18 +164,26 @@ class Gateway:
             return response
 
 
+@contextlib.asynccontextmanager
+async def running_gateway(**server: Any) -> AsyncIterator[Gateway]:
+    """A gateway served the way ``cti-gateway run`` serves it (:func:`gateway.serve.start`:
+    its idle timeout and connection limits), with ``server`` settings on top of the defaults."""
+    clock = ManualClock(T0)
+    config = make_config(**server)
+    app = build_app(config, clock=clock, journal=MemoryJournal())
+    runner, limiter = await serve.start(app, config.server, host="127.0.0.1", port=0, shutdown_timeout=5.0)
+    host, port = runner.addresses[0][:2]
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Gateway(app=app, base=f"http://{host}:{port}", http=http, clock=clock, limiter=limiter)
+    finally:
+        await runner.cleanup()
+
+
 @pytest_asyncio.fixture
 async def gw() -> AsyncIterator[Gateway]:
-    clock = ManualClock(T0)
-    app = build_app(make_config(), clock=clock, journal=MemoryJournal())
-    runner = web.AppRunner(app, shutdown_timeout=5.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    async with aiohttp.ClientSession() as http:
-        yield Gateway(app=app, base=f"http://{host}:{port}", http=http, clock=clock)
-    await runner.cleanup()
+    async with running_gateway() as gateway:
+        yield gateway
 
 
 async def receive_json(ws: aiohttp.ClientWebSocketResponse, timeout: float = 3.0) -> dict[str, Any]:

@@ -1,0 +1,190 @@
+"""Serving the application on a TCP port: the HTTP server's own limits, and the process loop.
+
+aiohttp's ``web.run_app`` gives no hold on the connections it accepts, so the gateway runs its
+application itself (:func:`run`, used by ``cti-gateway run``; :func:`start`, used by tests
+that want the real server in-process) and adds what a server facing untrusted clients needs:
+
+* **Idle / request-head timeout** (``server.idle_timeout_s``): aiohttp's keep-alive timer
+  runs from the moment a connection opens and again after every answer, and closes the
+  connection if no complete request head has arrived by then. So a client that trickles
+  its headers (one byte every two seconds, "slowloris") or opens a connection and sends
+  nothing is closed after ``idle_timeout_s``, like an idle keep-alive connection. A request
+  being handled is not affected (bodies have their own timeout, WebSockets their heartbeat).
+* **Connections per client address** (``server.max_connections_per_address``, 0: off): a
+  connection beyond it is answered ``503 too_many_connections`` at once and closed, before
+  anything of it is read. Behind a reverse proxy every client has the proxy's address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from .config import ServerConfig
+
+__all__ = ["ConnectionLimiter", "run", "start"]
+
+log = structlog.get_logger("cti_gateway.serve")
+
+
+def _refusal(limit: int) -> bytes:
+    body = json.dumps(
+        {
+            "error": {
+                "code": "too_many_connections",
+                "message": f"this address has {limit} connections open to the gateway "
+                "(server.max_connections_per_address)",
+            }
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Retry-After: 1\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class ConnectionLimiter:
+    """Counts open connections per client address and refuses those beyond ``limit``.
+
+    It watches the connections of one aiohttp server (:meth:`attach`): aiohttp tells its
+    ``Server`` about every connection made and lost, and that is where the count is kept."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: Counter[str] = Counter()
+        self._address: dict[RequestHandler, str] = {}
+        #: addresses refused since they last were under the limit (logged once each)
+        self._refusing: set[str] = set()
+        #: connections refused, in total
+        self.refused = 0
+
+    def attach(self, server: web.Server) -> None:
+        made: Callable[..., None] = server.connection_made
+        lost: Callable[..., None] = server.connection_lost
+
+        def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
+            made(handler, transport)
+            self._made(handler, transport)
+
+        def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
+            self._lost(handler)
+            lost(handler, exc)
+
+        # Server has no hook for this; its two callbacks are the one place every connection passes
+        server.connection_made = connection_made  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
+
+    def _made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        peer: Any = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else str(peer)
+        if self.limit and self.open[address] >= self.limit:
+            self.refused += 1
+            if address not in self._refusing:
+                self._refusing.add(address)
+                log.warning("connection_limit_reached", address=address, limit=self.limit)
+            with contextlib.suppress(Exception):
+                transport.write(_refusal(self.limit))
+            handler.force_close()
+            transport.close()
+            return
+        self._address[handler] = address
+        self.open[address] += 1
+
+    def _lost(self, handler: RequestHandler) -> None:
+        address = self._address.pop(handler, None)
+        if address is None:
+            return
+        self.open[address] -= 1
+        if self.open[address] <= 0:
+            del self.open[address]
+        if self.open[address] < self.limit:
+            self._refusing.discard(address)
+
+
+async def start(
+    app: web.Application,
+    settings: ServerConfig,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    shutdown_timeout: float = 30.0,
+    **runner_kwargs: Any,
+) -> tuple[web.AppRunner, ConnectionLimiter]:
+    """Set up ``app`` and listen on ``host:port`` (default: ``settings``'), with the limits of
+    ``settings``. Returns the runner (``await runner.cleanup()`` stops it) and the limiter."""
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=settings.idle_timeout_s,
+        **runner_kwargs,
+    )
+    await runner.setup()
+    limiter = ConnectionLimiter(settings.max_connections_per_address)
+    assert runner.server is not None
+    limiter.attach(runner.server)
+    try:
+        site = web.TCPSite(
+            runner, host if host is not None else settings.host, port if port is not None else settings.port
+        )
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, limiter
+
+
+def run(
+    app: web.Application,
+    settings: ServerConfig,
+    *,
+    host: str,
+    port: int,
+    on_listening: Callable[[], None],
+    shutdown_timeout: float = 30.0,
+    **runner_kwargs: Any,
+) -> None:
+    """Serve until a signal handler raises :class:`web.GracefulExit` (or Ctrl-C), then shut
+    down gracefully: sockets closed, requests finished, the application's cleanup run."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    async def serve() -> None:
+        runner, _limiter = await start(
+            app, settings, host=host, port=port, shutdown_timeout=shutdown_timeout, **runner_kwargs
+        )
+        try:
+            on_listening()
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    main = loop.create_task(serve())
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        main.cancel()
+        with contextlib.suppress(asyncio.CancelledError, web.GracefulExit, KeyboardInterrupt):
+            loop.run_until_complete(main)
+        rest = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in rest:
+            task.cancel()
+        if rest:
+            loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
