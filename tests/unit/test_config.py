@@ -243,6 +243,33 @@ def test_type_errors_name_the_value_line_and_drop_pydantic_prefixes() -> None:
     ]
 
 
+def test_server_limits_have_defaults_and_bounds_reported_at_their_lines() -> None:
+    defaults = load("""\
+        capacity_profiles: {p: {max_sessions: 1}}
+    """).server
+    assert (defaults.idle_timeout_s, defaults.max_connections_per_address, defaults.max_desktops_per_agent) == (
+        30.0,
+        256,
+        4,
+    )
+    assert problems("""\
+        server:
+          idle_timeout_s: 0
+          max_connections_per_address: -1
+          max_desktops_per_agent: 0
+        capacity_profiles: {p: {max_sessions: 1}}
+    """) == [
+        "gateway.yaml:2: server.idle_timeout_s: input should be greater than or equal to 1",
+        "gateway.yaml:3: server.max_connections_per_address: input should be greater than or equal to 0",
+        "gateway.yaml:4: server.max_desktops_per_agent: input should be greater than or equal to 1",
+    ]
+    off = load("""\
+        server: {max_connections_per_address: 0, idle_timeout_s: 3600, max_desktops_per_agent: 64}
+        capacity_profiles: {p: {max_sessions: 1}}
+    """).server
+    assert (off.max_connections_per_address, off.idle_timeout_s, off.max_desktops_per_agent) == (0, 3600, 64)
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
