@@ -57,6 +57,7 @@ ENTRY_POINT_GROUP = "cti_gateway.adapters"
 #: Built-in adapters as ``name -> "module:Class"``, loaded like entry points.
 BUILTIN_ADAPTERS: dict[str, str] = {
     "webhook": "adapters.webhook:WebhookAdapter",
+    "twilio": "adapters.twilio:TwilioAdapter",
 }
 
 Loc = tuple[str | int, ...]
