@@ -18,12 +18,16 @@ from typing import Any
 
 from .config import GatewayConfig
 from .config_loader import load_config
-from .errors import ConfigError
+from .errors import ConfigError, GatewayError
 
 __all__ = ["build_parser", "main"]
 
 #: Exit status for invalid input: bad arguments (argparse's own choice) or a bad config.
 EXIT_INVALID = 2
+
+#: Exit status of ``run`` when the gateway cannot start (the store cannot be opened, the
+#: address is taken ...): the configuration is valid, the environment is not.
+EXIT_START_FAILED = 1
 
 #: Exit status of ``simulate`` when the gateway does not answer (nothing was sent).
 EXIT_UNREACHABLE = 3
@@ -91,9 +95,13 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_INVALID
     # imported here: check-config must not need the server's dependencies loaded
+    import structlog
+
     from .app import build_app
     from .logs import configure
+    from .oplog import AccessLogger
     from .serve import run as serve
+    from .startup import banner, exposed_warning, sample_credentials
 
     configure(args.log_level, args.log_format)
     try:
@@ -104,28 +112,49 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    vendor_routes = _vendor_routes(app, {vendor.name: vendor.adapter for vendor in config.vendors})
 
     def announce(_message: str) -> None:
-        base = f"http://{host}:{port}"
-        lines = [
-            f"cti-gateway {version('cti-gateway')} listening on {base} "
-            f"(config {args.config}, store {config.store.url})",
-            f"  agent desktops: ws://{host}:{port}/v1/agents/{{id}}/ws?token=TOKEN   supervisor stream: /v1/events/ws",
-        ]
-        lines += [f"  vendor {v.name} ({v.adapter}): {base}/v1/vendors/{v.name}/" for v in config.vendors]
-        lines.append(
-            "  tokens are configured as SHA-256 hashes: `cti-gateway hash-token TOKEN` prints one "
-            "(the shipped config's sample tokens are in its comments)"
+        lines = banner(
+            config,
+            version=version("cti-gateway"),
+            host=host,
+            port=port,
+            config_path=args.config,
+            vendor_routes=vendor_routes,
         )
         print("\n".join(lines), flush=True)
+        warning = exposed_warning(config, host)
+        if warning:
+            print("\n".join(warning), file=sys.stderr, flush=True)
+            structlog.get_logger("cti_gateway.cli").warning(
+                "sample_credentials_exposed", host=host, settings=sample_credentials(config)
+            )
 
     app.on_startup.append(_handle_signals)
     # the signals are ours (see _handle_signals): aiohttp's would let a second SIGTERM cut the
     # graceful shutdown short, leaving the process hanging on the journal's threads
     # served by gateway.serve (not web.run_app): it adds the idle/request-head timeout and the
     # per-address connection limit of server.*
-    serve(app, config.server, host=host, port=port, on_listening=lambda: announce(""), access_log=None)
+    access: dict[str, Any] = {"access_log_class": AccessLogger} if config.server.access_log else {"access_log": None}
+    try:
+        serve(app, config.server, host=host, port=port, on_listening=lambda: announce(""), **access)
+    except (GatewayError, OSError) as exc:  # the store cannot be opened, the port is taken ...
+        print(f"cti-gateway: cannot start: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+        return EXIT_START_FAILED
+    structlog.get_logger("cti_gateway.cli").info("stopped")
     return 0
+
+
+def _vendor_routes(app: Any, adapters: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    """``(vendor, adapter, method, path)`` of the endpoints the vendors' adapters serve."""
+    found: list[tuple[str, str, str, str]] = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        parts = path.split("/")  # "", "v1", "vendors", NAME, ...
+        if len(parts) >= 5 and parts[1:3] == ["v1", "vendors"] and parts[3] in adapters and route.method != "HEAD":
+            found.append((parts[3], adapters[parts[3]], route.method, path))
+    return found
 
 
 async def _handle_signals(_app: object) -> None:

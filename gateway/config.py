@@ -185,6 +185,8 @@ class ServerConfig(_Strict):
     max_connections_per_address: int = Field(default=256, ge=0, le=1_000_000)
     #: Desktop sockets one agent may have open; a new one beyond it closes the oldest (4009).
     max_desktops_per_agent: int = Field(default=4, ge=1, le=64)
+    #: log every HTTP request (``http_request``: method, path without query, status, time)
+    access_log: bool = False
 
 
 class StoreConfig(_Strict):

@@ -29,6 +29,7 @@ from .events import Channel, Event
 from .hub import DesktopHub, EventBus
 from .metrics import Metrics
 from .notices import Decision, Notice, PresenceChanged, Routed, SessionChanged, ToAgent, ToVendor
+from .oplog import log_notice
 from .persistence import Changes, Journal
 
 T = TypeVar("T")
@@ -74,6 +75,8 @@ class Runtime:
         self.bus = bus or EventBus()
         self.adapters: dict[str, Adapter] = {}
         self._accepting = False
+        #: a graceful shutdown began: adapters going down is expected, not an outage
+        self._stopping = False
         self._store_ok = True
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -132,6 +135,9 @@ class Runtime:
         if before is not health:
             if health is Health.UP:
                 log.info("vendor_up", vendor=vendor, detail=detail)
+            elif self._stopping:
+                # the gateway is shutting down: an adapter stopping is no outage
+                log.info("vendor_stopped", vendor=vendor, detail=detail)
             else:
                 log.warning("vendor_down", vendor=vendor, detail=detail)
 
@@ -210,6 +216,7 @@ class Runtime:
 
     def _deliver(self, notices: list[Notice]) -> None:
         for notice in notices:
+            log_notice(notice)
             if isinstance(notice, ToAgent):
                 self.hub.send(notice.agent_id, notice.message)
             elif isinstance(notice, ToVendor):
@@ -322,6 +329,7 @@ class Runtime:
     async def stop_intake(self) -> None:
         """Stop taking new requests and wait for the ones in flight (graceful shutdown)."""
         self._accepting = False
+        self._stopping = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), COMMIT_TIMEOUT_S)
 
