@@ -87,7 +87,7 @@ def banner(
         if mine:
             lines += [f"  vendor {vendor.name} ({vendor.adapter}): {method} {base}{path}" for method, path in mine]
         else:
-            lines.append(f"  vendor {vendor.name} ({vendor.adapter}): no HTTP endpoint (the adapter connects out)")
+            lines.append(f"  vendor {vendor.name} ({vendor.adapter}): no HTTP endpoint on this port")
     lines.append(
         "  tokens are configured as SHA-256 hashes: `cti-gateway hash-token TOKEN` prints one "
         "(the shipped config's sample tokens are in its comments)"

@@ -97,7 +97,8 @@ async def test_on_loopback_no_warning_no_access_log_and_a_clean_shutdown_is_quie
     entries = json_lines(proc.stderr())
     assert "WARNING" not in proc.stderr() and not proc.log_events("sample_credentials_exposed")
     assert not proc.log_events("http_request")  # the access log is off by default
-    assert [e for e in entries if e["level"] in ("warning", "error", "critical")] == []
+    shutdown = entries[[e["event"] for e in entries].index("shutting_down") :]
+    assert [e for e in shutdown if e["level"] in ("warning", "error", "critical")] == []
     assert proc.log_events("vendor_stopped") and proc.log_events("stopped")
 
 
