@@ -58,6 +58,7 @@ ENTRY_POINT_GROUP = "cti_gateway.adapters"
 BUILTIN_ADAPTERS: dict[str, str] = {
     "webhook": "adapters.webhook:WebhookAdapter",
     "twilio": "adapters.twilio:TwilioAdapter",
+    "asterisk_ami": "adapters.asterisk_ami:AsteriskAmiAdapter",
 }
 
 Loc = tuple[str | int, ...]

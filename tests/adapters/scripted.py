@@ -177,6 +177,10 @@ class ScriptedServer:
                         await self.reply(self, conn, message)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # stop() cancels us; ending normally keeps asyncio's stream callback (3.11) from
+            # logging the cancellation as an "unhandled exception in client_connected_cb"
+            pass
         finally:
             conn.closed = True
             self._tasks.discard(task)

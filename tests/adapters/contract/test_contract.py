@@ -114,7 +114,8 @@ async def test_a_vendor_outage_and_recovery(driver: Driver, gateway: ContractGat
     await driver.outage()
     await gateway.until(lambda: gateway.health() == "down", what="health down")
     status, body = await gateway.readyz()
-    assert status == 503 and body["adapters"]["vendor-under-test"] == "down", body
+    # a 503 carries the failing checks in the error body (README, Operations)
+    assert status == 503 and body["error"]["checks"]["adapters"]["vendor-under-test"] == "down", body
 
     await driver.recover()
     await gateway.until(lambda: gateway.health() == "up", timeout=20, what="health up again")
