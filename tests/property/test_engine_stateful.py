@@ -44,7 +44,12 @@ Where DESIGN leaves room, the machine holds the engine to the reading it impleme
   offer event (to an agent: ``offer_timeout``), the source does not take it back;
 * ``longest_idle`` counts from becoming ready or from the last offer (declined or not);
   ``least_busy`` orders by share of ``max_units``, then sessions, then idle time;
-* a repeated desktop disconnect restarts the grace period.
+* a repeated desktop disconnect restarts the grace period;
+* a vendor that cannot take a rejection (``inbox``: ``can_reject=False``) never gets one
+  but for ``vendor_unsupported`` / ``unknown_agent``: where another vendor would be
+  rejected, its interaction waits instead (``queued``): untargeted in its queue (whatever
+  ``on_full`` says, with no ``max_wait_s`` and past ``max_waiting``), targeted for its
+  agent, who gets it again as soon as it has room, even after declining or missing it.
 
 Profiles (``dev`` / ``ci``) live in ``tests/conftest.py``; the step count is set here.
 """
@@ -146,10 +151,12 @@ CONFIG: dict[str, Any] = {
 
 AGENTS = ("a1", "a2", "a3", "a4")
 QUEUES = ("idle", "busy", "wait", "lobby")
-VENDORS = ("crm", "pbx", "mail")
+VENDORS = ("crm", "pbx", "mail", "inbox")
 CAPABILITIES = {
     "pbx": VendorCapabilities(channels=frozenset({Channel.VOICE, Channel.CHAT})),
     "mail": VendorCapabilities(channels=frozenset({Channel.EMAIL}), can_transfer=False),
+    # its CMS cannot take a rejection back: its interactions wait instead
+    "inbox": VendorCapabilities(can_reject=False),
 }
 QUEUE_AGENTS = {q: tuple(a["id"] for a in CONFIG["agents"] if q in a["queues"]) for q in QUEUES}
 MAX_WRAP_S = max(s for p in CONFIG["capacity_profiles"].values() for s in p.get("wrap_up_s", {}).values())
@@ -177,6 +184,11 @@ CUSTOMERS = st.one_of(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def can_reject(vendor: str) -> bool:
+    caps = CAPABILITIES.get(vendor)
+    return caps is None or caps.can_reject
 
 
 def vendor_for(choice: tuple[str, int], channel: Channel) -> str:
@@ -417,6 +429,9 @@ class EngineMachine(RuleBasedStateMachine):
         assert offer.key == (notice.vendor, notice.interaction_id), f"decision {notice} names another interaction"
         assert not offer.done, f"decision {notice.data} about {offer_key} after its interaction ended ({offer.answers})"
         kind = notice.data["decision"]
+        assert can_reject(notice.vendor) or kind != "rejected", (
+            f"{offer_key}: {notice.data} to a vendor that cannot take a rejection ({offer.answers})"
+        )
         last = offer.answers[-1]
         assert last["decision"] != "rejected", f"{offer_key}: decision {notice.data} after rejection {offer.answers}"
         if last["decision"] == "queued":
@@ -434,9 +449,17 @@ class EngineMachine(RuleBasedStateMachine):
             if kind == "rejected":
                 assert notice.data["reason"] in ("offer_timeout", "no_agent_available"), notice.data
         if kind == "assigned":
-            assert notice.data["agent_id"] not in offer.excluded, (
-                f"{offer_key} offered again to {notice.data['agent_id']}, who declined or missed it ({offer.excluded})"
-            )
+            interaction = self.engine.interactions[offer.key]
+            if not can_reject(notice.vendor) and interaction.target_agent is not None:
+                # held for its agent: offered to that agent again, declined or not
+                assert notice.data["agent_id"] == interaction.target_agent, (
+                    f"{offer_key} waited for {interaction.target_agent} but went to {notice.data['agent_id']}"
+                )
+            else:
+                assert notice.data["agent_id"] not in offer.excluded, (
+                    f"{offer_key} offered again to {notice.data['agent_id']}, who declined or missed it "
+                    f"({offer.excluded})"
+                )
             self.check_assigned(offer, notice.data)
         offer.answers.append(dict(notice.data))
 
@@ -539,16 +562,25 @@ class EngineMachine(RuleBasedStateMachine):
             if event.agent_id not in AGENTS:
                 return ("rejected", "unknown_agent")
             reason = self.reason(event.agent_id, event.channel)
-            return ("assigned", {event.agent_id}) if reason is None else ("rejected", reason)
+            if reason is None:
+                return ("assigned", {event.agent_id})
+            return ("rejected", reason) if can_reject(event.vendor) else ("queued", None)
         assert event.queue is not None
         best = self.best_of(event.queue, event.channel, exclude=set())
         if best is not None:
             return ("assigned", {best})
+        if not can_reject(event.vendor):
+            return ("queued", None)
         queue = self.engine.queues[event.queue]
-        waiting = sum(1 for k in self.engine.waiting() if self.engine.interactions[k].queue == queue.name)
+        waiting = sum(1 for k in self.engine.waiting() if self.in_line(k) == queue.name)
         if queue.on_full is OnFull.WAIT and waiting < queue.max_waiting:
             return ("queued", None)
         return ("rejected", "no_agent_available")
+
+    def in_line(self, key: tuple[str, str]) -> str | None:
+        """The queue a waiting interaction waits in (None: it waits for its agent)."""
+        interaction = self.engine.interactions[key]
+        return interaction.queue if interaction.target_agent is None else None
 
     def best_of(self, queue: str, channel: Channel, exclude: set[str]) -> str | None:
         room = [a for a in QUEUE_AGENTS[queue] if a not in exclude and self.has_room(a, channel)]
@@ -813,7 +845,9 @@ class EngineMachine(RuleBasedStateMachine):
         if fire:
             self.sync()
         for sid, focus_before in before.items():
-            s = self.engine.sessions[sid]
+            s = self.engine.sessions.get(sid)
+            if s is None:  # closed during a long advance and already forgotten (closed_retention_s)
+                continue
             grown = s.focus_ms(s.closed_at if s.closed_at is not None else self.now()) - focus_before
             if sid in looked_at:
                 assert 0 <= grown <= seconds * 1000 + 1, f"{sid}: focus grew {grown} ms in {seconds} s"
@@ -1133,12 +1167,22 @@ class EngineMachine(RuleBasedStateMachine):
             if interaction.phase is Phase.DONE:
                 offer.done = True
         # -- waiting lists: bounded, and nobody waits while an agent of the queue has room
-        per_queue = Counter(e.interactions[k].queue for k in waiting)
+        # (a vendor that cannot reject waits past max_waiting and max_wait_s)
+        per_queue = Counter(self.in_line(k) for k in waiting if can_reject(k[0]))
         for queue, count in per_queue.items():
             assert queue is not None and count <= e.queues[queue].max_waiting
         for key in waiting:
             interaction = e.interactions[key]
-            assert interaction.queue is not None and interaction.wait_deadline is not None
+            assert (interaction.wait_deadline is not None) == can_reject(key[0]), (
+                f"{key}: wait deadline {interaction.wait_deadline}"
+            )
+            if interaction.target_agent is not None:
+                assert not can_reject(key[0]), f"{key}: a targeted offer waits although its vendor can reject"
+                assert not self.has_room(interaction.target_agent, interaction.channel), (
+                    f"{key} waits for {interaction.target_agent}, who has room for {interaction.channel}"
+                )
+                continue
+            assert interaction.queue is not None
             for agent in QUEUE_AGENTS[interaction.queue]:
                 assert agent in interaction.excluded or not self.has_room(agent, interaction.channel), (
                     f"{key} waits in {interaction.queue} although {agent} has room for {interaction.channel}"
@@ -1192,7 +1236,8 @@ class EngineMachine(RuleBasedStateMachine):
                 assert s.deadline > now, f"{s.id}: {s.state} deadline {s.deadline} passed at {now} and did not fire"
         if self.synced:
             for key in waiting:
-                assert e.interactions[key].wait_deadline > now, f"{key}: queue timeout did not fire"  # type: ignore[operator]
+                deadline = e.interactions[key].wait_deadline
+                assert deadline is None or deadline > now, f"{key}: queue timeout did not fire"
             for agent in AGENTS:
                 deadline = self.grace[agent]
                 assert deadline is None or deadline > now, f"{agent}: desktop grace period ended, agent not offline"
