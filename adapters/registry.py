@@ -59,6 +59,7 @@ BUILTIN_ADAPTERS: dict[str, str] = {
     "webhook": "adapters.webhook:WebhookAdapter",
     "twilio": "adapters.twilio:TwilioAdapter",
     "asterisk_ami": "adapters.asterisk_ami:AsteriskAmiAdapter",
+    "chat_ws": "adapters.chat_ws:ChatWsAdapter",
 }
 
 Loc = tuple[str | int, ...]
