@@ -1,7 +1,10 @@
 """The supervisor / integrator stream: ``GET /v1/events/ws`` (supervisor token only).
 
 Every message the runtime publishes on its :class:`~gateway.hub.EventBus` is sent as one
-JSON text frame: ``event.routed`` (an inbound event and its decision), ``session.changed``
+JSON text frame: ``event.routed`` (an inbound event and its decision: ``event`` holds the
+whole normalized event, queue, agent, customer, subject, text, occurred_at and attributes
+included, beside the summary fields ``vendor``, ``event_id``, ``event_type``,
+``interaction_id``, ``channel``), ``session.changed``
 (a session transition with the session object), ``agent.presence`` and ``vendor.notice``
 (what goes back to a vendor). The stream is read-only: a client may send
 ``{"type": "ping", "ref"?}`` (answered by ``pong``); anything else gets an ``error``
