@@ -401,11 +401,17 @@ class AsteriskAmiAdapter(Adapter):
 
     async def _resync(self, conn: AmiConnection) -> None:
         """Reconcile the gateway's open voice interactions with the channels Asterisk has."""
-        _, listed = await conn.list_action("CoreShowChannels", timeout=max(self.config.action_timeout_s, 10.0))
+        timeout = max(self.config.action_timeout_s, 10.0)
+        try:
+            _, listed = await conn.list_action("CoreShowChannels", timeout=timeout)
+        except ActionFailed as exc:
+            # e.g. a manager user without the reporting write class: Status needs only call
+            log.warning("ami_coreshowchannels_refused", vendor=self.vendor, error=exc.message, fallback="Status")
+            _, listed = await conn.list_action("Status", timeout=timeout)
         live: dict[str, Message] = {}
         by_name: dict[str, Message] = {}
         for channel in listed:
-            if channel.name.lower() != "coreshowchannel":
+            if channel.name.lower() not in ("coreshowchannel", "status"):
                 continue
             uid = channel.get("Uniqueid")
             if uid:

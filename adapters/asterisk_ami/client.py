@@ -250,14 +250,18 @@ class AmiConnection:
             return
         if kind == "response":
             pending.response = item
-            listing = (item.get("EventList") or "").lower() == "start"
-            if not pending.is_list or not listing or (item.get("Response") or "").lower() == "error":
+            # a list's response (``EventList: start``, or none on Asterisk 11's Status) is
+            # followed by its events: wait for the last one, unless the action was refused
+            if not pending.is_list or (item.get("Response") or "").lower() == "error":
                 self._resolve(pending)
             return
         # an event carrying our ActionID: part of a list answer
         if len(pending.events) < MAX_LIST_EVENTS:
             pending.events.append(item)
-        if (item.get("EventList") or "").lower() in ("complete", "cancelled") and pending.response is not None:
+        # the list's last event: ``EventList: Complete`` (or ``cancelled``); Asterisk 11's
+        # StatusComplete has no EventList header, only its name says it
+        last = (item.get("EventList") or "").lower() in ("complete", "cancelled") or item.name.endswith("Complete")
+        if last and pending.response is not None:
             self._resolve(pending)
 
     def _resolve(self, pending: _Pending) -> None:

@@ -56,3 +56,27 @@ def test_every_fixture_has_its_header_and_a_transcript() -> None:
     assert len(names) >= 19
     for name in names:
         assert fixture_bytes(name).strip(), name
+
+
+@pytest.mark.asyncio
+async def test_stopping_during_a_reply_logs_no_asyncio_error(caplog: pytest.LogCaptureFixture) -> None:
+    """stop() cancels a connection task that is busy answering: asyncio (3.11) must not
+    report it as an "Unhandled exception in client_connected_cb"."""
+    replying = asyncio.Event()
+
+    async def reply(server: ScriptedServer, conn: object, message: bytes) -> None:
+        replying.set()
+        await asyncio.sleep(10)
+
+    server = ScriptedServer(reply=reply, seed=1)
+    await server.start()
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"Action: Ping\r\n\r\n")
+    await writer.drain()
+    await asyncio.wait_for(replying.wait(), 5)
+    with caplog.at_level("ERROR", logger="asyncio"):
+        await server.stop()
+        for _ in range(5):
+            await asyncio.sleep(0)
+    writer.close()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []

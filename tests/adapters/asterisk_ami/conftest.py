@@ -33,12 +33,19 @@ def ami_settings(ast: FakeAsterisk, **extra: Any) -> dict[str, Any]:
     }
 
 
-def scenario_config(ast: FakeAsterisk, db: Path, **extra: Any) -> GatewayConfig:
+def scenario_config(
+    ast: FakeAsterisk, db: Path, *, profile: dict[str, Any] | None = None, **extra: Any
+) -> GatewayConfig:
     """The contract set-up, with a profile of 2 sessions (1 voice, 2 chats) and 0.5 s of
-    voice wrap-up, so that chats alone can fill an agent."""
+    voice wrap-up, so that chats alone can fill an agent (``profile`` adds to it)."""
     base = contract_config("asterisk_ami", ami_settings(ast, **extra), db).model_dump(mode="json")
     base["capacity_profiles"] = {
-        "contract": {"max_sessions": 2, "channels": {"voice": 1, "chat": 2}, "wrap_up_s": {"voice": 0.5}}
+        "contract": {
+            "max_sessions": 2,
+            "channels": {"voice": 1, "chat": 2},
+            "wrap_up_s": {"voice": 0.5},
+            **(profile or {}),
+        }
     }
     for agent in base["agents"]:
         agent["profile"] = "contract"

@@ -82,6 +82,8 @@ class FakeAsterisk:
         self.logins = 0
         self.login_failures = 0
         self.answer_pings = True
+        #: actions answered "Permission denied" (lower-case names)
+        self.refuse: set[str] = set()
         self.calls: dict[str, Call] = {}
         self._uids = itertools.count(1)
         self._lock = asyncio.Lock()
@@ -107,6 +109,11 @@ class FakeAsterisk:
         name = action.get("action", "").lower()
         aid = action.get("actionid", "")
         ok = ("Response", "Success"), ("ActionID", aid)
+        if name in self.refuse:
+            await self._write(
+                block(("Response", "Error"), ("ActionID", aid), ("Message", "Permission denied")), conn=conn
+            )
+            return
         if name == "challenge":
             challenge = str(100000000 + len(self.actions))
             self.challenges[id(conn)] = challenge
@@ -151,6 +158,21 @@ class FakeAsterisk:
                 ("ListItems", str(len(self.channels))),
                 ("ActionID", aid),
             )
+            await self._write(out, conn=conn)
+        elif name == "status":  # Asterisk 11's layout: StatusComplete carries no EventList
+            out = block(*ok, ("Message", "Channel status will follow"))
+            for ch in self.channels.values():
+                out += block(
+                    ("Event", "Status"),
+                    ("Privilege", "Call"),
+                    ("Channel", ch.name),
+                    ("CallerIDNum", ch.num),
+                    ("ChannelState", str(ch.state)),
+                    ("Uniqueid", ch.uniqueid),
+                    ("Linkedid", ch.linkedid),
+                    ("ActionID", aid),
+                )
+            out += block(("Event", "StatusComplete"), ("ActionID", aid), ("Items", str(len(self.channels))))
             await self._write(out, conn=conn)
         elif name == "queuepause":
             paused = action.get("paused", "").lower() in ("true", "1", "yes")

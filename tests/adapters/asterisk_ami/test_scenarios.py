@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,9 @@ import pytest
 from gateway.events import Channel, Event, EventType
 from gateway.sessions import SessionState
 from tests.adapters.contract.harness import ContractGateway
+from tests.adapters.scripted import fixture_bytes
 
-from .conftest import INTERFACES
+from .conftest import INTERFACES, scenario_config
 from .peer import FakeAsterisk
 
 pytestmark = pytest.mark.asyncio
@@ -189,10 +191,15 @@ async def test_member_pause_follows_presence_and_capacity(ast: FakeAsterisk, gw:
     ]
 
 
-async def test_a_dropped_connection_mid_call_is_resynchronised(ast: FakeAsterisk, gw: ContractGateway) -> None:
+@pytest.mark.parametrize("listing", ["CoreShowChannels", "Status"])
+async def test_a_dropped_connection_mid_call_is_resynchronised(
+    ast: FakeAsterisk, gw: ContractGateway, listing: str
+) -> None:
     """Three calls when the line drops: one stays up (kept), one ends while the link is
     down (its session ends), one was ringing and got answered meanwhile (accepted). After
     the reconnect every member's pause is told again; no session is duplicated or lost."""
+    if listing == "Status":  # a manager user without the reporting class: Status instead
+        ast.refuse.add("coreshowchannels")
     await gw.ready()
     kept = ast.new_call("kept")
     await ast.join(kept)
@@ -234,6 +241,8 @@ async def test_a_dropped_connection_mid_call_is_resynchronised(ast: FakeAsterisk
     await until(gw, lambda: states(gw, kept.uniqueid) == [("a1", "wrap_up", "completed")], "kept completed")
     for uid in (kept.uniqueid, gone.uniqueid, ringing.uniqueid):
         assert len(gw.sessions_of(uid)) == 1
+    # once after each login (Status: only after the two reconnects, the first login listed channels)
+    assert len(ast.actions_named(listing)) == (3 if listing == "CoreShowChannels" else 2)
 
 
 async def test_a_gateway_restart_mid_call_keeps_the_call(ast: FakeAsterisk, gw: ContractGateway) -> None:
@@ -303,3 +312,42 @@ async def test_transfers_and_hangup_from_the_desktop(ast: FakeAsterisk, gw: Cont
         "exten": "1002",
         "context": "agents",
     }
+
+
+async def test_an_offer_timeout_hangs_up_the_ringing_leg(ast: FakeAsterisk, tmp_path: Path) -> None:
+    """The gateway's voice offer_timeout_s (0.3 s here) ends the ring before app_queue's
+    timeout: the late rejection hangs up the member leg; app_queue's AgentRingNoAnswer for
+    it then changes nothing."""
+    gw = ContractGateway(
+        scenario_config(ast, tmp_path / "gw.db", profile={"offer_timeout_s": {"voice": 0.3}}), base_dir=tmp_path
+    )
+    await gw.start()
+    try:
+        await until(gw, lambda: gw.health() == "up", "up")
+        await gw.ready()
+        call = ast.new_call("slow")
+        await ast.join(call)
+        member = await ast.agent_called(call, A1)
+        await until(gw, lambda: [a["channel"] for a in ast.actions_named("Hangup")] == [member.name], "hung up")
+        assert states(gw, call.uniqueid) == [("a1", "closed", "expired")]
+        await ast.ring_no_answer(call, A1)
+        await ast.agent_called(call, A2)  # app_queue tries the next member: a new session
+        await until(gw, lambda: len(gw.sessions_of(call.uniqueid)) == 2, "the next ring")
+        assert gw.sessions_of(call.uniqueid)[1].agent_id == "a2"
+        assert len(ast.actions_named("Hangup")) == 1
+    finally:
+        await gw.stop()
+
+
+async def test_recorded_garbage_on_the_wire_is_skipped(ast: FakeAsterisk, gw: ContractGateway) -> None:
+    """A real recorded stream with holes in it ("[218 bytes missing in capture file]...")
+    and binary junk arrive between app_queue's events: skipped, the link stays up, the
+    next call is offered."""
+    await gw.ready()
+    await ast.send(fixture_bytes("ami_panoramisk_agent_loggued_in.txt").replace(b"\n", b"\r\n"))
+    await ast.send(b"\x00\x01\x02\xff\r\nEvent AgentCalled\r\n\r\n" + b"z" * 100_000 + b"\r\n\r\n")
+    call = ast.new_call("after-garbage")
+    await ast.join(call)
+    await ast.agent_called(call, A1)
+    await until(gw, lambda: states(gw, call.uniqueid) == [("a1", "offered", None)], "the offer")
+    assert gw.health() == "up" and ast.logins == 1  # never reconnected
