@@ -16,8 +16,11 @@ this order, and nothing reaches :meth:`AdapterHost.submit` unless every check pa
  408   ``request_timeout``    the body did not arrive within ``body_timeout_s``
  400   ``invalid_event``      not JSON, or not a valid event; ``field`` names the culprit
                               (``body`` for malformed JSON, ``vendor`` when the body names
-                              one: the vendor is the URL's)
- 503   ``not_ready``          the gateway takes no events now (store down, shutting down)
+                              one: the vendor is the URL's); also text that is not valid
+                              Unicode (a lone surrogate) anywhere, unknown fields included,
+                              and what :func:`~gateway.events.check_body` refuses
+ 503   ``not_ready``          the gateway takes no events now (store down, shutting down,
+                              rebuilding its state after a journal failure)
 =====  =====================  ==========================================================
 
 Then ``decision = await host.submit(event)``, which returns once the event is journaled:
@@ -72,7 +75,7 @@ from pydantic import AnyHttpUrl, ConfigDict, Field, SecretStr, field_validator
 
 from gateway.api.errors import error_response, json_error
 from gateway.errors import GatewayError, InvalidEvent
-from gateway.events import Channel, drop_unknown_fields, parse_event
+from gateway.events import Channel, check_body, drop_unknown_fields, parse_event
 from gateway.notices import DecisionKind, ToVendor
 
 from .base import (
@@ -299,6 +302,8 @@ class WebhookAdapter(Adapter):
         body = await self._read_body(request, limit)
         self._verify(request, timestamp, body)
         data = _loads(body)
+        if isinstance(data, dict):
+            check_body(data)  # unknown fields included: invalid Unicode anywhere is refused
         ignored: list[str] = []
         if not self.config.strict:
             data, ignored = drop_unknown_fields(data)

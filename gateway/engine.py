@@ -149,6 +149,23 @@ class Engine:
         for agent_id in self._agents:
             self._refresh(agent_id)
 
+    def blank(self) -> Engine:
+        """A new engine with this one's configuration and no state, to :meth:`restore` into.
+
+        The runtime rebuilds from the journal this way when its in-memory state may have
+        moved away from what is stored (a failed write, an engine error mid-call).
+        """
+        return Engine(
+            self.config,
+            clock=self.clock,
+            store=type(self.store)(),
+            new_id=self._new_id,
+            vendor_capabilities=self._caps,
+            dedup_window_s=self._dedup_window,
+            closed_retention_s=self._closed_retention,
+            focus_checkpoint_s=self._checkpoint_s,
+        )
+
     # ------------------------------------------------------------------ edges
 
     def drain(self) -> list[Notice]:

@@ -7,6 +7,8 @@ naming the field at fault.
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
@@ -40,6 +42,12 @@ class EventType(StrEnum):
 
 
 _ID = Field(min_length=1, max_length=256)
+
+#: Deepest nesting of objects/arrays inside ``attributes`` (``{"a": {"b": 1}}`` is 2).
+MAX_ATTRIBUTES_DEPTH = 16
+#: Most keys plus values inside ``attributes``, all levels counted.
+MAX_ATTRIBUTES_ITEMS = 2_000
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Customer(BaseModel):
@@ -78,7 +86,21 @@ class Event(BaseModel):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("must carry a timezone offset (RFC 3339)")
-        return value.astimezone(timezone.utc)
+        try:
+            utc = value.astimezone(timezone.utc)
+            utc.timestamp()
+        except (OverflowError, ValueError, OSError):
+            raise ValueError("is out of range once converted to UTC") from None
+        return utc
+
+    @field_validator("attributes")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problem = free_form_problem(value, max_depth=MAX_ATTRIBUTES_DEPTH, max_items=MAX_ATTRIBUTES_ITEMS)
+        if problem is not None:
+            where, message = problem
+            raise _FieldProblem(("attributes" + where)[:200], message)
+        return value
 
     @model_validator(mode="after")
     def _offer_rules(self) -> Event:
@@ -134,6 +156,65 @@ def drop_unknown_fields(data: Any) -> tuple[Any, list[str]]:
     return kept, dropped
 
 
+def free_form_problem(value: Any, *, max_depth: int, max_items: int, depth: int = 0) -> tuple[str, str] | None:
+    """What makes untrusted JSON data unfit to store and forward, or None.
+
+    Returns ``(where, message)``, ``where`` being a path such as ``.a.0.b`` (empty: the
+    value itself): a string or key holding a lone surrogate (JSON allows ``"\\ud800"``, UTF-8
+    does not), a key that is not a string, a float that is not finite, a value that is not
+    JSON, nesting deeper than ``max_depth`` or more than ``max_items`` keys and values
+    (``depth``: the level of ``value`` itself, -1 for an object whose fields are checked
+    as free-form values). Iterative, so any depth is checked without recursion.
+    """
+    items = 0
+    stack: list[tuple[Any, str, int]] = [(value, "", depth)]
+    while stack:
+        item, where, depth = stack.pop()
+        items += 1
+        if items > max_items:
+            return "", f"holds more than {max_items} keys and values"
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return where, "holds a lone surrogate (not valid Unicode)"
+        elif isinstance(item, dict | list):
+            if depth >= max_depth:
+                return where, f"is nested deeper than {max_depth} levels"
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        return where, "keys must be strings"
+                    items += 1
+                    if _SURROGATE.search(key):
+                        return f"{where}.{_shown(key)}", "the key holds a lone surrogate (not valid Unicode)"
+                    stack.append((child, f"{where}.{key}", depth + 1))
+            else:
+                stack.extend((child, f"{where}.{index}", depth + 1) for index, child in enumerate(item))
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return where, "numbers must be finite"
+        elif item is not None and not isinstance(item, bool | int):
+            return where, f"{type(item).__name__} is not a JSON value"
+    return None
+
+
+def _shown(key: str) -> str:
+    return key.encode("ascii", "backslashreplace").decode("ascii")[:64]
+
+
+def check_body(data: Any) -> None:
+    """Refuse (:class:`InvalidEvent`) a decoded event body that no event may carry.
+
+    Checked on the whole body, unknown fields included (call it before
+    :func:`drop_unknown_fields`), so that no field can smuggle text that cannot be stored
+    or sent on (see :func:`free_form_problem`); ``attributes`` gets its own, tighter limits
+    in :class:`Event`. :func:`parse_event` calls it too.
+    """
+    problem = free_form_problem(data, max_depth=MAX_ATTRIBUTES_DEPTH, max_items=4 * MAX_ATTRIBUTES_ITEMS, depth=-1)
+    if problem is not None:
+        where, message = problem
+        raise InvalidEvent(where.lstrip(".")[:200] or "body", message)
+
+
 def parse_event(data: Any, *, vendor: str, received_at: float) -> Event:
     """Validate untrusted event data (e.g. a webhook body) into an :class:`Event`.
 
@@ -142,6 +223,7 @@ def parse_event(data: Any, *, vendor: str, received_at: float) -> Event:
     """
     if not isinstance(data, dict):
         raise InvalidEvent("body", "must be a JSON object")
+    check_body(data)
     if "vendor" in data:
         raise InvalidEvent("vendor", "is given by the vendor's URL or connection, not the body")
     payload = dict(data)

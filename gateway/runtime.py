@@ -24,7 +24,7 @@ from adapters.base import Adapter, Health
 
 from .clock import Clock
 from .engine import Engine
-from .errors import GatewayError
+from .errors import GatewayError, InvalidEvent
 from .events import Channel, Event
 from .hub import DesktopHub, EventBus
 from .metrics import Metrics
@@ -56,6 +56,20 @@ class NotReady(GatewayError):
     retryable = True
 
 
+class Unstorable(GatewayError):
+    """A change that the journal cannot store (e.g. text that is not valid Unicode).
+
+    Input validation refuses such data first; this is the safety net behind it. The change
+    is undone (the state is rebuilt from the journal) and the caller gets 400.
+    """
+
+    code = "invalid_request"
+
+
+#: Waits between attempts to rebuild the state from the journal (seconds, growing to the last).
+RECOVERY_BACKOFF_S = (0.02, 0.05, 0.1, 0.2)
+
+
 class Runtime:
     def __init__(
         self,
@@ -77,7 +91,11 @@ class Runtime:
         self._accepting = False
         #: a graceful shutdown began: adapters going down is expected, not an outage
         self._stopping = False
-        self._store_ok = True
+        # False from the moment the engine's state may differ from the journal's (a write
+        # failed, or an engine call failed half-way) until it is rebuilt from the journal
+        self._consistent = True
+        self._failure: str | None = None
+        self._recovery: asyncio.Task[None] | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -87,9 +105,8 @@ class Runtime:
         self._vendor_task: asyncio.Task[None] | None = None
         self._health: dict[str, Health] = {}
         self._unknown_fields: dict[str, set[str]] = {}
-        # after a failed commit the next one writes the full state plus the events it lost
-        self._resync = False
-        self._parked_events: list[dict[str, Any]] = []
+        #: times the state was rebuilt from the journal after a failure (tests, metrics)
+        self.recoveries = 0
         #: adapters' durable bookkeeping (e.g. IMAP UIDVALIDITY), journaled under meta keys
         self._adapter_state: dict[str, Any] = {}
 
@@ -101,7 +118,7 @@ class Runtime:
 
     @property
     def ready(self) -> bool:
-        return self._accepting and self._store_ok
+        return self._accepting and self._consistent
 
     async def submit(self, event: Event) -> Decision:
         """Route one vendor event; returns once it and its decision are journaled."""
@@ -109,7 +126,10 @@ class Runtime:
         with structlog.contextvars.bound_contextvars(
             vendor=event.vendor, interaction_id=event.interaction_id, event_id=event.event_id
         ):
-            decision = await self.act(lambda engine: engine.handle_event(event))
+            try:
+                decision = await self.act(lambda engine: engine.handle_event(event))
+            except Unstorable as exc:
+                raise InvalidEvent("body", exc.message) from None
             self.metrics.observe_routing(event, decision, self._clock.now() - started)
             return decision
 
@@ -124,8 +144,16 @@ class Runtime:
         return self._adapter_state.get(_state_key(vendor, key))
 
     async def save_adapter_state(self, vendor: str, key: str, value: Any) -> None:
+        """Journal one adapter value; it is visible to :meth:`adapter_state` once durable.
+
+        It does not touch the engine, so a failed write only fails this call (503).
+        """
         full = _state_key(vendor, key)
-        await self._commit(Changes(meta={full: value}))
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                await self.journal.commit(Changes(meta={full: value}))
+        except (TimeoutError, GatewayError, OSError) as exc:
+            raise NotReady(f"the journal did not take the change: {exc or 'timeout'}") from exc
         self._adapter_state[full] = value
 
     def set_health(self, vendor: str, health: Health, detail: str | None = None) -> None:
@@ -157,42 +185,51 @@ class Runtime:
     async def act(self, call: Callable[[Engine], T]) -> T:
         """Run one engine call, journal what it changed, then deliver and return its result.
 
+        Nothing is answered before it is durable: every call, one that changed nothing
+        included (a ``duplicate``, a read made through here), returns only once the
+        journal holds everything committed before it.
+
         An :class:`~gateway.errors.ActionError` from the engine propagates once whatever
         changed before it (timers that were due) is journaled; the action itself changed
-        nothing.
+        nothing. Any other failure leaves the state as the journal has it: when a write
+        fails (:class:`NotReady`), a change cannot be stored (:class:`Unstorable`) or the
+        engine fails half-way (the exception propagates: 500), the runtime stops taking
+        calls, rebuilds the engine from the journal once the journal is writable again
+        (retrying by itself) and goes on.
         """
         if not self._accepting:
             raise NotReady("the gateway is not taking requests (starting or shutting down)")
+        if not self._consistent:
+            raise NotReady(f"the gateway is restoring its state after a journal failure ({self._failure}); retry")
         self._inflight += 1
         self._idle.clear()
         try:
-            error: BaseException | None = None
+            error: GatewayError | None = None
             result: Any = None
+            engine = self.engine
             try:
-                result = call(self.engine)
+                result = call(engine)
             except GatewayError as exc:
                 error = exc
-            except Exception as exc:  # an engine bug: still journal whatever changed before it
+            except Exception:  # an engine bug: whatever it changed half-way is undone
                 log.exception("engine_call_failed")
-                error = exc
-            if self._resync:
-                # a commit failed earlier: write the whole current state, not a diff
-                self.engine.mark_all_dirty()
-                self._resync = False
-            changes = self.engine.take_changes()
-            notices = self.engine.drain()
-            if self._parked_events:
-                changes.events[:0] = self._parked_events
-                self._parked_events = []
-            if changes:
-                try:
-                    await self._commit(changes)
-                except NotReady:
-                    self._resync = True
-                    self._parked_events.extend(changes.events)
-                    raise
+                self._lost("an engine call failed")
+                raise
+            changes = engine.take_changes()
+            notices = engine.drain()
+            try:
+                # awaited directly (no task in between): the changes are encoded and queued
+                # before any other call can reach the engine
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    await self.journal.commit(changes)
+            except (ValueError, TypeError) as exc:
+                self._lost(f"a change could not be stored: {exc}")
+                raise Unstorable(f"the request cannot be stored: {exc}") from None
+            except (TimeoutError, GatewayError, OSError) as exc:
+                self._lost(f"the journal did not take a change: {exc or 'timeout'}")
+                raise NotReady(f"the journal did not take the change: {exc or 'timeout'}") from exc
             self._deliver(notices)
-            self._agents_changed(self.engine.take_touched_agents())
+            self._agents_changed(engine.take_touched_agents())
             self._wake.set()
             if error is not None:
                 raise error
@@ -202,17 +239,65 @@ class Runtime:
             if self._inflight == 0:
                 self._idle.set()
 
-    async def _commit(self, changes: Changes) -> None:
-        try:
-            await asyncio.wait_for(self.journal.commit(changes), COMMIT_TIMEOUT_S)
-        except (TimeoutError, GatewayError, OSError) as exc:
-            if self._store_ok:
-                log.error("journal_down", error=str(exc))
-            self._store_ok = False
-            raise NotReady(f"the journal did not take the change: {exc}") from exc
-        if not self._store_ok:
-            log.info("journal_up")
-        self._store_ok = True
+    def _lost(self, reason: str) -> None:
+        """The engine may hold state the journal has not: refuse calls and rebuild it."""
+        if self._consistent:
+            log.error("journal_down", error=reason)
+        self._consistent = False
+        self._failure = reason
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(self._recover(), name="state-recovery")
+
+    async def _recover(self) -> None:
+        """Rebuild the engine from the journal, retrying until the journal is writable."""
+        attempt = 0
+        while True:
+            # the calls already running finish first (their commits succeed or fail); no
+            # new one starts while the state is inconsistent
+            await self._idle.wait()
+            try:
+                engine = await self._rebuild()
+            except Exception as exc:  # noqa: BLE001 - any failure: the journal is still down
+                delay = RECOVERY_BACKOFF_S[min(attempt, len(RECOVERY_BACKOFF_S) - 1)]
+                attempt += 1
+                if attempt == 1 or attempt % 50 == 0:
+                    log.warning("journal_still_down", error=str(exc) or type(exc).__name__, attempts=attempt)
+                await asyncio.sleep(delay)
+                continue
+            if not self._idle.is_set():  # pragma: no cover - act() refuses while inconsistent
+                continue
+            notices = engine.drain()
+            engine.take_touched_agents()
+            self.engine = engine
+            self._consistent = True
+            self._failure = None
+            self.recoveries += 1
+            log.info("journal_up", attempts=attempt + 1)
+            self._deliver(notices)
+            # what adapters mirror of the agents may have been undone: all of it, again
+            self._agents_changed(set(engine.agent_ids()))
+            self._wake.set()
+            return
+
+    async def _rebuild(self) -> Engine:
+        """A new engine restored from the journal, with the desktops that are connected now.
+
+        A probe write goes first: it waits behind every commit still queued (so what is
+        loaded is final) and proves that the journal takes writes again.
+        """
+        async with asyncio.timeout(COMMIT_TIMEOUT_S):
+            await self.journal.commit(Changes(meta={"restored_at": self._clock.now()}))
+            snapshot = await self.journal.load(since=self._clock.now() - self.engine.dedup_window_s)
+        engine = self.engine.blank()
+        engine.restore(snapshot)
+        engine.drain()
+        # (adapter state needs no reload: it is only ever set once its write succeeded)
+        for agent_id in engine.agent_ids():
+            if self.hub.connected(agent_id):
+                engine.desktop_connected(agent_id)
+        async with asyncio.timeout(COMMIT_TIMEOUT_S):
+            await self.journal.commit(engine.take_changes())
+        return engine
 
     def _deliver(self, notices: list[Notice]) -> None:
         for notice in notices:
@@ -335,26 +420,29 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.stop_intake()
-        for task in (self._timer_task, self._vendor_task):
+        for task in (self._timer_task, self._vendor_task, self._recovery):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._timer_task = self._vendor_task = None
+        self._timer_task = self._vendor_task = self._recovery = None
 
     async def check_ready(self) -> dict[str, Any]:
-        """Readiness: the journal answers and every adapter is up; with each vendor's
-        details (:meth:`Adapter.describe`) and warnings (:meth:`Adapter.warnings`)."""
+        """Readiness: taking requests, the state matches the journal, the journal answers and
+        every adapter is up; with each vendor's details (:meth:`Adapter.describe`) and
+        warnings (:meth:`Adapter.warnings`)."""
         store = await self.journal.ping()
-        self._store_ok = store
         adapters = {name: adapter.health.value for name, adapter in self.adapters.items()}
-        ok = store and self._accepting and all(h == Health.UP.value for h in adapters.values())
-        return {
+        ok = store and self._accepting and self._consistent and all(h == Health.UP.value for h in adapters.values())
+        checks: dict[str, Any] = {
             "ready": ok,
-            "store": "up" if store else "down",
+            "store": "up" if store and self._consistent else "down",
             "adapters": adapters,
             "accepting": self._accepting,
             # details: what each vendor can do, its callbacks, and what its settings leave out
             "vendors": {name: adapter.describe() for name, adapter in self.adapters.items()},
             "warnings": [f"{name}: {text}" for name, adapter in self.adapters.items() for text in adapter.warnings()],
         }
+        if not self._consistent:
+            checks["store_error"] = self._failure
+        return checks

@@ -38,6 +38,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "bad_signature": 401,
     "unknown_vendor": 404,
     "body_too_large": 413,
+    "invalid_request": 400,
     "not_ready": 503,
 }
 
@@ -62,7 +63,8 @@ def status_for(exc: GatewayError) -> int:
     """The HTTP status of a gateway error.
 
     By code first: ``interaction_already_open`` 409, ``unauthorized`` / ``bad_signature``
-    401, ``unknown_vendor`` 404, ``body_too_large`` 413, ``not_ready`` 503. Then by class:
+    401, ``unknown_vendor`` 404, ``body_too_large`` 413, ``invalid_request`` 400,
+    ``not_ready`` 503. Then by class:
     :class:`~gateway.errors.InvalidEvent` 400, ``NotFound`` 404, ``Forbidden`` 403,
     ``InvalidState`` 409, ``CapacityRejected`` 409, any other ``ActionError`` 400,
     ``ConfigError`` 500. Anything else: 500.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,17 +26,34 @@ try:  # optional speed-up; stdlib json is the default
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
+#: A lone surrogate: JSON can spell it ("\\ud800"), UTF-8 (and so SQLite) cannot store it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 if _orjson is not None:  # pragma: no cover - depends on the environment
 
     def dumps(obj: Any) -> str:
-        return str(_orjson.dumps(obj).decode())
+        try:
+            return str(_orjson.dumps(obj).decode())
+        except _orjson.JSONEncodeError as exc:
+            raise ValueError(f"cannot be stored as JSON: {exc}") from None
 
     loads: Callable[[str | bytes], Any] = _orjson.loads
 else:
     _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
     def dumps(obj: Any) -> str:
-        return _encoder.encode(obj)
+        """JSON text that SQLite can store; ``ValueError`` / ``TypeError`` if there is none.
+
+        Checked here, in the caller of ``commit()``, so that such data fails only its own
+        commit: a lone surrogate would otherwise fail the whole group-commit transaction.
+        """
+        try:
+            text = _encoder.encode(obj)
+        except RecursionError:
+            raise ValueError("cannot be stored as JSON: nested too deeply") from None
+        if _SURROGATE.search(text):
+            raise ValueError("cannot be stored: a string holds a lone surrogate (not valid Unicode)")
+        return text
 
     loads = json.loads
 

@@ -21,8 +21,9 @@ Callers of :meth:`SqliteJournal.commit` put their encoded changes in a queue and
 future. One writer task takes *everything* queued at once, writes it in ONE transaction
 (upserts, the later row for a key winning), commits, and then resolves the futures in queue
 order. If the transaction fails, each of those futures gets a :class:`JournalUnavailable`
-(``not_ready``, retryable) and nothing of the batch is written; the writer goes on with
-later batches. The queue is bounded (``max_pending`` commits not yet resolved): beyond it,
+(``not_ready``, retryable) and nothing of the batch is written; so does every commit queued
+behind it at that moment (it was made after the failed ones and may build on them). The
+writer goes on with later commits. The queue is bounded (``max_pending`` commits not yet resolved): beyond it,
 ``commit()`` fails at once with ``not_ready`` rather than piling up memory. Each wait is
 bounded by ``commit_timeout_s``; a commit that timed out stays queued and may still be
 written (the caller only learns "not acknowledged", as with any timeout).
@@ -427,10 +428,22 @@ class SqliteJournal:
             if merged.row_count():
                 await self._transaction(conn, merged)
         except Exception as exc:  # noqa: BLE001 - any failure fails the batch; the writer lives on
+            # Every commit queued behind the failed ones was made after them, so it may
+            # build on them: it fails too rather than being stored without them. The caller
+            # (the runtime) rebuilds its state from what is stored before committing again.
+            behind = [item for item in self._queue if not isinstance(item, _Stop)]
+            self._queue = deque(item for item in self._queue if isinstance(item, _Stop))
+            self._pending -= len(behind)
+            failed = batch + behind
             self.stats.failed_transactions += 1
-            self.stats.failed_commits += len(batch)
-            log.error("journal transaction of %d commits failed: %s", len(batch), exc)
-            for _, future in batch:
+            self.stats.failed_commits += len(failed)
+            log.error(
+                "journal transaction of %d commits failed (%d more queued behind it fail too): %s",
+                len(batch),
+                len(behind),
+                exc,
+            )
+            for _, future in failed:
                 if not future.done():
                     error = JournalUnavailable(f"journal write failed: {exc}")
                     error.__cause__ = exc
