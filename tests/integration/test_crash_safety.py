@@ -8,7 +8,10 @@ in flight). After each restart on the same config and database:
 
 * every event that was answered (200/409) is resent: the answer must be ``duplicate``
   repeating the first answer exactly (so it was journaled before it was acknowledged),
-  and the resends change nothing;
+  and the resends change nothing. A quarter of the events are sent twice at once (a
+  vendor's retry racing the first copy), and an answer to either copy counts: a
+  ``duplicate`` answer too must survive the kill. One cycle kills the server the moment a
+  copy is answered ``duplicate`` while its first copy still waits for its answer;
 * per agent, ``in_use`` (sessions, units and each channel) equals its open sessions;
   presence is what it was; the restore log's ``open_sessions`` / ``waiting`` agree;
 * every session of an answered assignment exists (``GET /v1/sessions/{id}``) and is in
@@ -65,10 +68,14 @@ LONG = 3600
 OCCUPYING = ("offered", "active", "wrap_up")
 CAPACITY_REASONS = {"agent_at_capacity", "channel_at_capacity", "agent_offline", "agent_not_ready"}
 
-#: (answers, then delay in s) per cycle after which the server is SIGKILLed (one restart each);
-#: the delays move the kill around the server's commit cycle, so that some requests are
-#: journaled but not yet answered when it dies
-KILL_AFTER = ((40, 0.0), (6, 0.002), (90, 0.001), (25, 0.004))
+#: (answers, then delay in s, also at an early duplicate) per cycle after which the server
+#: is SIGKILLed (one restart each); the delays move the kill around the server's commit
+#: cycle, so that some requests are journaled but not yet answered when it dies. "Early
+#: duplicate": kill at once when a resent copy is answered ``duplicate`` before the first
+#: copy got its answer (an acknowledgement the first copy's commit must already back).
+KILL_AFTER = ((40, 0.0, False), (6, 0.002, False), (90, 0.001, False), (25, 0.004, False), (300, 0.0, True))
+#: share of webhook events sent twice at once
+RESEND_SHARE = 0.25
 #: presence changes made between cycles (before cycle i)
 PRESENCE_PLAN: dict[int, dict[str, str]] = {
     1: {"a4": "not_ready"},
@@ -161,6 +168,10 @@ class Model:
     presence: dict[str, str] = field(default_factory=lambda: dict.fromkeys(AGENTS, "ready"))
     problems: list[str] = field(default_factory=list)
     decisions: Counter[str] = field(default_factory=Counter)
+    #: events sent twice at once; acknowledged only by a duplicate answer; early-duplicate kills
+    resent: int = 0
+    acked_by_duplicate: int = 0
+    early_duplicate_kills: int = 0
 
     def next_id(self, prefix: str) -> str:
         return f"{prefix}-{next(self.ids)}"
@@ -198,9 +209,21 @@ class Killed(Exception):
     """The request was cut off by the kill."""
 
 
-async def traffic(client: LiveClient, model: Model, proc: GatewayProcess, kill_after: int, delay: float) -> int:
+def first_of(duplicate: dict[str, Any]) -> dict[str, Any]:
+    """The first answer that a ``duplicate`` answer repeats."""
+    return {k: v for k, v in duplicate.items() if k != "first_decision"} | {"decision": duplicate["first_decision"]}
+
+
+def status_of(first: dict[str, Any]) -> int:
+    return 409 if first["decision"] == "rejected" else 200
+
+
+async def traffic(
+    client: LiveClient, model: Model, proc: GatewayProcess, kill_after: int, delay: float, early_duplicate: bool = False
+) -> int:
     """Run the workers until ``kill_after`` answers, then SIGKILL the server ``delay`` s later
-    (other workers' requests are in flight). Returns the number of answers."""
+    (other workers' requests are in flight); with ``early_duplicate`` also the moment a
+    resent copy is answered ``duplicate`` before its first copy. Returns the number of answers."""
     answered = 0
     stop = asyncio.Event()
     killed = asyncio.Event()
@@ -228,6 +251,45 @@ async def traffic(client: LiveClient, model: Model, proc: GatewayProcess, kill_a
                 kill()
             raise Killed from exc
 
+    async def send(event: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """Post ``event`` (a share of them twice at once); the acknowledged first answer, or
+        None when every copy was cut off. A ``duplicate`` answer acknowledges too: it says
+        what the first answer was."""
+        copies = 2 if model.rng.random() < RESEND_SHARE else 1
+        model.resent += copies - 1
+        answers: list[tuple[int, Any]] = []
+
+        async def one() -> None:
+            status, body = await guarded(client.webhook(event))
+            if early_duplicate and not answers and body.get("decision") == "duplicate" and not killed.is_set():
+                model.early_duplicate_kills += 1
+                kill()
+            answers.append((status, body))
+            done_one()
+
+        results = await asyncio.gather(*(one() for _ in range(copies)), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Killed):
+                raise result
+        firsts = [(s, b) for s, b in answers if b.get("decision") != "duplicate"]
+        duplicates = [(s, b) for s, b in answers if b.get("decision") == "duplicate"]
+        if len(firsts) > 1:
+            model.problems.append(f"{event['event_id']}: two copies were both decided: {firsts}")
+        if firsts:
+            status, first = firsts[0]
+            for answer in duplicates:
+                if answer != (200, duplicate_of(first)):
+                    model.problems.append(f"{event['event_id']}: resend answered {answer}, first {first}")
+            return status, first
+        if duplicates:
+            model.acked_by_duplicate += 1
+            status, duplicate = duplicates[0]
+            if status != 200:
+                model.problems.append(f"{event['event_id']}: duplicate answered {status} {duplicate}")
+            first = first_of(duplicate)
+            return status_of(first), first
+        return None
+
     async def offer() -> None:
         rng = model.rng
         event: dict[str, Any] = {
@@ -242,28 +304,24 @@ async def traffic(client: LiveClient, model: Model, proc: GatewayProcess, kill_a
             event["agent_id"] = rng.choice(AGENTS) if rng.random() > 0.05 else "ghost"
         else:
             event["queue"] = "support" if where < 0.7 else "sales"
-        try:
-            status, body = await guarded(client.webhook(event))
-        except Killed:
+        got = await send(event)
+        if got is None:
             model.unknown[event["event_id"]] = event
             return
-        model.answered[event["event_id"]] = (event, status, body)
-        model.apply_offer(event, status, body)
-        done_one()
+        model.answered[event["event_id"]] = (event, *got)
+        model.apply_offer(event, *got)
 
     async def vendor_end(tracked: Tracked) -> None:
         event = {"event_id": model.next_id("ev"), "type": "end", "interaction_id": tracked.interaction}
         tracked.busy = True
         tracked.pending = "closed" if tracked.state == "offered" else after_end(tracked.channel)
-        try:
-            status, body = await guarded(client.webhook(event))
-        except Killed:
+        got = await send(event)
+        if got is None:
             model.unknown[event["event_id"]] = event
             return
         tracked.busy = False
-        model.answered[event["event_id"]] = (event, status, body)
-        model.apply_vendor_end(event, status, body)
-        done_one()
+        model.answered[event["event_id"]] = (event, *got)
+        model.apply_vendor_end(event, *got)
 
     async def action(tracked: Tracked, name: str, to_state: str) -> None:
         tracked.busy = True
@@ -409,10 +467,10 @@ async def verify_restart(client: LiveClient, model: Model, proc: GatewayProcess)
         if body.get("decision") == "duplicate":
             journaled += 1
             assert status == 200, body
-            first = {k: v for k, v in body.items() if k != "first_decision"} | {"decision": body["first_decision"]}
-            model.answered[event["event_id"]] = (event, 409 if first["decision"] == "rejected" else 200, first)
+            first = first_of(body)
+            model.answered[event["event_id"]] = (event, status_of(first), first)
             if event["type"] == "offer":
-                model.apply_offer(event, 409 if first["decision"] == "rejected" else 200, first)
+                model.apply_offer(event, status_of(first), first)
             else:
                 model.apply_vendor_end(event, 200, first)
         else:
@@ -505,7 +563,7 @@ async def test_sigkill_under_load_loses_nothing_and_leaks_nothing(
             agent = await client.ok("PUT", f"/v1/agents/{agent_id}/presence", agent_id, json_body={"state": "ready"})
             assert agent["presence"]["state"] == "ready"
 
-    for cycle, (kill_after, delay) in enumerate(KILL_AFTER):
+    for cycle, (kill_after, delay, early_duplicate) in enumerate(KILL_AFTER):
         # a fresh client session per cycle: pooled connections die with the server
         async with aiohttp.ClientSession(timeout=timeout) as http:
             client = LiveClient(http, proc.base, tokens=TOKENS, vendor=VENDOR, secret=SECRET)
@@ -514,9 +572,9 @@ async def test_sigkill_under_load_loses_nothing_and_leaks_nothing(
                 model.presence[agent_id] = state
             if cycle in PRESENCE_PLAN:
                 await sync(client, model)  # going offline withdrew that agent's offers
-            answers = await traffic(client, model, proc, kill_after, delay)
+            answers = await traffic(client, model, proc, kill_after, delay, early_duplicate)
             assert not model.problems, model.problems[:5]
-            assert answers >= kill_after
+            assert answers >= kill_after or early_duplicate
 
         proc.start()  # same config, same database
         async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -529,7 +587,15 @@ async def test_sigkill_under_load_loses_nothing_and_leaks_nothing(
     kinds = {k.split(":")[0] for k in model.decisions}
     assert {"assigned", "queued", "rejected"} <= kinds, model.decisions
     assert sum(1 for t in model.sessions.values() if t.state in ("active", "wrap_up", "closed")) > 5
-    print("crash cycles:", stats, "decisions:", dict(model.decisions))
+    assert model.resent > 20, model.resent
+    print(
+        "crash cycles:",
+        stats,
+        "decisions:",
+        dict(model.decisions),
+        f"resent {model.resent}, acknowledged only by a duplicate {model.acked_by_duplicate},"
+        f" killed at an early duplicate {model.early_duplicate_kills}",
+    )
 
 
 async def test_sigterm_exits_0_quickly_and_a_restart_restores_open_sessions_exactly(
