@@ -60,6 +60,7 @@ BUILTIN_ADAPTERS: dict[str, str] = {
     "twilio": "adapters.twilio:TwilioAdapter",
     "asterisk_ami": "adapters.asterisk_ami:AsteriskAmiAdapter",
     "chat_ws": "adapters.chat_ws:ChatWsAdapter",
+    "kamailio": "adapters.kamailio:KamailioAdapter",
 }
 
 Loc = tuple[str | int, ...]

@@ -1,0 +1,220 @@
+"""Real SIP calls end to end: SIPp callers -> Kamailio 5.6 (the shipped example cfg) ->
+evapi -> the gateway (the shipped example gateway.yaml, in this test's event loop) -> the
+decision back -> Kamailio relays to a SIPp phone or refuses the call.
+
+What SIPp saw (its exit code: every message of the scenario as expected, e.g. a 486 for a
+caller scenario that expects one) is checked against the gateway's session records
+(``GET /v1/reports/sessions``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import yaml
+
+from gateway.config import GatewayConfig
+
+from ..contract.harness import ContractGateway
+from .peers import EXAMPLE, Kamailio, SippPhone, sipp_call
+
+pytestmark = pytest.mark.asyncio
+
+SUPERVISOR = "supervisor-sample"
+VENDOR = "kamailio"
+
+
+def example_config(tmp: Path, kamailio: Kamailio, phones: dict[str, int]) -> GatewayConfig:
+    """config/examples/kamailio/gateway.yaml with this test's store, ports and phones."""
+    data: dict[str, Any] = yaml.safe_load((EXAMPLE / "gateway.yaml").read_text())
+    data["store"]["url"] = f"sqlite:///{tmp / 'gw.db'}"
+    [vendor] = data["vendors"]
+    vendor["port"] = kamailio.evapi_port
+    vendor["keepalive_s"] = 2.0
+    for agent, port in phones.items():
+        if agent not in vendor["agent_contacts"]:  # a second agent like a1001
+            token = hashlib.sha256(f"agent-{agent}-test".encode()).hexdigest()
+            data["agents"].append({**data["agents"][0], "id": agent, "name": agent.upper(), "token_sha256": token})
+        vendor["agent_contacts"][agent] = f"sip:{agent}@127.0.0.1:{port}"
+    return GatewayConfig.model_validate(data)
+
+
+class Pair:
+    """Kamailio, the phones and the gateway of one test."""
+
+    def __init__(self, tmp: Path, kamailio: Kamailio, phones: dict[str, SippPhone], gateway: ContractGateway) -> None:
+        self.tmp = tmp
+        self.kamailio = kamailio
+        self.phones = phones
+        self.gateway = gateway
+
+    async def call(self, user: str, *, expect: int = 200, talk_ms: int = 1000) -> tuple[str, Any]:
+        call_id = f"{user}-{uuid.uuid4().hex[:12]}@test"
+        result = await sipp_call(self.tmp, self.kamailio.sip, user, call_id=call_id, expect=expect, talk_ms=talk_ms)
+        assert result.ok, (
+            f"SIPp call to {user} (expecting {expect}) failed:\n{result.output[-1500:]}\n{self.kamailio.log_tail()}"
+            f"\nsessions: {[s.as_dict(time.time()) for s in self.gateway.engine.sessions.values()]}"
+        )
+        return call_id, result
+
+    def start_call(self, user: str, *, expect: int = 200, talk_ms: int = 1000) -> asyncio.Task[tuple[str, Any]]:
+        return asyncio.create_task(self.call(user, expect=expect, talk_ms=talk_ms))
+
+    async def presence(self, agent: str, state: str) -> None:
+        await self.gateway.runtime.act(lambda e: e.set_presence(agent, state))
+
+    async def records(self) -> list[dict[str, Any]]:
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {SUPERVISOR}"}) as http,
+            http.get(self.gateway.base + "/v1/reports/sessions") as response,
+        ):
+            assert response.status == 200, await response.text()
+            body = await response.json()
+        return [r for r in body["sessions"] if r["vendor"] == VENDOR]
+
+    async def settled_records(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The records once every session is closed in them (the last BYE is journaled a
+        moment after SIPp saw its 200 OK)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            records = await self.records()
+            if all(r["closed_at"] for r in records) or time.monotonic() > deadline:
+                return records
+            await asyncio.sleep(0.05)
+
+    def records_of(self, records: list[dict[str, Any]], call_id: str) -> list[dict[str, Any]]:
+        return [r for r in records if r["interaction_id"] == call_id]
+
+    async def session_appears(self, call_id: str, state: str = "active") -> None:
+        await self.gateway.until(
+            lambda: any(
+                s.vendor == VENDOR and s.interaction_id == call_id and s.state.value == state
+                for s in self.gateway.engine.sessions.values()
+            ),
+            what=f"a {state} session for {call_id}",
+        )
+
+    def open_sessions(self) -> list[Any]:
+        return [s for s in self.gateway.engine.sessions.values() if s.state.value != "closed"]
+
+    def active(self) -> list[str]:
+        """Interaction ids of the active sessions."""
+        return [s.interaction_id for s in self.gateway.engine.sessions.values() if s.state.value == "active"]
+
+    async def up(self) -> None:
+        await self.gateway.until(lambda: self.gateway.runtime.adapters[VENDOR].health.value == "up", timeout=15)
+
+
+@pytest_asyncio.fixture
+async def pair(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
+    scenarios: dict[str, str] = getattr(request, "param", {"a1001": "phone_answer.xml"})
+    kamailio = Kamailio(tmp_path)
+    phones = {agent: SippPhone(tmp_path, scenario) for agent, scenario in scenarios.items()}
+    gateway: ContractGateway | None = None
+    try:
+        await kamailio.start()
+        for phone in phones.values():
+            await phone.start()
+        config = example_config(tmp_path, kamailio, {agent: phone.port for agent, phone in phones.items()})
+        gateway = ContractGateway(config, base_dir=tmp_path)
+        await gateway.start()
+        result = Pair(tmp_path, kamailio, phones, gateway)
+        await result.up()
+        for agent in phones:
+            await result.presence(agent, "ready")
+        yield result
+    finally:
+        if gateway is not None:
+            await gateway.stop()
+        for phone in phones.values():
+            await phone.stop()
+        await kamailio.stop()
+
+
+async def test_one_call_at_a_time_on_a1001_and_records_match(pair: Pair) -> None:
+    """Voice cap 1: the first call reaches the phone, a concurrent second one gets 486;
+    once the first hangs up the next call (to the queue) reaches the phone again. Every
+    answered call has one record, completed, handle_ms close to the talk time; the refused
+    call has none."""
+    first = pair.start_call("a1001", talk_ms=2500)
+    # the second call starts while the first one talks
+    await pair.gateway.until(lambda: any(s.state.value == "active" for s in pair.gateway.engine.sessions.values()))
+    first_id = next(s.interaction_id for s in pair.gateway.engine.sessions.values() if s.state.value == "active")
+    second_id, _ = await pair.call("a1001", expect=486)
+    assert not first.done(), "the first call should still be talking"
+    await first
+    third_id, _ = await pair.call("support", talk_ms=1500)
+    records = await pair.settled_records()
+    assert pair.records_of(records, second_id) == []
+    [one] = pair.records_of(records, first_id)
+    [three] = pair.records_of(records, third_id)
+    for record, talk_ms, queue in ((one, 2500, None), (three, 1500, "support")):
+        assert record["agent_id"] == "a1001"
+        assert record["outcome"] == "completed", record
+        assert record["queue"] == queue, record
+        assert abs(record["handle_ms"] - talk_ms) < 1000, record
+    assert len(records) == 2
+
+
+async def test_not_ready_is_480_and_nobody_is_404(pair: Pair) -> None:
+    await pair.presence("a1001", "not_ready")
+    id_480, _ = await pair.call("a1001", expect=480)
+    id_486, _ = await pair.call("support", expect=486)  # no_agent_available
+    id_404, _ = await pair.call("nobody", expect=404)  # unknown_agent
+    await pair.presence("a1001", "offline")
+    id_off, _ = await pair.call("a1001", expect=480)
+    assert await pair.records() == []
+    assert not pair.gateway.engine.sessions
+    assert {id_480, id_486, id_404, id_off}  # four distinct calls, none left a session
+
+
+@pytest.mark.parametrize("pair", [{"a1001": "phone_refuse.xml", "a1002": "phone_answer.xml"}], indirect=True)
+async def test_a_refusing_phone_is_a_decline_and_the_call_is_rerouted(pair: Pair) -> None:
+    """a1001's phone answers 486 (after 0.7 s of ringing): a targeted call is rejected back to the caller (480,
+    offer_timeout), a queue call is re-routed to a1002 whose phone answers."""
+    targeted, _ = await pair.call("a1001", expect=480)
+    await pair.presence("a1002", "not_ready")  # the queue call goes to a1001 first
+    queued = pair.start_call("support", talk_ms=1000)
+    await pair.gateway.until(lambda: any(s.agent_id == "a1001" for s in pair.gateway.engine.sessions.values()
+                                         if s.interaction_id != targeted))  # fmt: skip
+    await pair.presence("a1002", "ready")
+    queued_id, _ = await queued
+    records = await pair.settled_records()
+    assert [(r["agent_id"], r["outcome"]) for r in pair.records_of(records, targeted)] == [("a1001", "declined")]
+    rows = sorted(pair.records_of(records, queued_id), key=lambda r: r["offered_at"])
+    assert [(r["agent_id"], r["outcome"], r["queue"]) for r in rows] == [
+        ("a1001", "declined", "support"),
+        ("a1002", "completed", "support"),
+    ]
+
+
+async def test_gateway_gone_is_503_and_back_after_restart(pair: Pair) -> None:
+    """The gateway stops: Kamailio answers 503 at once; a call that was talking and hung up
+    meanwhile ends its session at the resync; after the restart calls reach the phone."""
+    talking = pair.start_call("a1001", talk_ms=1500)
+    await pair.gateway.until(lambda: any(s.state.value == "active" for s in pair.gateway.engine.sessions.values()))
+    await pair.gateway.stop()
+
+    started = time.monotonic()
+    _, result = await pair.call("a1001", expect=503)
+    assert time.monotonic() - started < 3.0, result
+    talking_id, _ = await talking  # hung up while the gateway was away
+
+    await pair.gateway.start()
+    await pair.up()
+    await pair.gateway.until(lambda: not pair.active(), what="the resync to end the call")
+    [record] = pair.records_of(await pair.settled_records(), talking_id)
+    assert record["outcome"] == "completed", record
+
+    after_id, _ = await pair.call("a1001", talk_ms=500)
+    [after] = pair.records_of(await pair.settled_records(), after_id)
+    assert after["outcome"] == "completed" and abs(after["handle_ms"] - 500) < 1000, after
