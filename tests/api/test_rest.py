@@ -460,3 +460,24 @@ async def test_the_rate_limit_comes_from_the_config() -> None:
     app = build_app(tuned, clock=ManualClock(T0), journal=MemoryJournal())
     settings = app[API].settings
     assert (settings.rate_per_s, settings.rate_burst) == (0.0, 7.0)
+
+
+async def test_a_lone_surrogate_in_a_rest_body_is_400_and_changes_nothing(gw: Gateway) -> None:
+    """JSON that is not valid Unicode never reaches the engine or the journal (a string with
+    a lone surrogate cannot be written as UTF-8: issue 6 items 1 and 6)."""
+    await gw.ready("a1")
+    desk = await gw.ws("a1")
+    sid = await gw.offer("a1")
+    await gw.json("POST", f"/v1/sessions/{sid}/accept", "a1")
+    for raw in ('{"text": "refund \\ud800"}', '{"text": "ok", "\\udc00": 1}'):
+        response = await gw.request(
+            "POST", f"/v1/sessions/{sid}/note", "a1", data=raw, headers={"Content-Type": "application/json"}
+        )
+        body = await response.json()
+        assert response.status == 400, body
+        assert body["error"]["code"] == "invalid_request" and body["error"]["field"] == "body"
+        assert "Unicode" in body["error"]["message"]
+    assert gw.runtime.engine.session(sid).notes == []
+    noted = await gw.json("POST", f"/v1/sessions/{sid}/note", "a1", json={"text": "refund \U0001f600"})
+    assert [n["text"] for n in noted["notes"]] == ["refund \U0001f600"]
+    await desk.close()
