@@ -24,6 +24,7 @@ def _engine() -> tuple[Engine, ManualClock]:
     clock = ManualClock(T0)
     engine = Engine(config, clock=clock, new_id=lambda: f"s{next(ids)}")
     engine.set_presence("a1", "ready")
+    engine.desktop_connected("a1")  # focus time counts only while a desktop is connected
     engine.drain()
     return engine, clock
 
