@@ -23,10 +23,10 @@ import asyncio
 import contextlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import structlog
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from gateway.errors import GatewayError, InvalidEvent
 from gateway.events import Channel, Event
@@ -45,6 +45,15 @@ log = structlog.get_logger("cti_gateway.adapters.kamailio")
 _SIP_URI = re.compile(r"^sips?:[^\s<>\"]+$")
 
 
+def _sip_uri(value: str) -> str:
+    if not _SIP_URI.match(value):
+        raise ValueError(f"{value!r} is not a sip: or sips: URI")
+    return value
+
+
+SipUri = Annotated[str, AfterValidator(_sip_uri)]
+
+
 class KamailioConfig(AdapterConfig):
     """Settings of a ``kamailio`` vendor (DESIGN section 8)."""
 
@@ -52,7 +61,7 @@ class KamailioConfig(AdapterConfig):
     host: str = Field(default="127.0.0.1", min_length=1, max_length=253)
     port: int = Field(default=8448, ge=1, le=65535)
     #: agent -> SIP URI of the agent's phone (where an assigned call is relayed)
-    agent_contacts: dict[str, str] = Field(default_factory=dict)
+    agent_contacts: dict[str, SipUri] = Field(default_factory=dict)
     #: Request-URI user -> gateway queue; any other Request-URI user is taken as an agent id
     queue_map: dict[str, str] = Field(default_factory=dict)
     #: seconds between keep-alive pings; no byte for three of them drops the connection
@@ -65,14 +74,6 @@ class KamailioConfig(AdapterConfig):
     def _host(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]+", value):
             raise ValueError("must be a host name or an IP address")
-        return value
-
-    @field_validator("agent_contacts")
-    @classmethod
-    def _contacts(cls, value: dict[str, str]) -> dict[str, str]:
-        for agent, uri in value.items():
-            if not _SIP_URI.match(uri):
-                raise ValueError(f"{agent}: {uri!r} is not a sip: or sips: URI")
         return value
 
 

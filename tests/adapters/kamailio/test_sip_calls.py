@@ -26,6 +26,7 @@ from gateway.config import GatewayConfig
 
 from ..contract.harness import ContractGateway
 from .peers import EXAMPLE, Kamailio, SippPhone, sipp_call
+from .sipua import SipAgent
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,9 +34,13 @@ SUPERVISOR = "supervisor-sample"
 VENDOR = "kamailio"
 
 
-def example_config(tmp: Path, kamailio: Kamailio, phones: dict[str, int]) -> GatewayConfig:
-    """config/examples/kamailio/gateway.yaml with this test's store, ports and phones."""
+def example_config(
+    tmp: Path, kamailio: Kamailio, phones: dict[str, int], queue: dict[str, Any] | None = None
+) -> GatewayConfig:
+    """config/examples/kamailio/gateway.yaml with this test's store, ports and phones (and
+    changes to its queue)."""
     data: dict[str, Any] = yaml.safe_load((EXAMPLE / "gateway.yaml").read_text())
+    data["queues"][0].update(queue or {})
     data["store"]["url"] = f"sqlite:///{tmp / 'gw.db'}"
     [vendor] = data["vendors"]
     vendor["port"] = kamailio.evapi_port
@@ -116,7 +121,8 @@ class Pair:
 
 @pytest_asyncio.fixture
 async def pair(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
-    scenarios: dict[str, str] = getattr(request, "param", {"a1001": "phone_answer.xml"})
+    param: dict[str, Any] = getattr(request, "param", {})
+    scenarios: dict[str, str] = param.get("phones", {"a1001": "phone_answer.xml"})
     kamailio = Kamailio(tmp_path)
     phones = {agent: SippPhone(tmp_path, scenario) for agent, scenario in scenarios.items()}
     gateway: ContractGateway | None = None
@@ -124,7 +130,8 @@ async def pair(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
         await kamailio.start()
         for phone in phones.values():
             await phone.start()
-        config = example_config(tmp_path, kamailio, {agent: phone.port for agent, phone in phones.items()})
+        ports = {agent: phone.port for agent, phone in phones.items()}
+        config = example_config(tmp_path, kamailio, ports, param.get("queue"))
         gateway = ContractGateway(config, base_dir=tmp_path)
         await gateway.start()
         result = Pair(tmp_path, kamailio, phones, gateway)
@@ -177,7 +184,9 @@ async def test_not_ready_is_480_and_nobody_is_404(pair: Pair) -> None:
     assert {id_480, id_486, id_404, id_off}  # four distinct calls, none left a session
 
 
-@pytest.mark.parametrize("pair", [{"a1001": "phone_refuse.xml", "a1002": "phone_answer.xml"}], indirect=True)
+@pytest.mark.parametrize(
+    "pair", [{"phones": {"a1001": "phone_refuse.xml", "a1002": "phone_answer.xml"}}], indirect=True
+)
 async def test_a_refusing_phone_is_a_decline_and_the_call_is_rerouted(pair: Pair) -> None:
     """a1001's phone answers 486 (after 0.7 s of ringing): a targeted call is rejected back to the caller (480,
     offer_timeout), a queue call is re-routed to a1002 whose phone answers."""
@@ -218,3 +227,36 @@ async def test_gateway_gone_is_503_and_back_after_restart(pair: Pair) -> None:
     after_id, _ = await pair.call("a1001", talk_ms=500)
     [after] = pair.records_of(await pair.settled_records(), after_id)
     assert after["outcome"] == "completed" and abs(after["handle_ms"] - 500) < 1000, after
+
+
+@pytest.mark.parametrize("pair", [{"queue": {"on_full": "wait", "max_wait_s": 30}}], indirect=True)
+async def test_a_waiting_call_is_held_until_the_agent_is_free_or_the_caller_gives_up(pair: Pair) -> None:
+    """A queue that waits: the call is held (100 Trying) while a1001 talks and reaches the
+    phone as soon as a1001 hangs up; a caller who gives up while held (CANCEL) gets 487 and
+    leaves no session."""
+    first = pair.start_call("a1001", talk_ms=1500)
+    await pair.gateway.until(lambda: pair.active(), what="the first call to talk")
+    waiting = pair.start_call("support", talk_ms=500)
+    await pair.gateway.until(lambda: pair.gateway.engine.waiting(), what="the queue call to wait")
+
+    caller = SipAgent()
+    await caller.start()
+    try:
+        gives_up = await caller.invite(pair.kamailio.sip, "support", "gives-up@test")
+        await pair.gateway.until(lambda: len(pair.gateway.engine.waiting()) == 2, what="a second call waiting")
+        caller.cancel(pair.kamailio.sip, gives_up.call_id)
+        assert gives_up.final is not None
+        assert (await asyncio.wait_for(gives_up.final, 5)).code == 487
+        await pair.gateway.until(lambda: len(pair.gateway.engine.waiting()) == 1, what="the wait to end")
+    finally:
+        caller.close()
+
+    first_id, first_result = await first
+    waiting_id, waiting_result = await waiting
+    records = await pair.settled_records()
+    assert pair.records_of(records, "gives-up@test") == []
+    [queued] = pair.records_of(records, waiting_id)
+    assert (queued["outcome"], queued["queue"]) == ("completed", "support")
+    assert abs(queued["handle_ms"] - 500) < 1000, queued
+    # it was held about as long as the first call talked
+    assert waiting_result.elapsed_s > 1.0, waiting_result
