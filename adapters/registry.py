@@ -14,7 +14,12 @@ invalid or whose adapter name is taken is skipped by :meth:`AdapterRegistry.disc
 :meth:`AdapterRegistry.add_entry_points`) and logged once as ``adapter_plugin_rejected``
 (``entry_point``, ``reason``): a broken plug-in never stops the gateway. Built-ins are
 registered first, so a plug-in cannot take their names; a built-in that is also declared
-as an entry point (the project's own ``pyproject.toml`` does that) is registered once.
+as an entry point (the project's own ``pyproject.toml`` does that) is registered once. Two
+plug-ins whose adapters have one name are both refused (which one a vendor got would
+otherwise depend on what happens to be installed). A vendor that names a refused plug-in
+fails ``check-config`` and start-up with the reason (:meth:`AdapterRegistry.refusal`):
+``adapter 'x' is not available: plug-in 'x' (pkg.mod:Class) was skipped: cannot be
+imported: ModuleNotFoundError: ...``.
 
 Vendor settings (the YAML keys of a vendor beside ``name`` and ``adapter``) are validated
 against the adapter's ``Config`` model: :meth:`AdapterRegistry.vendor_problems` returns
@@ -61,6 +66,7 @@ BUILTIN_ADAPTERS: dict[str, str] = {
     "asterisk_ami": "adapters.asterisk_ami:AsteriskAmiAdapter",
     "chat_ws": "adapters.chat_ws:ChatWsAdapter",
     "kamailio": "adapters.kamailio:KamailioAdapter",
+    "smtp_push": "adapters.smtp_push:SmtpPushAdapter",
 }
 
 Loc = tuple[str | int, ...]
@@ -74,16 +80,22 @@ class UnknownAdapter(ConfigError, KeyError):
     """No adapter of that name is registered.
 
     A :class:`~gateway.errors.ConfigError` (a vendor names it in the YAML file) and a
-    :class:`KeyError` (a failed look-up); the message lists the known adapters.
+    :class:`KeyError` (a failed look-up); the message lists the known adapters, or, when
+    ``refused`` says why, why the installed plug-in of that name was skipped (it failed
+    to import, its class is invalid, two plug-ins claim the name).
     """
 
     code = "unknown_adapter"
 
-    def __init__(self, name: str, known: Iterable[str]) -> None:
+    def __init__(self, name: str, known: Iterable[str], refused: str | None = None) -> None:
         self.name = name
         self.known = sorted(known)
-        listed = ", ".join(self.known) or "none"
-        super().__init__([f"unknown adapter {name!r} (known: {listed})"])
+        self.refused = refused
+        if refused is not None:
+            super().__init__([f"adapter {name!r} is not available: {refused}"])
+        else:
+            listed = ", ".join(self.known) or "none"
+            super().__init__([f"unknown adapter {name!r} (known: {listed})"])
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.message
@@ -110,6 +122,13 @@ class AdapterRegistry:
         self._seen: set[str] = set()
         #: rejected entry points: ``name`` -> reason
         self.rejected: dict[str, str] = {}
+        #: adapter names claimed by more than one plug-in -> the claimants (none registered)
+        self.conflicts: dict[str, list[str]] = {}
+        self._rejected_targets: dict[str, str] = {}
+        #: names of the built-in adapters (a plug-in never takes them)
+        self._builtin: set[str] = set()
+        #: the plug-in (entry point) each registered adapter name came from
+        self._origin: dict[str, _EntryPoint] = {}
 
     # -- registering -----------------------------------------------------------------------
 
@@ -148,6 +167,7 @@ class AdapterRegistry:
             importlib.metadata.EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
             for name, value in BUILTIN_ADAPTERS.items()
         )
+        registry._builtin.update(registry._adapters)
         if entry_points is None:
             entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
         registry.add_entry_points(sorted(entry_points, key=lambda ep: (ep.name, ep.value)))
@@ -172,14 +192,46 @@ class AdapterRegistry:
         except Exception as exc:  # noqa: BLE001 - whatever a plug-in's import does wrong, it is skipped
             self._reject(entry_point, f"cannot be imported: {type(exc).__name__}: {exc}")
             return
+        name = getattr(cls, "name", None)
+        if isinstance(name, str) and name in self.conflicts:
+            self.conflicts[name].append(_qualname(cls))
+            self._reject(entry_point, f"adapter name {name!r} is claimed by several plug-ins: all are refused")
+            return
+        existing = self._adapters.get(name) if isinstance(name, str) else None
+        if isinstance(name, str) and existing is not None and existing is not cls and name not in self._builtin:
+            # two plug-ins, one name: which one a vendor gets must not depend on install order
+            first = self._origin.pop(name, None)
+            del self._adapters[name]
+            self.conflicts[name] = [_qualname(existing), _qualname(cls)]
+            reason = (
+                f"adapter name {name!r} is claimed by two plug-ins ({_qualname(existing)} and {_qualname(cls)}): "
+                "both are refused; uninstall one"
+            )
+            if first is not None:
+                self._reject(first, reason)
+            self._reject(entry_point, reason)
+            return
         try:
             self.register(cls)
         except AdapterRegistrationError as exc:
             self._reject(entry_point, str(exc))
+            return
+        if isinstance(name, str) and name not in self._builtin:
+            self._origin.setdefault(name, entry_point)
 
     def _reject(self, entry_point: _EntryPoint, reason: str) -> None:
         self.rejected[entry_point.name] = reason
+        self._rejected_targets[entry_point.name] = entry_point.value
         log.warning("adapter_plugin_rejected", entry_point=entry_point.name, target=entry_point.value, reason=reason)
+
+    def refusal(self, name: str) -> str | None:
+        """Why no adapter ``name`` is registered although a plug-in offers it, or None."""
+        if name in self.conflicts:
+            claimants = " and ".join(self.conflicts[name])
+            return f"the name is claimed by several plug-ins ({claimants}); uninstall all but one"
+        if name in self.rejected:
+            return f"plug-in {name!r} ({self._rejected_targets[name]}) was skipped: {self.rejected[name]}"
+        return None
 
     # -- looking up --------------------------------------------------------------------------
 
@@ -188,7 +240,7 @@ class AdapterRegistry:
         try:
             return self._adapters[name]
         except KeyError:
-            raise UnknownAdapter(name, self._adapters) from None
+            raise UnknownAdapter(name, self._adapters, self.refusal(name)) from None
 
     def names(self) -> list[str]:
         return sorted(self._adapters)

@@ -1,0 +1,1 @@
+"""Faulty plug-ins for the registry's tests."""

@@ -1,0 +1,1 @@
+"""An example third-party adapter for cti-gateway (see ticket.py)."""
