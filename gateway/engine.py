@@ -772,12 +772,6 @@ class Engine:
         self._new_events = []
         return changes
 
-    def mark_all_dirty(self) -> None:
-        """Make the next :meth:`take_changes` hold the whole state (after a failed write)."""
-        self._dirty_sessions.update(self.sessions)
-        self._dirty_interactions.update(self.interactions)
-        self._dirty_agents.update(self._agents)
-
     def _agent_state(self, agent_id: str) -> StateDict:
         agent = self._agents[agent_id]
         state = self.store.get(agent_id)

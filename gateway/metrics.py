@@ -57,6 +57,17 @@ class Metrics:
         self.waiting = Gauge(
             "cti_gateway_waiting_interactions", "Interactions waiting in queues", registry=self.registry
         )
+        self.journal_up = Gauge(
+            "cti_gateway_journal_up",
+            "1 while the state is the journal's; 0 from a failed write until it is rebuilt",
+            registry=self.registry,
+        )
+        self.journal_up.set(1)
+        self.state_rebuilds = Counter(
+            "cti_gateway_state_rebuilds_total",
+            "Times the state was rebuilt from the journal after a failed write or an internal error",
+            registry=self.registry,
+        )
 
     def observe_routing(self, event: Event, decision: Decision, seconds: float) -> None:
         shown = decision.original if decision.kind is DecisionKind.DUPLICATE and decision.original else decision

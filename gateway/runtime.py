@@ -243,6 +243,7 @@ class Runtime:
         """The engine may hold state the journal has not: refuse calls and rebuild it."""
         if self._consistent:
             log.error("journal_down", error=reason)
+            self.metrics.journal_up.set(0)
         self._consistent = False
         self._failure = reason
         if self._recovery is None or self._recovery.done():
@@ -272,6 +273,8 @@ class Runtime:
             self._consistent = True
             self._failure = None
             self.recoveries += 1
+            self.metrics.journal_up.set(1)
+            self.metrics.state_rebuilds.inc()
             log.info("journal_up", attempts=attempt + 1)
             self._deliver(notices)
             # what adapters mirror of the agents may have been undone: all of it, again
@@ -388,7 +391,9 @@ class Runtime:
             try:
                 await self.act(lambda engine: engine.tick())
             except NotReady:
-                await asyncio.sleep(0.5)
+                # until the state is rebuilt (which wakes us) or the gateway takes requests
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
             except Exception:
                 log.exception("timer_tick_failed")
                 await asyncio.sleep(0.5)

@@ -301,6 +301,9 @@ async def test_a_transient_journal_error_heals_by_itself_and_readyz_tells_the_tr
         assert (status, body["error"]["code"]) == (503, "not_ready"), body
         status, checks = await touchy.readyz()
         assert status == 503 and checks["error"]["checks"]["store"] == "down", checks
+        assert "locked" in checks["error"]["checks"]["store_error"], checks
+        async with touchy.http.get(touchy.base + "/metrics") as response:
+            assert "cti_gateway_journal_up 0.0" in await response.text()
         await asyncio.sleep(0.5)
         status, checks = await touchy.readyz()  # still locked: still not ready
         assert status == 503, checks
@@ -316,6 +319,9 @@ async def test_a_transient_journal_error_heals_by_itself_and_readyz_tells_the_tr
     assert body["decision"] == "assigned"
     status, checks = await touchy.readyz()
     assert status == 200, checks
+    async with touchy.http.get(touchy.base + "/metrics") as response:
+        metrics = await response.text()
+    assert "cti_gateway_journal_up 1.0" in metrics and "cti_gateway_state_rebuilds_total 1.0" in metrics
     # the refused offer changed nothing: it is a fresh decision now
     status, body = await touchy.webhook(offer("during", agent_id="a1"))
     assert (status, body["decision"]) == (200, "assigned"), body
@@ -326,3 +332,37 @@ async def settle(condition: Any, timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         await asyncio.sleep(0.01)
+
+
+async def test_a_desktop_connected_through_a_journal_failure_keeps_working(touchy: Live) -> None:
+    """The state is rebuilt from the journal as a restart would, but a desktop still connected
+    stays connected: no grace period starts, it keeps its focus and gets the next offer."""
+    await ready(touchy, "a1")
+    sid = await assert_healthy(touchy, "before")
+    async with touchy.http.ws_connect(touchy.base + "/v1/agents/a1/ws", headers=auth("a1")) as ws:
+        hello = await ws.receive_json(timeout=3)
+        assert hello["type"] == "hello"
+        status, _ = await touchy.call("POST", f"/v1/sessions/{sid}/accept", "a1")
+        assert status == 200
+        status, _ = await touchy.call("POST", f"/v1/sessions/{sid}/focus", "a1")
+        assert status == 200
+        with write_lock(touchy.db):
+            status, body = await touchy.webhook(offer("during"))
+            assert status == 503, body
+        await settle(lambda: touchy.runtime.ready, timeout=2.0)
+        assert touchy.runtime.recoveries == 1
+        status, agent = await touchy.call("GET", "/v1/agents/a1")
+        assert agent["desktop_connected"] is True, agent
+        assert [s["focused"] for s in agent["sessions"] if s["id"] == sid] == [True], agent
+        # long past the desktop grace period (60 s): the agent is still ready, not offline
+        touchy.clock.advance(120)
+        await touchy.runtime.act(lambda e: e.tick())
+        status, agent = await touchy.call("GET", "/v1/agents/a1")
+        assert agent["presence"]["state"] == "ready", agent
+        status, body = await touchy.webhook(offer("after"))
+        assert (status, body["decision"]) == (200, "assigned"), body
+        while True:
+            message = await ws.receive_json(timeout=3)
+            if message["type"] == "session.offered":
+                break
+        assert message["session"]["id"] == body["session_id"]
