@@ -82,6 +82,9 @@ class _Call:
     """What the adapter knows of one call Kamailio announced."""
 
     iid: str
+    #: the Call-ID and INVITE CSeq number (to cancel a ringing branch)
+    call_id: str = ""
+    cseq: int = 1
     #: the held transaction (None while the call rings a phone or talks)
     held: tuple[int, int] | None = None
     #: the agent whose phone rings / talks
@@ -252,7 +255,7 @@ class KamailioAdapter(Adapter):
 
     async def _invite(self, message: KamailioMessage, iid: str, now: float) -> None:
         held = (message.tindex, message.tlabel)
-        self._remember(_Call(iid=iid, held=held))
+        self._remember(_Call(iid=iid, call_id=message.call_id, cseq=message.cseq or 1, held=held))
         user = message.ruri_user
         queue = self.settings.queue_map.get(user)
         agent_id = None
@@ -277,7 +280,7 @@ class KamailioAdapter(Adapter):
     async def _failed(self, message: KamailioMessage, iid: str, now: float) -> None:
         call = self._calls.get(iid)
         if call is None:
-            call = self._remember(_Call(iid=iid))
+            call = self._remember(_Call(iid=iid, call_id=message.call_id))
         call.held = (message.tindex, message.tlabel)
         call.agent = None
         try:
@@ -318,7 +321,13 @@ class KamailioAdapter(Adapter):
         if kind == DecisionKind.QUEUED.value:
             return  # stays held until a slot frees (or HOLD_MS)
         if call.held is None:
-            call.pending = dict(decision)  # the call rings a phone: applied when it is held again
+            if call.answered or call.agent is None:
+                log.info("kamailio_decision_too_late", vendor=self.vendor, interaction_id=iid, decision=kind)
+                return
+            # the call rings a phone: stop it; Kamailio reports the branch "failed" and holds
+            # the call again, then this decision is applied
+            call.pending = dict(decision)
+            self._send(mapping.cancel_command(call.call_id or iid, call.cseq))
             return
         if kind == DecisionKind.ASSIGNED.value:
             agent = str(decision.get("agent_id") or "")

@@ -54,7 +54,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "sync_done": (),
     "pong": (),
 }
-_INTS = frozenset({"tindex", "tlabel", "code"})
+_INTS = frozenset({"tindex", "tlabel", "code", "cseq"})
 _MAX_FIELD = 2048
 
 #: SIP answers for each rejection reason (DESIGN section 8); anything else is a 500
@@ -83,6 +83,7 @@ class KamailioMessage:
     call_id: str = ""
     tindex: int = 0
     tlabel: int = 0
+    cseq: int = 0
     agent: str = ""
     code: int = 0
     state: str = ""
@@ -234,6 +235,12 @@ def route_command(
         code, text = reply or (500, "Server Internal Error")
         body.update(action="reply", code=str(code), reason=text)
     return body
+
+
+def cancel_command(call_id: str, cseq: int) -> dict[str, Any]:
+    """The ``cancel`` message: stop the agent's phone ringing (Kamailio then reports the
+    branch as ``failed`` and holds the call for the gateway's next decision)."""
+    return {"cmd": "cancel", "call_id": call_id, "cseq": cseq or 1}
 
 
 def dumps(body: Mapping[str, Any]) -> bytes:

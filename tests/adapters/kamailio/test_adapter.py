@@ -201,25 +201,50 @@ async def test_a_failed_ring_is_a_decline_and_the_next_decision_resumes_the_held
         await adapter.stop()
 
 
-async def test_a_decision_while_the_phone_rings_waits_until_the_call_is_held_again(host: FakeHost, peer: Peer) -> None:
-    """The desktop declined while a1's phone was ringing: the re-route to a2 cannot be
-    relayed yet; when a1's ring fails the call goes to a2 (the decline itself is stale)."""
+async def test_a_decision_while_the_phone_rings_stops_the_ring_and_applies_once_held_again(
+    host: FakeHost, peer: Peer
+) -> None:
+    """The desktop declined while a1's phone was ringing: the adapter asks Kamailio to
+    cancel that branch; when Kamailio reports it failed (and holds the call), the re-route
+    to a2 is relayed (the decline of a1 itself is stale by then)."""
     host.answer = routed(host)
     adapter = make_adapter(host, peer.server.port)
     await adapter.start()
     try:
         await until(lambda: adapter.health is Health.UP)
-        await peer.server.send(invite("c1", "support", 1, 100))
+        body = json.loads(invite("c1", "support", 1, 100)[4:-1])
+        await peer.server.send(frame({**body, "cseq": 7}))
         assert (await peer.route())["uri"] == CONTACTS["a1"]
         await adapter.deliver(
             ToVendor("kam", "c1", VendorAction.DECISION, {"decision": "assigned", "agent_id": "a2", "session_id": "s2"})
         )
+        assert command(await peer.server.expect('"cmd":"cancel"')) == {"cmd": "cancel", "call_id": "c1", "cseq": 7}
         with pytest.raises(AssertionError):
-            await peer.route(timeout=0.3)
+            await peer.route(timeout=0.2)
         host.answer = InvalidState("no offered session", code="session_not_offered")
-        await peer.server.send(frame({"event": "failed", "call_id": "c1", "tindex": 1, "tlabel": 100, "agent": "a1"}))
+        failed = {"event": "failed", "call_id": "c1", "tindex": 1, "tlabel": 100, "agent": "a1", "code": 487}
+        await peer.server.send(frame(failed))
         route = await peer.route()
         assert (route["uri"], route["tindex"]) == (CONTACTS["a2"], 1)
+    finally:
+        await adapter.stop()
+
+
+async def test_a_decision_after_the_phone_answered_changes_nothing(host: FakeHost, peer: Peer) -> None:
+    host.answer = routed(host)
+    adapter = make_adapter(host, peer.server.port)
+    await adapter.start()
+    try:
+        await until(lambda: adapter.health is Health.UP)
+        await peer.server.send(invite("c1", "a1", 1, 100))
+        assert (await peer.route())["uri"] == CONTACTS["a1"]
+        await peer.server.send(frame({"event": "answered", "call_id": "c1", "agent": "a1"}))
+        await until(lambda: host.submitted[-1].type is EventType.ACCEPT)
+        await adapter.deliver(
+            ToVendor("kam", "c1", VendorAction.DECISION, {"decision": "rejected", "reason": "offer_timeout"})
+        )
+        with pytest.raises(AssertionError):
+            await peer.server.expect('"cmd":"(cancel|route)"', timeout=0.3)
     finally:
         await adapter.stop()
 

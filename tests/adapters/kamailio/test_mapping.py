@@ -22,16 +22,16 @@ def test_every_recorded_message_parses() -> None:
     invite = messages[1]
     assert invite.event == "invite"
     assert (invite.call_id, invite.ruri_user, invite.from_uri, invite.from_name) == (
-        "1-3015@127.0.0.1",
+        "1-1640@127.0.0.1",
         "support",
         "sip:caller@127.0.0.1:5060",
         "sipp",
     )
-    assert (invite.tindex, invite.tlabel) == (48127, 665999625)
+    assert (invite.tindex, invite.tlabel, invite.cseq) == (28431, 542849745, 1)
     failed = next(m for m in messages if m.event == "failed")
-    assert (failed.agent, failed.code, failed.tindex) == ("a2", 486, 45912)
+    assert (failed.agent, failed.code, failed.tindex) == ("a2", 486, 37393)
     call = next(m for m in messages if m.event == "call")
-    assert (call.call_id, call.state) == ("1-3102@127.0.0.1", "talking")
+    assert (call.call_id, call.state) == ("1-1727@127.0.0.1", "talking")
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_an_invite_to_a_queue_and_to_an_agent() -> None:
         "support",
         None,
     )
-    assert queued.event_id == "1-3015@127.0.0.1:invite" and queued.interaction_id == "1-3015@127.0.0.1"
+    assert queued.event_id == "1-1640@127.0.0.1:invite" and queued.interaction_id == "1-1640@127.0.0.1"
     assert queued.customer is not None and queued.customer.address == "sip:caller@127.0.0.1:5060"
     assert queued.customer.name == "sipp"
     assert queued.attributes["ruri_user"] == "support"

@@ -53,10 +53,30 @@ def example_config(
     return GatewayConfig.model_validate(data)
 
 
+class UaPhone:
+    """A phone that rings until the call is cancelled (the test's own SIP UA: SIPp's
+    scenarios cannot answer a CANCEL with the 487 of the INVITE)."""
+
+    def __init__(self) -> None:
+        self.agent = SipAgent("ring")
+
+    @property
+    def port(self) -> int:
+        return self.agent.port
+
+    async def start(self) -> None:
+        await self.agent.start()
+
+    async def stop(self) -> None:
+        self.agent.close()
+
+
 class Pair:
     """Kamailio, the phones and the gateway of one test."""
 
-    def __init__(self, tmp: Path, kamailio: Kamailio, phones: dict[str, SippPhone], gateway: ContractGateway) -> None:
+    def __init__(
+        self, tmp: Path, kamailio: Kamailio, phones: dict[str, SippPhone | UaPhone], gateway: ContractGateway
+    ) -> None:
         self.tmp = tmp
         self.kamailio = kamailio
         self.phones = phones
@@ -124,7 +144,10 @@ async def pair(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
     param: dict[str, Any] = getattr(request, "param", {})
     scenarios: dict[str, str] = param.get("phones", {"a1001": "phone_answer.xml"})
     kamailio = Kamailio(tmp_path)
-    phones = {agent: SippPhone(tmp_path, scenario) for agent, scenario in scenarios.items()}
+    phones: dict[str, SippPhone | UaPhone] = {
+        agent: UaPhone() if scenario == "ring" else SippPhone(tmp_path, scenario)
+        for agent, scenario in scenarios.items()
+    }
     gateway: ContractGateway | None = None
     try:
         await kamailio.start()
@@ -260,3 +283,24 @@ async def test_a_waiting_call_is_held_until_the_agent_is_free_or_the_caller_give
     assert abs(queued["handle_ms"] - 500) < 1000, queued
     # it was held about as long as the first call talked
     assert waiting_result.elapsed_s > 1.0, waiting_result
+
+
+@pytest.mark.parametrize("pair", [{"phones": {"a1001": "ring", "a1002": "phone_answer.xml"}}], indirect=True)
+async def test_a_decline_on_the_desktop_stops_the_ringing_phone_and_reroutes(pair: Pair) -> None:
+    """a1001's phone rings; a1001 declines on the desktop: the gateway re-routes to a1002,
+    Kamailio cancels a1001's ringing branch and relays the call to a1002's phone."""
+    await pair.presence("a1002", "not_ready")
+    call = pair.start_call("support", talk_ms=800)
+    ringing = pair.phones["a1001"]
+    assert isinstance(ringing, UaPhone)
+    await pair.gateway.until(lambda: ringing.agent.rang, what="a1001's phone to ring")
+    [session] = [s for s in pair.gateway.engine.sessions.values() if s.agent_id == "a1001"]
+    await pair.presence("a1002", "ready")
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": "Bearer agent-a1001-sample"}) as http,
+        http.post(f"{pair.gateway.base}/v1/sessions/{session.id}/decline") as response,
+    ):
+        assert response.status == 200, await response.text()
+    call_id, _ = await call
+    rows = sorted(pair.records_of(await pair.settled_records(), call_id), key=lambda r: r["offered_at"])
+    assert [(r["agent_id"], r["outcome"]) for r in rows] == [("a1001", "declined"), ("a1002", "completed")]
