@@ -82,7 +82,7 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--config", default=DEFAULT_CONFIG, metavar="PATH", help=f"the YAML file (default {DEFAULT_CONFIG})"
     )
     parser.add_argument("--host", help="listen on this address instead of server.host")
-    parser.add_argument("--port", type=int, help="listen on this port instead of server.port")
+    parser.add_argument("--port", type=_port, help="listen on this port instead of server.port (0..65535)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default="json", choices=["json", "console"])
     parser.set_defaults(handler=_run)
@@ -144,6 +144,17 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_START_FAILED
     structlog.get_logger("cti_gateway.cli").info("stopped")
     return 0
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
+    return port
 
 
 def _vendor_routes(app: Any, adapters: dict[str, str]) -> list[tuple[str, str, str, str]]:

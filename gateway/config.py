@@ -52,16 +52,29 @@ class CapacityProfile(_Strict):
         and the names of those that are not.
 
         For checking the rules of :func:`capacity_profile_problems` on a profile that has
-        other problems too (pydantic then skips the model validator).
+        other problems too (pydantic then skips the model validator). Of a per-channel map
+        with a bad entry, the valid entries are kept.
         """
         fields: dict[str, Any] = {}
         invalid: set[str] = set()
         for name, adapter in _profile_field_adapters().items():
-            if name in raw:
-                try:
-                    fields[name] = adapter.validate_python(raw[name])
-                except ValidationError:
+            if name not in raw:
+                continue
+            value = raw[name]
+            try:
+                fields[name] = adapter.validate_python(value)
+            except ValidationError:
+                if not isinstance(value, dict):
                     invalid.add(name)
+                    continue
+                # a per-channel map: its valid entries still have rules of their own
+                entries: dict[Any, Any] = {}
+                for key, item in value.items():
+                    try:
+                        entries.update(adapter.validate_python({key: item}))
+                    except ValidationError:
+                        continue
+                fields[name] = entries
         return fields, invalid
 
     @property

@@ -555,6 +555,7 @@ def test_one_pass_reports_shape_errors_references_profile_rules_store_and_vendor
         "gateway.yaml:7: capacity_profiles.p.colour: unknown key",
         "gateway.yaml:8: capacity_profiles.p.units.voice: 3 exceeds max_units (2): "
         "a voice session could never be admitted",
+        "gateway.yaml:9: capacity_profiles.p.channels.chat: 0 can never admit a chat session (minimum 1)",
         "gateway.yaml:9: capacity_profiles.p.channels.fax: invalid key: "
         "input should be 'voice', 'chat', 'email' or 'manual'",
         "gateway.yaml:11: capacity_profiles.q.max_sessions: input should be less than or equal to 64",
@@ -635,3 +636,12 @@ def test_python_dash_m_gateway(tmp_path: Path) -> None:
     assert bad.stderr == f"{tmp_path / NAME}:2: queues.0.policy: input should be {policies}\n"
     assert (good.returncode, good.stderr) == (0, "")
     assert good.stdout == "config/gateway.yaml: OK (2 capacity profiles, 2 queues, 2 agents, 1 vendor)\n"
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_run_refuses_a_port_that_is_not_one(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # before: a traceback (OverflowError from bind) once the gateway had started
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--config", str(SHIPPED), "--port", port])
+    assert info.value.code == 2
+    assert f"argument --port: '{port}' is not a port number (0..65535)" in capsys.readouterr().err
