@@ -54,7 +54,7 @@ async def test_a_client_trickling_its_headers_is_closed_after_the_idle_timeout()
                 await writer.drain()
                 sent += 1
                 await asyncio.sleep(0.25)
-                if reader.at_eof():
+                if reader.at_eof() or reader.exception() is not None:  # EOF, or a reset
                     raise ConnectionResetError("closed by the server")
                 assert loop.time() - started < 5, "the trickling client is still connected after 5 s"
         took = loop.time() - started
