@@ -303,8 +303,11 @@ class KamailioAdapter(Adapter):
     # ------------------------------------------------------------------ decisions back
 
     async def deliver(self, notice: ToVendor) -> None:
+        if notice.action is VendorAction.ENDED:
+            self._hang_up(notice.interaction_id)
+            return
         if notice.action is not VendorAction.DECISION:
-            return  # accepted / ended / transferred: the SIP dialog itself says so
+            return  # accepted / transferred: nothing to do on the SIP side
         call = self._calls.get(notice.interaction_id)
         if call is None:
             log.info("kamailio_decision_for_unknown_call", vendor=self.vendor, interaction_id=notice.interaction_id)
@@ -344,6 +347,15 @@ class KamailioAdapter(Adapter):
             self._send(mapping.route_command(tindex, tlabel, uri=contact, agent=agent))
         elif kind == DecisionKind.REJECTED.value:
             self._reply(iid, mapping.reply_for(decision.get("reason")))
+
+    def _hang_up(self, iid: str) -> None:
+        """The agent ended the call on the desktop: Kamailio sends BYE to both sides."""
+        call = self._calls.pop(iid, None)
+        call_id = call.call_id if call is not None and call.call_id else iid
+        if call_id.startswith("sha256:"):
+            log.warning("kamailio_cannot_hang_up", vendor=self.vendor, interaction_id=iid, why="Call-ID unknown")
+            return
+        self._send(mapping.end_command(call_id))
 
     def _reply(self, iid: str, reply: tuple[int, str]) -> None:
         call = self._calls.pop(iid, None)

@@ -243,5 +243,10 @@ def cancel_command(call_id: str, cseq: int) -> dict[str, Any]:
     return {"cmd": "cancel", "call_id": call_id, "cseq": cseq or 1}
 
 
+def end_command(call_id: str) -> dict[str, Any]:
+    """The ``end`` message: hang up an answered call (BYE to the caller and the phone)."""
+    return {"cmd": "end", "call_id": call_id}
+
+
 def dumps(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()

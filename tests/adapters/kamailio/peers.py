@@ -150,13 +150,32 @@ class SippPhone:
         log = open(self.workdir / f"phone-{self.port}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             [require("sipp"), "-sf", str(SCENARIOS / self.scenario), "-i", "127.0.0.1", "-p", str(self.port),
-             "-nostdin", "-trace_err", "-error_file", str(self.workdir / f"phone-{self.port}-errors.log")],
+             "-nostdin", "-trace_err", "-error_file", str(self.workdir / f"phone-{self.port}-errors.log"),
+             "-trace_msg", "-message_file", str(self.message_file)],
             cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
         )  # fmt: skip
         log.close()
         await asyncio.sleep(0.2)
         if self.process.poll() is not None:
             raise RuntimeError(f"sipp phone exited with {self.process.returncode}")
+
+    @property
+    def message_file(self) -> Path:
+        return self.workdir / f"phone-{self.port}-messages.log"
+
+    def byes_received(self) -> list[str]:
+        """Call-IDs of the BYEs the phone received (from SIPp's message trace)."""
+        try:
+            text = self.message_file.read_text(errors="replace")
+        except OSError:
+            return []
+        found = []
+        for block in text.split("message received")[1:]:
+            message = block.split("\n-----", 1)[0]  # up to the next trace entry
+            lines = [line.strip() for line in message.split("\n")[1:] if line.strip()]
+            if lines and lines[0].startswith("BYE "):
+                found += [line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("call-id:")]
+        return found
 
     async def stop(self) -> None:
         process, self.process = self.process, None

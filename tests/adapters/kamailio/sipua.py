@@ -95,6 +95,8 @@ class SipAgent:
         self.calls: dict[str, Call] = {}
         #: INVITEs this endpoint received as a phone, by Call-ID
         self.rang: dict[str, SipMessage] = {}
+        #: Call-IDs of the BYEs it received
+        self.byes: list[str] = []
         self._cseq = itertools.count(1)
 
     async def start(self) -> None:
@@ -231,6 +233,7 @@ class SipAgent:
             if invite is not None:
                 self._reply(invite, 487, "Request Terminated", addr, tag)
         elif message.method == "BYE":
+            self.byes.append(call_id)
             self._reply(message, 200, "OK", addr, tag)
 
     def _received(self, message: SipMessage, addr: tuple[str, int]) -> None:

@@ -249,6 +249,25 @@ async def test_a_decision_after_the_phone_answered_changes_nothing(host: FakeHos
         await adapter.stop()
 
 
+async def test_an_end_on_the_desktop_hangs_up_the_call(host: FakeHost, peer: Peer) -> None:
+    host.answer = routed(host)
+    adapter = make_adapter(host, peer.server.port)
+    await adapter.start()
+    try:
+        await until(lambda: adapter.health is Health.UP)
+        await peer.server.send(invite("c1", "a1"))
+        await peer.route()
+        await peer.server.send(frame({"event": "answered", "call_id": "c1", "agent": "a1"}))
+        await until(lambda: host.submitted[-1].type is EventType.ACCEPT)
+        await adapter.deliver(ToVendor("kam", "c1", VendorAction.ENDED, {"agent_id": "a1", "session_id": "s1"}))
+        assert command(await peer.server.expect('"cmd":"end"')) == {"cmd": "end", "call_id": "c1"}
+        # after a restart the adapter knows no calls: the interaction id is the Call-ID
+        await adapter.deliver(ToVendor("kam", "other@x", VendorAction.ENDED, {"agent_id": "a1"}))
+        assert command(await peer.server.expect('"cmd":"end"')) == {"cmd": "end", "call_id": "other@x"}
+    finally:
+        await adapter.stop()
+
+
 async def test_a_failed_ring_nobody_waits_for_is_answered_480(host: FakeHost, peer: Peer) -> None:
     host.answer = InvalidState("no offered session", code="session_not_offered")
     adapter = make_adapter(host, peer.server.port)

@@ -304,3 +304,30 @@ async def test_a_decline_on_the_desktop_stops_the_ringing_phone_and_reroutes(pai
     call_id, _ = await call
     rows = sorted(pair.records_of(await pair.settled_records(), call_id), key=lambda r: r["offered_at"])
     assert [(r["agent_id"], r["outcome"]) for r in rows] == [("a1001", "declined"), ("a1002", "completed")]
+
+
+async def test_an_end_on_the_desktop_hangs_up_both_sides(pair: Pair) -> None:
+    """The agent ends the call on the desktop: Kamailio sends BYE to the caller and to the
+    phone (SIPp's scenario completes on it), the session is completed."""
+    caller = SipAgent()
+    await caller.start()
+    try:
+        call = await caller.invite(pair.kamailio.sip, "a1001", "desk-end@test")
+        assert call.final is not None
+        assert (await asyncio.wait_for(call.final, 5)).code == 200
+        await pair.session_appears("desk-end@test", "active")
+        [session] = [s for s in pair.gateway.engine.sessions.values() if s.interaction_id == "desk-end@test"]
+        await asyncio.sleep(0.3)
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": "Bearer agent-a1001-sample"}) as http,
+            http.post(f"{pair.gateway.base}/v1/sessions/{session.id}/end") as response,
+        ):
+            assert response.status == 200, await response.text()
+        await pair.gateway.until(lambda: "desk-end@test" in caller.byes, what="the BYE to the caller")
+    finally:
+        caller.close()
+    [record] = pair.records_of(await pair.settled_records(), "desk-end@test")
+    assert record["outcome"] == "completed" and 200 < record["handle_ms"] < 2000, record
+    phone = pair.phones["a1001"]
+    assert isinstance(phone, SippPhone)
+    await pair.gateway.until(lambda: phone.byes_received() == ["desk-end@test"], what="the BYE to the phone")
