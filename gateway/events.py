@@ -147,12 +147,12 @@ def drop_unknown_fields(data: Any) -> tuple[Any, list[str]]:
         return data, []
     known = Event.model_fields
     kept = {key: value for key, value in data.items() if key in known}
-    dropped = [str(key) for key in data if key not in known]
+    dropped = [_shown_name(key) for key in data if key not in known]
     customer = kept.get("customer")
     if isinstance(customer, dict):
         customer_fields = Customer.model_fields
         kept["customer"] = {key: value for key, value in customer.items() if key in customer_fields}
-        dropped += [f"customer.{key}" for key in customer if key not in customer_fields]
+        dropped += [f"customer.{_shown_name(key)}" for key in customer if key not in customer_fields]
     return kept, dropped
 
 
@@ -213,6 +213,19 @@ def check_body(data: Any) -> None:
     if problem is not None:
         where, message = problem
         raise InvalidEvent(where.lstrip(".")[:200] or "body", message)
+
+
+#: longest unknown field name shown (in logs) as it is
+_NAME_CHARS = 64
+
+
+def _shown_name(key: Any) -> str:
+    """A field name safe to log: printable ASCII (other characters escaped, a lone surrogate
+    included), at most :data:`_NAME_CHARS` characters (then ``…``)."""
+    name = str(key)
+    if not (name.isascii() and name.isprintable()):
+        name = ascii(name)[1:-1]
+    return name if len(name) <= _NAME_CHARS else name[:_NAME_CHARS] + "…"
 
 
 def parse_event(data: Any, *, vendor: str, received_at: float) -> Event:

@@ -425,6 +425,17 @@ async def test_unknown_fields_are_ignored_and_counted_by_default(client: Client,
 
 
 @pytest.mark.asyncio
+async def test_unknown_field_names_are_reported_printable_and_bounded(client: Client, host: FakeHost) -> None:
+    raw = encode(OFFER)[:-1] + b',"' + b"x" * 100 + rb'":1,"bad\u00e9\n\u2028":2}'
+    status, answer = await post(client, raw)
+
+    assert (status, answer["decision"]) == (200, "assigned")
+    [(_, names)] = host.unknown
+    assert names == ["x" * 64 + "…", r"bad\xe9\n\u2028"]
+    assert all(name.isprintable() for name in names)
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize(
     ("body", "field"),
     [
