@@ -67,6 +67,7 @@ BUILTIN_ADAPTERS: dict[str, str] = {
     "chat_ws": "adapters.chat_ws:ChatWsAdapter",
     "kamailio": "adapters.kamailio:KamailioAdapter",
     "smtp_push": "adapters.smtp_push:SmtpPushAdapter",
+    "freeswitch_esl": "adapters.freeswitch_esl:FreeswitchEslAdapter",
 }
 
 Loc = tuple[str | int, ...]
