@@ -53,6 +53,13 @@ log = structlog.get_logger("cti_gateway.adapters.asterisk_ami")
 MAX_CALLS = 50_000
 #: Q.850 "normal call clearing", given with the Hangup actions
 _NORMAL_CLEARING = "16"
+#: waits between tries of an event the gateway cannot take now (journal down); after the
+#: last one the connection is made again, and the resync after it puts things right
+NOT_READY_RETRIES_S = (0.1, 0.3, 1.0, 2.0)
+
+
+class ResyncNeeded(AmiError):
+    """An event could not be applied for a while: reconnect, then resynchronise."""
 
 
 @dataclass(slots=True)
@@ -175,7 +182,7 @@ class AsteriskAmiAdapter(Adapter):
         async for message in conn.events():
             try:
                 await self._on_event(message)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, ResyncNeeded):
                 raise
             except Exception:  # one bad event never ends the connection
                 log.exception("ami_event_failed", vendor=self.vendor, ami_event=message.name)
@@ -215,6 +222,8 @@ class AsteriskAmiAdapter(Adapter):
             call = self._calls[uniqueid] = _Call(uniqueid)
             while len(self._calls) > MAX_CALLS:
                 _, old = self._calls.popitem(last=False)
+                for ring in old.rings.values():
+                    self._offers.pop(ring.offer_event_id, None)
                 log.warning("ami_call_forgotten", vendor=self.vendor, interaction_id=old.uniqueid)
         return call
 
@@ -379,11 +388,22 @@ class AsteriskAmiAdapter(Adapter):
             agent_id=agent_id,
             occurred_at=self._now(),
         )
-        try:
-            decision = await self.host.submit(event)
-        except GatewayError as exc:
-            log.info("ami_event_not_applied", vendor=self.vendor, interaction_id=uid, type=kind.value, error=str(exc))
-            return
+        for delay in (*NOT_READY_RETRIES_S, None):
+            try:
+                decision = await self.host.submit(event)
+                break
+            except GatewayError as exc:
+                if not exc.retryable:  # e.g. no such session any more: nothing to redo
+                    log.info(
+                        "ami_event_not_applied", vendor=self.vendor, interaction_id=uid, type=kind.value, error=str(exc)
+                    )
+                    return
+                if delay is None:
+                    log.warning(
+                        "ami_event_deferred", vendor=self.vendor, interaction_id=uid, type=kind.value, error=str(exc)
+                    )
+                    raise ResyncNeeded(f"the gateway could not take {kind.value} of {uid}: {exc}") from None
+                await asyncio.sleep(delay)
         log.debug("ami_event_applied", vendor=self.vendor, interaction_id=uid, type=kind.value, decision=decision.kind)
 
     async def _end(self, uid: str, why: str) -> None:

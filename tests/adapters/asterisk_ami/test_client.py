@@ -174,17 +174,17 @@ async def test_a_stall_is_detected_and_the_link_made_again(tmp_path: Path) -> No
     ast = FakeAsterisk()
     await ast.start()
     gw = ContractGateway(
-        scenario_config(ast, tmp_path / "gw.db", ping_interval_s=0.2, stall_timeout_s=0.6), base_dir=tmp_path
+        scenario_config(ast, tmp_path / "gw.db", ping_interval_s=0.3, stall_timeout_s=1.5), base_dir=tmp_path
     )
     await gw.start()
     try:
         await gw.until(lambda: gw.health() == "up" and ast.logins == 1, what="logged in")
-        await asyncio.sleep(0.5)
-        assert ast.logins == 1 and len(ast.actions_named("Ping")) >= 2  # pings answered: no reconnect
+        await gw.until(lambda: len(ast.actions_named("Ping")) >= 3, what="pings")
+        assert ast.logins == 1 and len(ast.server.connections) == 1  # pings answered: no reconnect
         ast.answer_pings = False
-        await gw.until(lambda: len(ast.server.connections) >= 2, timeout=5, what="a new connection")
+        await gw.until(lambda: len(ast.server.connections) >= 2, timeout=10, what="a new connection")
         ast.answer_pings = True
-        await gw.until(lambda: ast.logins == 2 and gw.health() == "up", timeout=5, what="logged in again")
+        await gw.until(lambda: ast.logins == 2 and gw.health() == "up", timeout=10, what="logged in again")
         assert ast.server.connections[0].closed
     finally:
         await gw.stop()

@@ -7,8 +7,11 @@ from __future__ import annotations
 import pytest
 
 from adapters.asterisk_ami import AmiConfig, AsteriskAmiAdapter
+from adapters.asterisk_ami.adapter import ResyncNeeded
 from adapters.asterisk_ami.framing import Framer, Message
 from adapters.asterisk_ami.mapping import Kind, parse_call_event
+from gateway.errors import GatewayError
+from gateway.events import Event
 from gateway.notices import Decision, DecisionKind
 from tests.adapters.conftest import FakeHost
 
@@ -183,3 +186,32 @@ async def test_a_second_member_rung_at_once_is_hung_up(host: FakeHost) -> None:
     assert [(k, r.state) for k, r in rings.items()] == [("1700000002.2", "ringing"), ("1700000003.3", "rejected")]
     assert [e.type.value for e in host.submitted] == ["offer"]
     await ami.stop()
+
+
+@pytest.mark.asyncio
+async def test_an_end_the_gateway_cannot_take_now_is_retried_then_resynchronised(
+    host: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal is down for a moment: the caller's Hangup is tried again (never dropped);
+    down for longer: the connection is made again, so the resync after it ends the call."""
+    monkeypatch.setattr("adapters.asterisk_ami.adapter.NOT_READY_RETRIES_S", (0.01, 0.01))
+    ami = adapter(host)
+    await ami._on_event(message(AST13_CALLED))
+    failures = 2
+
+    def answer(event: Event) -> Decision:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise GatewayError("journal down", code="not_ready", retryable=True)
+        return Decision(DecisionKind.ACCEPTED)
+
+    host.answer = answer
+    hangup = "Event: Hangup\nChannel: PJSIP/trunk-00000001\nUniqueid: 1700000001.1\nCause: 16"
+    await ami._on_event(message(hangup))
+    assert [e.type.value for e in host.submitted] == ["offer", "end", "end", "end"]
+
+    await ami._on_event(message(AST13_CALLED.replace("1700000001.1", "1700000009.9")))
+    failures = 99
+    with pytest.raises(ResyncNeeded, match="journal down"):
+        await ami._on_event(message(hangup.replace("1700000001.1", "1700000009.9")))
