@@ -608,14 +608,21 @@ _WEBSOCKETS = {
             "session.opened",
             "session.updated",
             "session.closed",
-            "chat.message",
+            "chat.message (session_id, text, sender customer|agent, customer | agent_id, at, "
+            "alert: true unless that session is focused, replay: true for history)",
             "agent.presence",
         ],
         "close_codes": {"1001": "server shutting down", "1009": "message too big (64 KiB)", "4008": "too slow"},
     },
     "/v1/events/ws": {
         "summary": "Supervisor stream of every normalized event, decision and session change (supervisor token)",
-        "server_messages": ["event.routed", "session.changed", "agent.presence", "vendor.notice"],
+        "server_messages": [
+            "event.routed (vendor, event_id, event_type, interaction_id, channel, event: the whole "
+            "normalized event, decision)",
+            "session.changed",
+            "agent.presence",
+            "vendor.notice",
+        ],
         "client_messages": {"ping": []},
         "close_codes": {"1001": "server shutting down", "4008": "too slow"},
     },
