@@ -242,6 +242,8 @@ class ChatWsAdapter(Adapter):
         self._unacked: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._wakeup = asyncio.Event()
         self._ws: ClientConnection | None = None
+        #: gateway agent id -> the platform's (``agent_map`` reversed)
+        self._agent_ids = {agent: platform_id for platform_id, agent in config.agent_map.items()}
         #: frames answered with an error, by code (for tests and /readyz curiosity)
         self.errors: dict[str, int] = {}
 
@@ -270,7 +272,7 @@ class ChatWsAdapter(Adapter):
             raise DeliveryError(
                 f"chat_ws {self.vendor}: {self.config.outbox_size} frames already wait for the platform", retryable=True
             )
-        frame = {"id": f"gw-{uuid.uuid4().hex}", **notice_frame(notice)}
+        frame = {"id": f"gw-{uuid.uuid4().hex}", **self._platform_ids(notice_frame(notice))}
         self._unacked[frame["id"]] = frame
         self._wakeup.set()
 
@@ -378,7 +380,7 @@ class ChatWsAdapter(Adapter):
         decision = await self._submit(data)
         await self._send(ws, {"type": "ack", "id": frame_id, "chat_id": data["interaction_id"], **_brief(decision)})
         if data["type"] == "offer":
-            await self._send(ws, decision_frame(data["interaction_id"], decision))
+            await self._send(ws, self._platform_ids(decision_frame(data["interaction_id"], decision)))
 
     async def _submit(self, data: dict[str, Any]) -> Decision:
         event = parse_event(data, vendor=self.vendor, received_at=self.host.clock.now())
@@ -424,8 +426,15 @@ class ChatWsAdapter(Adapter):
                 await self._error(ws, None, code, f"chat {chat_id}: {getattr(exc, 'message', exc)}")
                 continue
             started += 1
-            await self._send(ws, decision_frame(chat_id, decision))
+            await self._send(ws, self._platform_ids(decision_frame(chat_id, decision)))
         log.info("chat_resync", vendor=self.vendor, listed=len(listed), ended=ended, offered=started)
+
+    def _platform_ids(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """The frame with the gateway's agent ids as the platform knows them (``agent_map`` reversed)."""
+        for key in ("agent_id", "from_agent_id"):
+            if frame.get(key) in self._agent_ids:
+                frame[key] = self._agent_ids[frame[key]]
+        return frame
 
     async def _send(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
         await ws.send(_json(frame))

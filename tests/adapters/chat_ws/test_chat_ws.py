@@ -278,3 +278,19 @@ async def test_a_stalled_platform_is_detected_by_pings(tmp_path: Path) -> None:
         server.close()
         for writer in accepted:
             writer.close()
+
+
+async def test_agent_ids_are_mapped_both_ways(platform: Platform, tmp_path: Path) -> None:
+    """The platform names its agents its own way (``agent_map``) and reads its own ids back."""
+    gw = await gateway_for(tmp_path, settings(platform, agent_map={"ada@platform": "a1", "bob@platform": "a2"}))
+    try:
+        await platform.start_chat("c1", agent_id="bob@platform")
+        assigned = await platform.wait_for(type="chat.assigned", chat_id="c1")
+        assert assigned["agent_id"] == "bob@platform" and session_of(gw, "c1").agent_id == "a2"
+        session = session_of(gw, "c1")
+        await gw.runtime.act(lambda e: e.accept(session.id))
+        await gw.runtime.act(lambda e: e.send(session.id, "hi"))
+        reply = await platform.wait_for(type="agent.message", chat_id="c1")
+        assert reply["agent_id"] == "bob@platform"
+    finally:
+        await gw.stop()
