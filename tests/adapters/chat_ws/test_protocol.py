@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from adapters.chat_ws import ChatWsConfig, FrameError, event_for, notice_frame
+from gateway.cli import main
 from gateway.notices import ToVendor, VendorAction
 
 
@@ -73,3 +76,11 @@ def test_notices_become_frames() -> None:
     )
     assert notice_frame(moved)["type"] == "chat.transferred" and notice_frame(moved)["from_agent_id"] == "a1"
     assert notice_frame(ToVendor("v", "c1", VendorAction.ENDED, {"agent_id": "a1"}))["type"] == "chat.ended"
+
+
+def test_the_example_config_passes_check_config(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CHAT_PLATFORM_TOKEN", "platform-token")
+    example = Path(__file__).resolve().parents[3] / "config" / "examples" / "chat_ws.yaml"
+    assert main(["check-config", str(example)]) == 0, capsys.readouterr().err

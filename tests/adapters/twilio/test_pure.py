@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from adapters.registry import AdapterRegistry
 from adapters.twilio import mapping, twiml
+from gateway.cli import main
 from gateway.config import Known, VendorConfig
 from gateway.errors import ConfigError
 
@@ -73,3 +77,11 @@ def test_twiml_is_escaped() -> None:
     assert dial is not None and dial.get("action") == "https://x/v?agent=a&b"
     assert dial[0].text == 'a<b>&"c"' and dial[0].get("statusCallback") == 'https://x/s?a="1'
     assert ET.fromstring(twiml.hold("https://x/v?hold=1&a=<", pause_s=3))[1].text == "https://x/v?hold=1&a=<"
+
+
+def test_the_example_config_passes_check_config(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+    example = Path(__file__).resolve().parents[3] / "config" / "examples" / "twilio.yaml"
+    assert main(["check-config", str(example)]) == 0, capsys.readouterr().err
