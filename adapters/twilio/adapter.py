@@ -19,7 +19,7 @@ from gateway.notices import Decision, DecisionKind
 
 from ..base import Adapter, AdapterConfig, AdapterHost, Capabilities, Health, Route
 from . import mapping, twiml
-from .signature import SIGNATURE_HEADER, signature_valid
+from .signature import SETTINGS_HEADER, SIGNATURE_HEADER, signature_valid
 
 __all__ = ["TwilioAdapter", "TwilioConfig"]
 
@@ -208,6 +208,11 @@ class TwilioAdapter(Adapter):
         given = request.headers.get(SIGNATURE_HEADER)
         if given is None:
             raise _Refused(403, "bad_signature", f"{SIGNATURE_HEADER} header missing")
+        settings = request.headers.get(SETTINGS_HEADER)
+        if settings is not None and "algorithm=hmac_sha1" not in settings.replace(" ", "").lower():
+            raise _Refused(
+                403, "bad_signature", "SharedKey signatures are not supported: let Twilio sign with the auth token"
+            )
         body = await self._read_body(request, limit)
         url = self.config.base_url + request.raw_path
         json_body = "bodySHA256" in dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))

@@ -26,9 +26,11 @@ import hmac
 from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-__all__ = ["SIGNATURE_HEADER", "compute_signature", "signature_valid", "url_variants"]
+__all__ = ["SETTINGS_HEADER", "SIGNATURE_HEADER", "compute_signature", "signature_valid", "url_variants"]
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+#: present when a webhook is signed with a SharedKey (``key=<id>,algorithm=HMAC_SHA256``)
+SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 
 Params = Sequence[tuple[str, str]]
 

@@ -365,3 +365,13 @@ async def test_a_stopped_gateway_answers_503(gw: ContractGateway, twilio: Twilio
     await gw.runtime.stop_intake()
     answer = await twilio.post("voice", incoming("CA-late", SUPPORT))
     assert answer.status == 503
+
+
+async def test_a_shared_key_signature_is_refused_with_a_reason(gw: ContractGateway, twilio: TwilioClient) -> None:
+    params = incoming("CA-sk", SUPPORT)
+    signature = twilio.validator.compute_signature(PUBLIC_URL + twilio.path("voice"), params, "HMAC_SHA256")
+    settings = {"X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256"}
+    answer = await twilio.post("voice", params, signature=signature, headers=settings)
+    assert answer.status == 403 and "SharedKey" in answer.json()["error"]["message"]
+    legacy = {"X-Twilio-Webhooks-Signature-Settings": "algorithm=HMAC_SHA1"}
+    assert (await twilio.post("voice", params, headers=legacy)).dialed() == A1
