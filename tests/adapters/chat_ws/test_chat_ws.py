@@ -294,3 +294,14 @@ async def test_agent_ids_are_mapped_both_ways(platform: Platform, tmp_path: Path
         assert reply["agent_id"] == "bob@platform"
     finally:
         await gw.stop()
+
+
+async def test_no_ack_while_the_gateway_cannot_journal(gw: ContractGateway, platform: Platform) -> None:
+    """An ack promises durability: a gateway that takes no events answers not_ready instead
+    (the platform keeps the frame and sends it again later)."""
+    await gw.runtime.stop_intake()
+    frame = {"type": "chat.start", "id": "p-1", "chat_id": "c1", "queue": "support"}
+    await platform.send(frame)
+    error = await platform.wait_for(type="error", id="p-1")
+    assert error["code"] == "not_ready" and platform.frames(type="ack") == []
+    assert gw.engine.open_interactions(VENDOR) == []
