@@ -113,6 +113,9 @@ class KamailioAdapter(Adapter):
         self._calls: dict[str, _Call] = {}
         self._sync: asyncio.Future[dict[str, str]] | None = None
         self._sync_calls: dict[str, str] = {}
+        #: calls Kamailio told about on this connection (alive then, or their end was told too)
+        self._mentioned: set[str] = set()
+        self._resyncing = False
         #: messages skipped as malformed (for tests and metrics)
         self.bad_messages = 0
 
@@ -140,6 +143,8 @@ class KamailioAdapter(Adapter):
         loop = asyncio.get_running_loop()
         self._sync = loop.create_future()
         self._sync_calls = {}
+        self._mentioned = set()
+        self._resyncing = True
         pinger = asyncio.create_task(self._keepalive(writer), name=f"evapi-ping-{self.vendor}")
         reconcile: asyncio.Task[None] | None = None
         try:
@@ -197,6 +202,8 @@ class KamailioAdapter(Adapter):
                 continue
             iid = str(row["interaction_id"])
             state = live.get(iid)
+            if state is None and iid in self._mentioned:
+                continue  # announced on this connection after Kamailio's list: it is handled
             if state is None:
                 await self._submit_quietly(mapping.end_event(self.vendor, iid, now, why="resync"))
                 self._calls.pop(iid, None)
@@ -205,6 +212,8 @@ class KamailioAdapter(Adapter):
                 message = KamailioMessage(event="answered", call_id=iid, agent=str(row["agent_id"]))
                 await self._submit_quietly(mapping.accept_event(self.vendor, message, now))
                 accepted += 1
+        self._resyncing = False
+        self._mentioned.clear()
         log.info("evapi_resynced", vendor=self.vendor, kamailio_calls=len(live), ended=ended, accepted=accepted)
         link.up()
 
@@ -219,6 +228,11 @@ class KamailioAdapter(Adapter):
             return
         try:
             await self._handle(message)
+        except ValueError as exc:  # an event the model refuses (e.g. an id too long): skip it
+            self.bad_messages += 1
+            log.warning(
+                "evapi_message_skipped", vendor=self.vendor, error=str(exc).splitlines()[0], payload=payload[:200]
+            )
         except GatewayError as exc:
             log.warning(
                 "evapi_message_refused",
@@ -232,6 +246,8 @@ class KamailioAdapter(Adapter):
     async def _handle(self, message: KamailioMessage) -> None:
         now = self.host.clock.now()
         iid = mapping.interaction_id(message.call_id) if message.call_id else ""
+        if iid and self._resyncing and message.event != "call":
+            self._mentioned.add(iid)
         match message.event:
             case "invite":
                 await self._invite(message, iid, now)

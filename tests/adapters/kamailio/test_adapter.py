@@ -60,6 +60,8 @@ class Peer:
 
     def __init__(self) -> None:
         self.calls: dict[str, str] = {}
+        #: frames sent between the call list and sync_done (Kamailio keeps taking calls)
+        self.during_sync: list[bytes] = []
         self.mute = False
         self.server = ScriptedServer(delimiter=b"},", reply=self._reply, seed=7)
 
@@ -70,6 +72,8 @@ class Peer:
         if body.get("cmd") == "sync":
             for call_id, state in self.calls.items():
                 await server.send(frame({"event": "call", "call_id": call_id, "state": state}), conn=conn)
+            for data in self.during_sync:
+                await server.send(data, conn=conn)
             await server.send(frame({"event": "sync_done"}), conn=conn)
         elif body.get("cmd") == "ping":
             await server.send(frame({"event": "pong"}), conn=conn)
@@ -138,6 +142,25 @@ async def test_resync_ends_calls_kamailio_lost_and_accepts_calls_answered_meanwh
             (EventType.END, "gone@x", None, "gone@x:end"),
             (EventType.ACCEPT, "talk@x", "a2", "talk@x:answered:a2"),
         ]
+    finally:
+        await adapter.stop()
+
+
+async def test_a_call_announced_while_resyncing_is_not_ended(host: FakeHost, peer: Peer) -> None:
+    """Kamailio keeps taking calls while the gateway resyncs: a call announced after the
+    call list is live even though the list did not name it (regression: it was ended)."""
+    host.answer = routed(host)
+    # the gateway already knows the new call by the time the resync compares (its offer)
+    host.open_rows = [
+        {"interaction_id": "new@x", "channel": "voice", "phase": "offered", "state": "offered", "agent_id": "a1"}
+    ]
+    peer.during_sync = [invite("new@x", "a1", 5, 50)]
+    adapter = make_adapter(host, peer.server.port)
+    await adapter.start()
+    try:
+        await until(lambda: adapter.health is Health.UP)
+        assert (await peer.route())["uri"] == CONTACTS["a1"]
+        assert [e.type for e in host.submitted] == [EventType.OFFER]
     finally:
         await adapter.stop()
 
@@ -294,9 +317,13 @@ async def test_garbage_split_anywhere_is_logged_and_skipped(
         )
         assert (await peer.route())["uri"] == CONTACTS["a1"]
         assert [e.event_id for e in host.submitted] == ["c1:invite"]
+        # well-formed, but no valid event can be made of it (an event id over 256 characters)
+        await peer.server.send(frame({"event": "answered", "call_id": "c1", "agent": "a" * 300}))
+        await peer.server.send(invite("c2", "a1", 2, 200))
+        assert (await peer.route())["tindex"] == 2
         events = [entry["event"] for entry in kam_logs]
         assert events.count("evapi_garbage_skipped") >= 2
-        assert events.count("evapi_message_skipped") == 3  # unknown event, not an object, not JSON
+        assert events.count("evapi_message_skipped") == 4  # unknown event, not an object, not JSON, id too long
         assert adapter.health is Health.UP and len(peer.server.connections) == 1
     finally:
         await adapter.stop()
