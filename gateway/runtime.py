@@ -213,7 +213,7 @@ class Runtime:
                 error = exc
             except Exception:  # an engine bug: whatever it changed half-way is undone
                 log.exception("engine_call_failed")
-                self._lost("an engine call failed")
+                self._lost("an engine call failed half-way", journal=False)
                 raise
             changes = engine.take_changes()
             notices = engine.drain()
@@ -223,11 +223,16 @@ class Runtime:
                 async with asyncio.timeout(COMMIT_TIMEOUT_S):
                     await self.journal.commit(changes)
             except (ValueError, TypeError) as exc:
-                self._lost(f"a change could not be stored: {exc}")
+                self._lost(f"a change could not be stored: {exc}", journal=False)
                 raise Unstorable(f"the request cannot be stored: {exc}") from None
             except (TimeoutError, GatewayError, OSError) as exc:
                 self._lost(f"the journal did not take a change: {exc or 'timeout'}")
                 raise NotReady(f"the journal did not take the change: {exc or 'timeout'}") from exc
+            except asyncio.CancelledError:
+                # the caller went away while its change was queued: whether it gets written
+                # is unknown here, so the state is taken from the journal once it settled
+                self._lost("a call was cancelled while its change was being written", journal=False)
+                raise
             self._deliver(notices)
             self._agents_changed(engine.take_touched_agents())
             self._wake.set()
@@ -239,13 +244,23 @@ class Runtime:
             if self._inflight == 0:
                 self._idle.set()
 
-    def _lost(self, reason: str) -> None:
-        """The engine may hold state the journal has not: refuse calls and rebuild it."""
+    def _lost(self, reason: str, *, journal: bool = True) -> None:
+        """The engine may hold state the journal has not: refuse calls and rebuild it.
+
+        ``journal``: the journal failed (logged ``journal_down``); else the engine or the
+        data did (``state_rebuild``). Once shutting down nothing is rebuilt: the next
+        start loads the journal anyway.
+        """
         if self._consistent:
-            log.error("journal_down", error=reason)
+            if journal:
+                log.error("journal_down", error=reason)
+            else:
+                log.error("state_rebuild", reason=reason)
             self.metrics.journal_up.set(0)
         self._consistent = False
         self._failure = reason
+        if self._stopping:
+            return
         if self._recovery is None or self._recovery.done():
             self._recovery = asyncio.create_task(self._recover(), name="state-recovery")
 
@@ -271,11 +286,11 @@ class Runtime:
             engine.take_touched_agents()
             self.engine = engine
             self._consistent = True
-            self._failure = None
             self.recoveries += 1
             self.metrics.journal_up.set(1)
             self.metrics.state_rebuilds.inc()
-            log.info("journal_up", attempts=attempt + 1)
+            log.info("journal_up", attempts=attempt + 1, rebuilt_after=self._failure)
+            self._failure = None
             self._deliver(notices)
             # what adapters mirror of the agents may have been undone: all of it, again
             self._agents_changed(set(engine.agent_ids()))

@@ -366,3 +366,20 @@ async def test_a_desktop_connected_through_a_journal_failure_keeps_working(touch
             if message["type"] == "session.offered":
                 break
         assert message["session"]["id"] == body["session_id"]
+
+
+async def test_a_call_cancelled_while_its_write_fails_leaves_no_trace(touchy: Live) -> None:
+    """An adapter task cancelled mid-request (its connection dropped) must not leave the
+    engine holding a change whose write then failed: the state is taken from the journal."""
+    runtime = touchy.runtime
+    with write_lock(touchy.db):
+        call = asyncio.create_task(runtime.act(lambda e: e.set_presence("a2", "ready")))
+        await asyncio.sleep(0.05)  # the change is queued, the journal waits for the lock
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert not runtime.ready
+        await asyncio.sleep(0.4)  # the write gives up on the lock: it failed
+    await settle(lambda: runtime.ready, timeout=2.0)
+    status, agent = await touchy.call("GET", "/v1/agents/a2")
+    assert agent["presence"]["state"] == "offline", agent
