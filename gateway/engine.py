@@ -811,6 +811,8 @@ class Engine:
             if row.get("desktop_connected") or row.get("grace_deadline") is not None:
                 agent.grace_deadline = row.get("grace_deadline") or now + self._grace_s
                 self._arm(agent.grace_deadline, _Timer.GRACE, row["id"])
+                # journal the grace period that starts now: a second restart must not restart it
+                self._dirty_agents.add(row["id"])
         for row in snapshot.sessions:
             session = session_from_state(row)
             agent = self._agents.get(session.agent_id)

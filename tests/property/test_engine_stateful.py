@@ -5,7 +5,9 @@ random histories of targeted and queue offers, accepts, declines, time passing (
 timeouts, wrap-ups, queue timeouts and desktop grace periods firing), blind and consult
 transfers to agents and queues (chains of any length), agent ends, vendor
 end/message/update events, focus changes, manual sessions, presence changes, desktop
-connects/disconnects, re-sent event ids and illegal actions.
+connects/disconnects, re-sent event ids, illegal actions and restarts (every step is
+journaled to a memory journal, as the runtime does; a restart restores a fresh engine from
+it after some downtime and the history goes on).
 
 After every step it checks, from the engine's observable state:
 
@@ -20,7 +22,11 @@ After every step it checks, from the engine's observable state:
   counter is zero (the ``end_everything`` rule and the teardown).
 * DESIGN section 5: focus time never exceeds the session's elapsed time; at most one
   focused session per agent, active or in wrap-up; an offer expires within its timeout;
-  a wrap-up lasts exactly ``wrap_up_s``.
+  a wrap-up lasts exactly ``wrap_up_s``. Focus time counts only while somebody looks
+  (issue 6 item 8): a session's focus clock runs exactly while it is its agent's focused
+  session, a desktop of the agent is connected and the agent is not offline; time passing
+  adds to no other session; a restart adds nothing for the downtime and loses at most
+  ``FOCUS_CHECKPOINT_S``.
 * Decisions: every offer sent is tracked with its synchronous answer and every late
   ``ToVendor`` decision drained from the engine. The first answer is assigned, rejected or
   queued (and the one the capacity rules and the queue policy call for); nothing follows a
@@ -59,7 +65,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -72,7 +78,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from gateway.capacity import Load, Presence, within_limits
 from gateway.clock import ManualClock, ms_between
 from gateway.config import CapacityProfile, GatewayConfig, OnFull, QueuePolicy
-from gateway.engine import Engine
+from gateway.engine import FOCUS_CHECKPOINT_S, Engine
 from gateway.errors import ActionError
 from gateway.events import INBOUND_CHANNELS, Channel, Customer, Event, EventType
 from gateway.interactions import Phase, VendorCapabilities
@@ -86,6 +92,7 @@ from gateway.notices import (
     ToVendor,
     VendorAction,
 )
+from gateway.records.memory import MemoryJournal
 from gateway.sessions import SessionState
 
 #: Steps per history. On a 2-core machine 2000 histories (ci) take about 2.5 minutes when
@@ -184,6 +191,7 @@ CUSTOMERS = st.one_of(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def can_reject(vendor: str) -> bool:
@@ -229,6 +237,7 @@ def step(fn: F) -> F:
     def wrapper(self: EngineMachine, *args: Any, **kwargs: Any) -> Any:
         self.healthy = False
         result = fn(self, *args, **kwargs)
+        self.persist()
         self.healthy = True
         return result
 
@@ -251,18 +260,25 @@ class OfferModel:
     excluded: set[str] = field(default_factory=set)
 
 
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never waits (the memory journal's) to its end."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise AssertionError("the journal waited for something")
+
+
 class EngineMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        ids = itertools.count(1)
+        self.ids = itertools.count(1)
         self.clock = ManualClock(T0)
-        self.engine = Engine(
-            GatewayConfig.model_validate(CONFIG),
-            clock=self.clock,
-            new_id=lambda: f"s{next(ids)}",
-            vendor_capabilities=CAPABILITIES,
-            closed_retention_s=CLOSED_RETENTION_S,
-        )
+        self.engine = self.new_engine()
+        #: what the runtime journals after every engine call; a restart restores from it
+        self.journal = MemoryJournal()
+        run_sync(self.journal.open())
         self.event_ids = itertools.count(1)
         self.interaction_ids = itertools.count(1)
         self.offers: dict[tuple[str, str], OfferModel] = {}
@@ -284,6 +300,21 @@ class EngineMachine(RuleBasedStateMachine):
         self.healthy = True
 
     # ------------------------------------------------------------------ plumbing
+
+    def new_engine(self) -> Engine:
+        return Engine(
+            GatewayConfig.model_validate(CONFIG),
+            clock=self.clock,
+            new_id=lambda: f"s{next(self.ids)}",
+            vendor_capabilities=CAPABILITIES,
+            closed_retention_s=CLOSED_RETENTION_S,
+        )
+
+    def persist(self) -> None:
+        """Journal what changed (the runtime does it after every engine call)."""
+        changes = self.engine.take_changes()
+        if changes:
+            run_sync(self.journal.commit(changes))
 
     def now(self) -> float:
         return self.clock.now()
@@ -853,6 +884,33 @@ class EngineMachine(RuleBasedStateMachine):
                 assert 0 <= grown <= seconds * 1000 + 1, f"{sid}: focus grew {grown} ms in {seconds} s"
             else:
                 assert grown == 0, f"{sid}: focus grew {grown} ms while nobody looked at it"
+
+    @rule(down=DURATIONS)
+    @step
+    def restart(self, down: float) -> None:
+        """The gateway stops (or crashes: everything acknowledged is journaled), stays down for
+        ``down`` seconds and restores from the journal. No desktop survives it; no focus time
+        counts for the downtime, and at most the last checkpoint's worth is lost (issue 6 item 8).
+        Everything else goes on as before: the invariants hold on the restored engine."""
+        self.sync()
+        self.persist()
+        crashed = self.now()
+        before = {sid: s.focus_ms(crashed) for sid, s in self.engine.sessions.items() if s.occupying}
+        self.clock.advance(down)
+        fresh = self.new_engine()
+        fresh.restore(run_sync(self.journal.load(since=self.now() - fresh.dedup_window_s)))
+        fresh.drain()
+        self.engine = fresh
+        for agent in AGENTS:
+            if self.desktop[agent]:  # a desktop that was connected counts as gone now
+                self.grace[agent] = self.now() + GRACE_S
+            self.desktop[agent] = False
+        for sid, focus_before in before.items():
+            after = fresh.sessions[sid].focus_ms(self.now())
+            assert focus_before - FOCUS_CHECKPOINT_S * 1000 - 1 <= after <= focus_before, (
+                f"{sid}: focus_ms {focus_before} before a {down} s downtime, {after} after"
+            )
+        self.synced = False
 
     # ------------------------------------------------------------------ vendor events
 

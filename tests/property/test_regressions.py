@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 from gateway.clock import ManualClock, ms_between
 from gateway.config import GatewayConfig
 from gateway.engine import Engine
+from gateway.records.memory import MemoryJournal
 
 T0 = 1_700_000_000.0
 
 
-def _engine() -> tuple[Engine, ManualClock]:
+def _engine(*, clock: ManualClock | None = None, fresh: bool = False) -> tuple[Engine, ManualClock]:
+    """An engine with agent a1 (ready, its desktop connected); ``fresh``: nothing done yet."""
     config = GatewayConfig.model_validate(
         {
             "store": {"url": "memory://"},
@@ -21,8 +24,10 @@ def _engine() -> tuple[Engine, ManualClock]:
         }
     )
     ids = itertools.count(1)
-    clock = ManualClock(T0)
+    clock = clock or ManualClock(T0)
     engine = Engine(config, clock=clock, new_id=lambda: f"s{next(ids)}")
+    if fresh:
+        return engine, clock
     engine.set_presence("a1", "ready")
     engine.desktop_connected("a1")  # focus time counts only while a desktop is connected
     engine.drain()
@@ -61,3 +66,30 @@ def test_focus_time_never_exceeds_the_elapsed_time_when_focus_switches_back_and_
     engine.end(s1.id)
     record = engine.session(s1.id).as_dict(clock.now())
     assert record["focus_ms"] <= ms_between(s1.offered_at, s1.closed_at)
+
+
+def test_a_second_restart_does_not_restart_the_desktop_grace_period() -> None:
+    """Found by the state machine's restart rule: a desktop connected at a crash starts its
+    grace period at the restore, but that deadline was not journaled, so a second restart
+    within it started a new one (and the agent stayed "present" longer than desktop_grace_s)."""
+    journal = MemoryJournal()
+    asyncio.run(journal.open())
+    engine, clock = _engine()  # a1 ready, its desktop connected
+    asyncio.run(journal.commit(engine.take_changes()))
+
+    def restart(after: float) -> Engine:
+        clock.advance(after)
+        fresh, _ = _engine(clock=clock, fresh=True)
+        fresh.restore(asyncio.run(journal.load(since=clock.now() - fresh.dedup_window_s)))
+        fresh.drain()
+        asyncio.run(journal.commit(fresh.take_changes()))
+        return fresh
+
+    first = restart(1.0)
+    deadline = first.next_deadline()
+    assert deadline == clock.now() + 60  # the default desktop_grace_s
+    second = restart(30.0)
+    assert second.next_deadline() == deadline
+    clock.set(deadline)
+    second.tick()
+    assert second.presence_of("a1").value == "offline"
