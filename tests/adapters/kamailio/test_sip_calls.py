@@ -331,3 +331,24 @@ async def test_an_end_on_the_desktop_hangs_up_both_sides(pair: Pair) -> None:
     phone = pair.phones["a1001"]
     assert isinstance(phone, SippPhone)
     await pair.gateway.until(lambda: phone.byes_received() == ["desk-end@test"], what="the BYE to the phone")
+
+
+@pytest.mark.parametrize("pair", [{"queue": {"on_full": "wait", "max_wait_s": 30}}], indirect=True)
+async def test_calls_held_for_a_decision_get_503_when_the_gateway_goes(pair: Pair) -> None:
+    """A call waiting in the queue is held by Kamailio; the gateway stops: Kamailio answers
+    it 503 at once (its last evapi client went away), not after HOLD_MS."""
+    talking = pair.start_call("a1001", talk_ms=2500)
+    await pair.gateway.until(lambda: pair.active(), what="a1001 to talk")
+    caller = SipAgent()
+    await caller.start()
+    try:
+        held = await caller.invite(pair.kamailio.sip, "support", "held@test")
+        await pair.gateway.until(lambda: pair.gateway.engine.waiting(), what="the call to wait")
+        assert held.final is not None and not held.final.done()
+        started = time.monotonic()
+        await pair.gateway.stop()
+        assert (await asyncio.wait_for(held.final, 5)).code == 503
+        assert time.monotonic() - started < 2.0
+    finally:
+        caller.close()
+    await talking  # the call that was talking is not disturbed
