@@ -5,8 +5,8 @@ capacity goes back as queue member pause state (DESIGN section 8; README "Asteri
   agent filled up in between: a race with the pause) hangs up the ringing member leg, so
   app_queue tries the next member. Only one member may ring per call: with
   ``strategy=ringall`` the extra legs are hung up.
-* ``AgentConnect`` -> ``accept``; ``AgentRingNoAnswer`` (or a failed ``DialEnd`` of the
-  ringing leg) -> ``decline`` (outcome ``declined``; a new ring is a new session of the same
+* ``AgentConnect`` -> ``accept``; ``AgentRingNoAnswer``, ``AgentDump`` (or a failed
+  ``DialEnd`` of the ringing leg) -> ``decline`` (outcome ``declined``; a new ring is a new session of the same
   interaction); ``AgentComplete``, ``QueueCallerAbandon``, the caller's ``Hangup`` -> ``end``.
   ``QueueCallerLeave`` is not an end.
 * Event ids: ``<caller uniqueid>/<kind>/<member leg>`` (``/end`` for the end), so a replay
@@ -252,13 +252,15 @@ class AsteriskAmiAdapter(Adapter):
             ring.state = "answered"
             call.agent_channel = event.member_channel or call.agent_channel
             await self._submit_other(EventType.ACCEPT, uid, f"{uid}/connect/{key}", agent_id)
-        elif event.kind is Kind.RING_NO_ANSWER:
+        elif event.kind in (Kind.RING_NO_ANSWER, Kind.DUMP):
+            # AgentDump: the member hung up during its announcement, before the bridge; the
+            # caller stays in the queue (rung again: a new session of the same interaction)
             if ring is not None and ring.state != "ringing":
                 return  # hung up by the gateway, or already declined
             if ring is not None:
                 ring.state = "over"
             await self._submit_other(EventType.DECLINE, uid, f"{uid}/rna/{key}", agent_id)
-        elif event.kind in (Kind.COMPLETE, Kind.DUMP):
+        elif event.kind is Kind.COMPLETE:
             if call is not None and call.transfer_agent is not None:
                 log.info("ami_transferred_member_left", vendor=self.vendor, interaction_id=uid, agent_id=agent_id)
                 return
@@ -291,8 +293,8 @@ class AsteriskAmiAdapter(Adapter):
         if event.caller_num or event.caller_name:
             customer = Customer(address=event.caller_num, name=event.caller_name)
         attributes = {
-            key: value
-            for key, value in (
+            name: value
+            for name, value in (
                 ("asterisk_queue", event.queue),
                 ("interface", event.interface),
                 ("member_channel", event.member_channel),

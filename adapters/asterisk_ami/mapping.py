@@ -38,7 +38,7 @@ class Kind(StrEnum):
     CONNECT = "connect"  # AgentConnect: the member answered
     RING_NO_ANSWER = "rna"  # AgentRingNoAnswer
     COMPLETE = "complete"  # AgentComplete: the member's call is over
-    DUMP = "dump"  # AgentDump: the member hung up while the caller heard the announcement
+    DUMP = "dump"  # AgentDump: the member hung up during its announcement (before the bridge)
     ABANDON = "abandon"  # QueueCallerAbandon: the caller hung up while waiting / ringing
     LEAVE = "leave"  # QueueCallerLeave: the caller left the queue (answered): not an end
     JOIN = "join"  # QueueCallerJoin

@@ -215,3 +215,17 @@ async def test_an_end_the_gateway_cannot_take_now_is_retried_then_resynchronised
     failures = 99
     with pytest.raises(ResyncNeeded, match="journal down"):
         await ami._on_event(message(hangup.replace("1700000001.1", "1700000009.9")))
+
+
+@pytest.mark.asyncio
+async def test_agent_dump_is_a_decline_not_an_end(host: FakeHost) -> None:
+    """AgentDump: the member hung up while hearing the announcement; the caller stays in
+    the queue, so the ring is declined and the interaction is not ended."""
+    ami = adapter(host)
+    await ami._on_event(message(AST13_CALLED))
+    await ami._on_event(message(AST13_CALLED.replace("AgentCalled", "AgentDump")))
+    assert [(e.type.value, e.event_id) for e in host.submitted] == [
+        ("offer", "1700000001.1/called/1700000002.2"),
+        ("decline", "1700000001.1/rna/1700000002.2"),
+    ]
+    assert "1700000001.1" in ami._calls
