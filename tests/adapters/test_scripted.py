@@ -4,6 +4,7 @@ restart work (so adapter tests built on it fail only for the adapter's reasons).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -79,4 +80,6 @@ async def test_stopping_during_a_reply_logs_no_asyncio_error(caplog: pytest.LogC
         for _ in range(5):
             await asyncio.sleep(0)
     writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
