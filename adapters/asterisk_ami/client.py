@@ -185,6 +185,12 @@ class AmiConnection:
             raise ActionFailed(pending.action, response.get("Message") or "error")
         return response, events
 
+    async def command(self, command: str, *, timeout: float | None = None) -> list[str]:
+        """A CLI command's output lines (``Action: Command``), from either reply style:
+        ``Output:`` headers (Asterisk 14+) or ``Response: Follows`` text (older)."""
+        response = await self.action("Command", [("Command", command)], timeout=timeout)
+        return list(response.output)
+
     async def ping(self, timeout: float) -> None:
         """``Ping``; :class:`Stalled` when no answer comes within ``timeout``."""
         try:

@@ -35,6 +35,8 @@ BANNER = re.compile(r"Asterisk Call Manager/(\S+)\s*")
 #: a header line: a token, a colon, (normally) one space, the value
 _HEADER = re.compile(r"([A-Za-z0-9_.\-]+):(?: ?)(.*)")
 _END_COMMAND = "--END COMMAND--"
+#: the first line of an event or a response
+_NEW_BLOCK = re.compile(r"(?i)(Event|Response): \S")
 #: headers Asterisk writes before the raw output of a ``Response: Follows``
 _FOLLOWS_HEADERS = frozenset({"privilege", "actionid"})
 
@@ -151,8 +153,14 @@ class Framer:
 
     def _line(self, line: str) -> Iterator[Item]:
         if self._follows and not self._follows_done:
-            self._follows_line(line)
-            return
+            if self._output and not self._output[-1].strip() and _NEW_BLOCK.match(line):
+                # an empty line, then an event or a response: the command output never
+                # ended (a stray "Response: Follows"); give up on it, not on what follows
+                yield Malformed("Response: Follows without --END COMMAND--", _excerpt("\n".join(self._output)))
+                self._reset()
+            else:
+                self._follows_line(line)
+                return
         if not line.strip():
             yield from self._end_block()
             return

@@ -189,3 +189,32 @@ async def test_a_stall_is_detected_and_the_link_made_again(tmp_path: Path) -> No
     finally:
         await gw.stop()
         await ast.stop()
+
+
+async def test_command_output_in_both_reply_styles() -> None:
+    """``Command``: the recorded Asterisk 11 reply (Response: Follows ... --END COMMAND--)
+    and the newer one (Output: headers) give the same lines."""
+    _, [follows] = recorded("ami_panoramisk_command_core_show_version.txt")
+    modern = "Response: Success\nActionID: x\nMessage: Command output follows\nOutput: {line}\n"
+    version_line = follows.splitlines()[3]
+    styles = iter([follows, modern.format(line=version_line)])
+
+    async def reply(server: ScriptedServer, conn: Connection, raw: bytes) -> None:
+        action = parse_action(raw)
+        if action["action"].lower() == "command" and action["command"] == "core show version":
+            await server.send(answer(next(styles), action["actionid"]), conn=conn)
+
+    async def hello(server: ScriptedServer, conn: Connection) -> None:
+        await server.send("Asterisk Call Manager/1.3\r\n", conn=conn)
+
+    server = ScriptedServer(on_connect=hello, reply=reply, seed=9)
+    await server.start()
+    conn = await open_conn(server.port)
+    try:
+        old = await conn.command("core show version")
+        new = await conn.command("core show version")
+    finally:
+        await conn.close()
+        await server.stop()
+    assert old == new == [version_line]
+    assert version_line.startswith("Asterisk 11.11.0+xivo")

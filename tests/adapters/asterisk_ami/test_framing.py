@@ -121,3 +121,12 @@ def test_actions_are_crlf_and_refuse_injection() -> None:
         encode_action("Hangup", "2", [("Channel", "PJSIP/1-1\r\n\r\nAction: Originate")])
     with pytest.raises(ValueError, match="header name"):
         encode_action("Hangup", "3", [("Bad Key", "x")])
+
+
+def test_a_stray_follows_does_not_swallow_the_events_after_it() -> None:
+    """A ``Response: Follows`` whose output never ends: the next event after an empty line
+    is still an event (only the broken reply is lost)."""
+    data = b"Response: Follows\r\nPrivilege: Command\r\nsome output\r\n\r\nEvent: Hangup\r\nUniqueid: 1.1\r\n\r\n"
+    items = frame(data)
+    assert isinstance(items[0], Malformed) and "END COMMAND" in items[0].reason
+    assert items[1:] == [Message((("Event", "Hangup"), ("Uniqueid", "1.1")))]
