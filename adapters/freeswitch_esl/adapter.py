@@ -9,9 +9,9 @@ One :class:`~adapters.connection.Link` keeps a connection to FreeSWITCH's event 
    (``event json ...`` with ``event_format: json``). mod_callcenter's events carry every
    step of a queue call; ``CHANNEL_HANGUP_COMPLETE`` ends calls the gateway transferred out
    of the queue; ``HEARTBEAT`` (every 20 s by default) keeps bytes flowing;
-3. resynchronises: ``api show channels as json`` lists the live channels; every open voice
-   interaction of this vendor whose caller channel is gone gets an ``end`` (the call ended
-   while the link was down); those still up are kept as they are;
+3. resynchronises (:meth:`FreeswitchEslAdapter._resync`): ``api show channels as json`` and
+   mod_callcenter's member table tell which calls ended, which rings were answered or
+   failed, and which calls were answered unseen while the link was down;
 4. reports up, re-sends every mapped agent's status (``callcenter_config agent set status``)
    and serves: events are handled one at a time, in order; when nothing arrived for
    ``keepalive_s`` it sends ``api status`` and a missing answer (``command_timeout_s``)
@@ -279,26 +279,129 @@ class FreeswitchEslAdapter(Adapter):
     # ---------------------------------------------------------------- resync
 
     async def _resync(self, conn: EslConnection) -> None:
-        """End the open interactions whose caller channel is gone."""
+        """Reconcile the gateway's open voice interactions with FreeSWITCH after a (re)connect.
+
+        * ``show channels as json``: an interaction whose caller channel is gone ends (the
+          call ended while the link or the gateway was down); one still up is kept;
+        * mod_callcenter's members (``callcenter_config queue list members`` of every
+          queue): an offer whose member is now ``Answered`` by that agent is accepted, one
+          whose member went back to ``Waiting`` or to another agent is declined (the ring
+          stopped meanwhile); a member ``Answered`` by a mapped agent that the gateway has
+          no session for (offered and answered while the link was down) gets its session,
+          active. Replayed ids make a second resync change nothing.
+        """
         raw = await conn.api("show", "channels", "as", "json")
         live = _channel_uuids(raw)
         if live is None:
             raise EslError(f"resync: `show channels as json` gave no channel list: {raw.strip()[:120]!r}")
-        open_rows = self.host.open_interactions(self.vendor)
-        ended = kept = 0
+        open_rows = [
+            row
+            for row in self.host.open_interactions(self.vendor)
+            if row.get("channel") in (None, Channel.VOICE.value, Channel.VOICE)
+        ]
+        counts: collections.Counter[str] = collections.Counter()
+        still_open: dict[str, dict[str, Any]] = {}
         for row in open_rows:
-            if row.get("channel") not in (None, Channel.VOICE.value, Channel.VOICE):
-                continue
             interaction_id = str(row["interaction_id"])
             if interaction_id in live:
-                kept += 1
                 _remember(self._known, interaction_id)
+                still_open[interaction_id] = row
                 continue
             event = self._event(EventType.END, f"fs/resync-end/{interaction_id}", interaction_id)
             if await self._submit(event) is not None:
-                ended += 1
+                counts["ended"] += 1
             self._forget(interaction_id)
-        log.info("esl_resynced", vendor=self.vendor, channels=len(live), open=len(open_rows), kept=kept, ended=ended)
+        members = await self._members_now(conn)
+        if members is not None:
+            try:
+                await self._reconcile_members(conn, members, still_open, live, counts)
+            except (EslError, asyncio.CancelledError):
+                raise
+            except Exception:  # a surprise in the member table must not keep the link down
+                log.exception("esl_resync_members_failed", vendor=self.vendor)
+        log.info(
+            "esl_resynced",
+            vendor=self.vendor,
+            channels=len(live),
+            open=len(open_rows),
+            kept=len(still_open),
+            members=None if members is None else len(members),
+            **counts,
+        )
+
+    async def _members_now(self, conn: EslConnection) -> dict[str, dict[str, str]] | None:
+        """mod_callcenter's members of every queue by caller uuid (None without mod_callcenter)."""
+        listing = await conn.api("callcenter_config", "queue", "list")
+        queues = [row.get("name", "") for row in _table(listing)]
+        if not listing.rstrip().endswith("+OK"):
+            log.warning("esl_resync_no_callcenter", vendor=self.vendor, reply=listing.strip()[:120])
+            return None
+        members: dict[str, dict[str, str]] = {}
+        for queue in queues:
+            if not queue or not re.fullmatch(_TOKEN, queue):
+                continue
+            for row in _table(await conn.api("callcenter_config", "queue", "list", "members", queue)):
+                session_uuid = row.get("session_uuid", "")
+                if session_uuid:
+                    members[session_uuid] = row
+        return members
+
+    async def _reconcile_members(
+        self,
+        conn: EslConnection,
+        members: dict[str, dict[str, str]],
+        still_open: dict[str, dict[str, Any]],
+        live: set[str],
+        counts: collections.Counter[str],
+    ) -> None:
+        for interaction_id, row in still_open.items():
+            member = members.get(interaction_id)
+            if member is None or row.get("state") != "offered" or not row.get("agent_id"):
+                continue
+            agent_id = str(row["agent_id"])
+            serving = self.config.agent_map.get(member.get("serving_agent", ""))
+            state = member.get("state", "")
+            if member.get("uuid"):
+                _remember(self._members, interaction_id, member["uuid"])
+            if state == "Answered" and serving == agent_id:
+                kind, counter = EventType.ACCEPT, "accepted"
+            elif state == "Waiting" or (state in ("Trying", "Answered") and serving != agent_id):
+                kind, counter = EventType.DECLINE, "declined"
+                self._declined[interaction_id] += 1
+            else:
+                continue  # still ringing that agent
+            event_id = f"fs/resync-{kind.value}/{interaction_id}/{row.get('session_id')}"
+            decision = await self._submit(self._event(kind, event_id, interaction_id, agent_id=agent_id))
+            if decision is not None:
+                counts[counter] += 1
+            elif kind is EventType.DECLINE:
+                self._declined.pop(interaction_id, None)
+        for session_uuid, member in members.items():
+            serving_id = self.config.agent_map.get(member.get("serving_agent", ""))
+            if (
+                member.get("state") != "Answered"
+                or serving_id is None
+                or session_uuid in still_open
+                or session_uuid not in live
+            ):
+                continue
+            call = CallEvent(
+                Kind.ACCEPT,
+                "resync",
+                f"fs/resync/{session_uuid}/{member.get('serving_agent')}/{member.get('bridge_epoch', '')}",
+                session_uuid,
+                agent=member.get("serving_agent"),
+                queue=member.get("queue") or None,
+                member_uuid=member.get("uuid") or None,
+                caller_number=member.get("cid_number") or None,
+                caller_name=member.get("cid_name") or None,
+            )
+            decision = await self._offer(conn, call, serving_id, event_id=f"{call.event_id}/adopt")
+            if decision is not None and decision.kind is DecisionKind.ASSIGNED:
+                await self._submit(
+                    self._event(EventType.ACCEPT, f"{call.event_id}/adopted", session_uuid, call, serving_id)
+                )
+                counts["adopted"] += 1
 
     # ---------------------------------------------------------------- events
 
@@ -597,6 +700,22 @@ def _remember(store: collections.OrderedDict[str, Any], key: str, value: Any = N
     store.move_to_end(key)
     while len(store) > _MAX_REMEMBERED:
         store.popitem(last=False)
+
+
+def _table(raw: str) -> list[dict[str, str]]:
+    """mod_callcenter's ``list`` output: a ``|``-separated header line, rows, ``+OK``."""
+    lines = [line for line in raw.splitlines() if line.strip()]
+    if not lines or "|" not in lines[0]:
+        return []
+    header = lines[0].split("|")
+    rows: list[dict[str, str]] = []
+    for line in lines[1:]:
+        if line.startswith(("+OK", "-ERR")):
+            break
+        cells = line.split("|")
+        if len(cells) == len(header):
+            rows.append(dict(zip(header, cells, strict=True)))
+    return rows
 
 
 def _channel_uuids(raw: str) -> set[str] | None:

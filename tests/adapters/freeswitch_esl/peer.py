@@ -7,7 +7,10 @@ Content-Length body), and plays mod_callcenter's ``CUSTOM callcenter::info`` eve
 (the headers ``mod_callcenter.c`` puts on each ``CC-Action``) and ``CHANNEL_HANGUP_COMPLETE``
 as URL-encoded ``text/event-plain``, written in random pieces.
 
-``live`` is the set of channel uuids ``show channels as json`` reports; ``statuses`` the
+``live`` is the set of channel uuids ``show channels as json`` reports; ``members`` what
+``callcenter_config queue list members`` reports (the member rows mod_callcenter keeps:
+``Trying`` while an agent rings, ``Answered`` once bridged, ``Waiting`` after a failed ring,
+gone when the caller leaves the queue), kept in step by the event helpers; ``statuses`` the
 last ``callcenter_config agent set status`` per agent; ``api_log`` every api command.
 """
 
@@ -27,6 +30,12 @@ from ..scripted import Connection, ScriptedServer
 CORE_UUID = "8694f653-55e0-42ed-98d8-4983e2b6d248"
 
 
+MEMBER_COLUMNS = (
+    "queue|instance_id|uuid|session_uuid|cid_number|cid_name|system_epoch|joined_epoch|rejoined_epoch"
+    "|bridge_epoch|abandoned_epoch|base_score|skill_score|serving_agent|serving_system|state"
+).split("|")
+
+
 def api_response(text: str) -> bytes:
     body = text.encode()
     return f"Content-Type: api/response\nContent-Length: {len(body)}\n\n".encode() + body
@@ -41,6 +50,9 @@ class EslPeer:
         self.password = password
         self.server = ScriptedServer(delimiter=b"\n\n", on_connect=self._greet, reply=self._reply, seed=seed)
         self.live: set[str] = set()
+        self.queues = ["support@default"]
+        #: caller uuid -> member row (queue, uuid, serving_agent, state, ...)
+        self.members: dict[str, dict[str, str]] = {}
         self.statuses: dict[str, str] = {}
         self.status_log: list[tuple[str, str]] = []
         self.api_log: list[str] = []
@@ -105,6 +117,16 @@ class EslPeer:
             self.statuses[agent] = status
             self.status_log.append((agent, status))
             return "+OK\n"
+        if command == "callcenter_config queue list":
+            head = "name|strategy|moh_sound|time_base_score|tier_rules_apply|tier_rule_wait_second"
+            rows = [f"{q}|longest-idle-agent|local_stream://moh|queue|false|300" for q in self.queues]
+            return "\n".join([head, *rows, "+OK", ""])
+        if command.startswith("callcenter_config queue list members "):
+            queue = command.rsplit(" ", 1)[1]
+            rows = [m for m in self.members.values() if m["queue"] == queue]
+            lines = ["|".join(MEMBER_COLUMNS)] if rows else []
+            lines += ["|".join(row.get(c, "") for c in MEMBER_COLUMNS) for row in rows]
+            return "\n".join([*lines, "+OK", ""])
         if command == "status":
             return "UP 0 years, 0 days, 0 hours, 1 minute\nFreeSWITCH (Version 1.10.12) is ready\n"
         if command.startswith(("hupall ", "uuid_kill ", "uuid_transfer ")):
@@ -157,11 +179,31 @@ class EslPeer:
         headers.update(extra)
         await self.event("CUSTOM", **headers)
 
+    def member(self, member: str, state: str, agent: str = "") -> None:
+        """Set what mod_callcenter's member table says of caller ``member``."""
+        now = str(int(time.time()))
+        self.members[member] = {
+            "queue": "support@default",
+            "instance_id": "single_box",
+            "uuid": f"m-{member}",
+            "session_uuid": member,
+            "cid_number": "+4930123456",
+            "cid_name": "Ada Caller",
+            "system_epoch": now,
+            "joined_epoch": now,
+            "bridge_epoch": now if state == "Answered" else "0",
+            "serving_agent": agent,
+            "serving_system": "single_box" if agent else "",
+            "state": state,
+        }
+
     async def offering(self, member: str, agent: str) -> None:
         self.live.add(member)
+        self.member(member, "Trying", agent)
         await self.callcenter("agent-offering", member, agent, **{"CC-Agent-Type": "callback"})
 
     async def answered(self, member: str, agent: str) -> str:
+        self.member(member, "Answered", agent)
         leg = str(uuid.uuid4())
         now = str(int(time.time()))
         await self.callcenter(
@@ -173,6 +215,8 @@ class EslPeer:
         return leg
 
     async def failed(self, member: str, agent: str, cause: str = "NO_ANSWER") -> None:
+        if member in self.members:
+            self.member(member, "Waiting")
         await self.callcenter("bridge-agent-fail", member, agent, **{"CC-Hangup-Cause": cause})
 
     async def bridge_end(self, member: str, agent: str) -> None:
@@ -181,10 +225,12 @@ class EslPeer:
         )
 
     async def queue_end(self, member: str, cause: str = "Terminated", **extra: str) -> None:
+        self.members.pop(member, None)
         await self.callcenter("member-queue-end", member, None, **{"CC-Cause": cause, **extra})
 
     async def hangup(self, member: str) -> None:
         self.live.discard(member)
+        self.members.pop(member, None)
         await self.event("CHANNEL_HANGUP_COMPLETE", **{"Unique-ID": member, "Hangup-Cause": "NORMAL_CLEARING"})
 
     async def heartbeat(self) -> None:

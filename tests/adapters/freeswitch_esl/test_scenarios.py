@@ -280,3 +280,35 @@ async def test_an_offer_missed_while_down_is_adopted_when_answered(peer: EslPeer
     [session] = await gw.until(lambda: gw.sessions_of("call-missed"), what="adopted")
     await gw.until(lambda: session.state is SessionState.ACTIVE, what="active")
     assert session.agent_id == "a2"
+
+
+async def test_rings_that_changed_while_down_are_settled_by_the_resync(peer: EslPeer, gw: ContractGateway) -> None:
+    """While the link is down, one ringing agent answers, another's ring fails, and later a
+    third call is offered and answered: the events are lost, mod_callcenter's member table
+    tells the resync what happened."""
+    await peer.offering("call-ans", A1)
+    await peer.offering("call-fail", A2)
+    ans = (await gw.until(lambda: gw.sessions_of("call-ans"), what="offer 1"))[0]
+    fail = (await gw.until(lambda: gw.sessions_of("call-fail"), what="offer 2"))[0]
+
+    peer.server.drop()
+    peer.member("call-ans", "Answered", A1)  # bridged: bridge-agent-start lost
+    peer.member("call-fail", "Waiting")  # no answer: bridge-agent-fail lost, the caller waits again
+    await gw.until(lambda: adapter(gw).link.connects == 2, what="the reconnect")
+    await gw.until(lambda: ans.state is SessionState.ACTIVE, what="the answered ring accepted")
+    await gw.until(lambda: fail.state is SessionState.CLOSED, what="the failed ring declined")
+    assert fail.outcome is Outcome.DECLINED
+    assert not peer.commands("hupall")  # the gateway's answer to that decline hangs up nothing
+
+    peer.server.drop()
+    peer.live.add("call-new")
+    peer.member("call-new", "Answered", A2)  # offered and answered entirely while down
+    await gw.until(lambda: adapter(gw).link.connects == 3, what="the second reconnect")
+    [new] = await gw.until(lambda: gw.sessions_of("call-new"), what="the missed call adopted")
+    await gw.until(lambda: new.state is SessionState.ACTIVE, what="active")
+    assert new.agent_id == "a2" and new.queue == "support"
+
+    peer.server.drop()  # a third resync finds everything in place: nothing changes
+    await gw.until(lambda: adapter(gw).link.connects == 4, what="the third reconnect")
+    assert [len(gw.sessions_of(c)) for c in ("call-ans", "call-fail", "call-new")] == [1, 1, 1]
+    assert ans.state is SessionState.ACTIVE and new.state is SessionState.ACTIVE
