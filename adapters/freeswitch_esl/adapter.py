@@ -257,6 +257,10 @@ class FreeswitchEslAdapter(Adapter):
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # closed first: a task whose cancellation got lost (3.11's wait_for can swallow
+            # one, e.g. in the journal's commit) still ends, as every loop ends with the line
+            conn.shut("session ended")
+            self._mirror_wake.set()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -268,7 +272,7 @@ class FreeswitchEslAdapter(Adapter):
     async def _keepalive(self, conn: EslConnection) -> None:
         """No bytes for ``keepalive_s``: ``api status`` must be answered, else a stall."""
         period = self.config.keepalive_s
-        while True:
+        while not conn.closed.is_set():
             idle = time.monotonic() - conn.last_rx
             if idle < period:
                 await asyncio.sleep(period - idle)
@@ -621,10 +625,10 @@ class FreeswitchEslAdapter(Adapter):
         return AVAILABLE if self.host.availability(agent_id, Channel.VOICE, self.vendor) is None else ON_BREAK
 
     async def _mirror(self, conn: EslConnection) -> None:
-        while True:
+        while not conn.closed.is_set():
             await self._mirror_wake.wait()
             self._mirror_wake.clear()
-            while self._dirty:
+            while self._dirty and not conn.closed.is_set():
                 name = self._dirty.pop()
                 status = self.wanted_status(name)
                 if self._sent.get(name) == status:

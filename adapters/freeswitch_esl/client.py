@@ -149,6 +149,10 @@ class EslConnection:
         else:
             log.info("esl_ignored", vendor=self.vendor, content_type=kind or None)
 
+    def shut(self, reason: str) -> None:
+        """Close the connection now (pending commands fail, the event stream ends)."""
+        self._shut(reason)
+
     def _shut(self, reason: str) -> None:
         if self.closed.is_set():
             return

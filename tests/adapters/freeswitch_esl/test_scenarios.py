@@ -32,13 +32,19 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def config(port: int, db: Path, **settings: Any) -> GatewayConfig:
+def config(port: int, db: Path, offer_timeout_s: int = 30, **settings: Any) -> GatewayConfig:
     return GatewayConfig.model_validate(
         {
             "server": {"supervisor_token_sha256": sha("sup-token-0123456789"), "desktop_grace_s": 600},
             "store": {"url": f"sqlite:///{db}"},
             # two sessions: two chats fill the agent (no room for a call)
-            "capacity_profiles": {"blended": {"max_sessions": 2, "channels": {"voice": 1, "chat": 2}}},
+            "capacity_profiles": {
+                "blended": {
+                    "max_sessions": 2,
+                    "channels": {"voice": 1, "chat": 2},
+                    "offer_timeout_s": {"voice": offer_timeout_s},
+                }
+            },
             "queues": [{"name": "support"}],
             "agents": [
                 {"id": a, "name": a.upper(), "profile": "blended", "queues": ["support"], "token_sha256": sha(a)}
@@ -312,3 +318,36 @@ async def test_rings_that_changed_while_down_are_settled_by_the_resync(peer: Esl
     await gw.until(lambda: adapter(gw).link.connects == 4, what="the third reconnect")
     assert [len(gw.sessions_of(c)) for c in ("call-ans", "call-fail", "call-new")] == [1, 1, 1]
     assert ans.state is SessionState.ACTIVE and new.state is SessionState.ACTIVE
+
+
+async def test_ring_out_leaves_a_rejected_ring_alone(peer: EslPeer, tmp_path: Path) -> None:
+    gw = await running(peer, tmp_path, on_reject="ring_out")
+    try:
+        await chat(gw, "chat-1")
+        await chat(gw, "chat-2")
+        await peer.wait_status(A1, "On Break")
+        handled = adapter(gw).stats["events"]
+        await peer.offering("call-ro", A1)
+        await gw.until(lambda: adapter(gw).stats["events"] > handled, what="the offer handled")
+        await gw.until(lambda: adapter(gw).stats["offer"] >= 1, what="submitted")
+        assert not [s for s in gw.sessions_of("call-ro") if s.state is not SessionState.CLOSED]
+        assert not peer.commands("hupall")
+    finally:
+        await gw.stop()
+
+
+async def test_the_gateways_offer_timeout_cancels_the_ring(peer: EslPeer, tmp_path: Path) -> None:
+    """The agent's phone rings longer than the voice offer_timeout_s: the gateway withdraws
+    the offer and FreeSWITCH cancels the ringing leg, so mod_callcenter moves on."""
+    gw = await running(peer, tmp_path, offer_timeout_s=1)
+    try:
+        await peer.offering("call-slow", A1)
+        [session] = await gw.until(lambda: gw.sessions_of("call-slow"), what="the offer")
+        await peer.wait_for(
+            lambda: peer.commands("hupall ORIGINATOR_CANCEL cc_member_pre_answer_uuid m-call-slow"), timeout=5
+        )
+        assert session.state is SessionState.CLOSED and session.outcome is Outcome.EXPIRED
+        await peer.failed("call-slow", A1, "ORIGINATOR_CANCEL")  # what mod_callcenter says then
+        await peer.wait_status(A1, "Available")
+    finally:
+        await gw.stop()
