@@ -574,7 +574,10 @@ class FreeswitchEslAdapter(Adapter):
         delay = 0.1
         while True:
             try:
-                decision = await self.host.submit(event)
+                # shielded: a session that ends (a dropped line, a stall) while an event is
+                # being journaled lets that write finish rather than cut it in half; the
+                # resync after the reconnect settles whatever the adapter did not see
+                decision = await asyncio.shield(self.host.submit(event))
             except GatewayError as exc:
                 if exc.code == "not_ready":
                     log.warning("esl_gateway_not_ready", vendor=self.vendor, event_id=event.event_id, retry_s=delay)
