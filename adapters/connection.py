@@ -72,6 +72,7 @@ class Link:
         self._rng = rng or random.Random()
         self._describe = describe
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._is_up = False
         self._outage_logged = False
         #: sessions that reached :meth:`up` (1 after the first connect; more after reconnects)
@@ -85,9 +86,11 @@ class Link:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"link-{self.adapter.vendor}")
 
     async def stop(self) -> None:
+        self._stopping = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -124,6 +127,8 @@ class Link:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure of one session: reconnect, never die
+                if self._stopping:  # a session that turned stop()'s cancellation into an error
+                    raise asyncio.CancelledError from exc
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if self._is_up:
                 delays = self.backoff.delays(self._rng)  # it was up: start the backoff again

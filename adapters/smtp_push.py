@@ -33,12 +33,6 @@ The server runs in the gateway's own event loop (``loop.create_server`` with aio
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from email import policy
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.parser import BytesParser
-from email.utils import getaddresses
 from typing import Any, ClassVar
 
 import structlog
@@ -47,19 +41,14 @@ from aiosmtpd.smtp import Session as SmtpSession
 from pydantic import Field, field_validator
 
 from gateway.errors import GatewayError, InvalidEvent
-from gateway.events import Channel, parse_event
+from gateway.events import Channel
 from gateway.notices import Decision, DecisionKind
 
 from .base import Adapter, AdapterConfig, AdapterHost, Capabilities, Health
+from .mail import AGENT_PREFIX, RetryChainExhausted, offer_body, parse_message, submit_mail
 
 log = structlog.get_logger("cti_gateway.adapters.smtp_push")
 
-#: the event model's limits for the fields a mail fills
-MAX_SUBJECT = 4096
-MAX_TEXT = 65536
-MAX_ID = 256
-#: refusals of a message retried after ``451`` that are followed before giving up
-MAX_RETRY_CHAIN = 10_000
 #: rejection reasons that are worth a retry by the relay (a slot may free)
 TEMPORARY_REASONS = frozenset(
     {
@@ -72,7 +61,6 @@ TEMPORARY_REASONS = frozenset(
         "queue_timeout",
     }
 )
-AGENT_PREFIX = "agent:"
 
 
 class SmtpPushConfig(AdapterConfig):
@@ -183,8 +171,10 @@ class SmtpPushAdapter(Adapter):
         if route is None:  # RCPT refused them all; aiosmtpd does not reach DATA then
             return "554 5.1.1 no valid recipient"
         try:
-            message = BytesParser(policy=policy.default).parsebytes(raw)
-            body = _event_body(message, raw, route, envelope)
+            message = parse_message(raw)
+            body = offer_body(
+                message, raw, route, envelope_sender=envelope.mail_from, recipients=list(envelope.rcpt_tos)
+            )
         except InvalidEvent as exc:
             return f"554 5.6.0 {_reply_text(exc.message)}"
         except Exception as exc:  # a message the parser cannot read at all
@@ -195,40 +185,32 @@ class SmtpPushAdapter(Adapter):
             return await self._submit_chain(body)
 
     async def _submit_chain(self, body: dict[str, Any]) -> str:
-        base_id = body["event_id"]
-        for attempt in range(MAX_RETRY_CHAIN):
-            event_id = base_id if attempt == 0 else f"{base_id}#{attempt}"[:MAX_ID]
-            try:
-                now = self.host.clock.now()
-                event = parse_event({**body, "event_id": event_id}, vendor=self.vendor, received_at=now)
-                decision = await self.host.submit(event)
-            except InvalidEvent as exc:
-                log.info("smtp_refused", reason="invalid_event", field=exc.field, error=exc.message)
-                return f"554 5.6.0 {_reply_text(f'{exc.field}: {exc.message}')}"
-            except GatewayError as exc:
-                if exc.code == "interaction_already_open":
-                    # the mail is here already (a resend while its first copy is being worked on)
-                    log.info("smtp_duplicate_open", event_id=event_id)
-                    return "250 2.0.0 Ok: already received"
-                if exc.retryable or exc.code == "not_ready":
-                    log.warning("smtp_deferred", code=exc.code, error=str(exc))
-                    return "451 4.3.0 the gateway is not ready, try again later"
-                log.warning("smtp_refused", code=exc.code, error=str(exc))
-                return f"554 5.6.0 {_reply_text(exc.code)}"
-            kind = decision.kind
-            first = decision.original if kind is DecisionKind.DUPLICATE else decision
-            if kind is DecisionKind.DUPLICATE and first is not None and first.kind is DecisionKind.REJECTED:
-                continue  # a retry after a refusal: try the next id of the chain
-            return self._reply(first or decision, duplicate=kind is DecisionKind.DUPLICATE)
-        log.error("smtp_retry_chain_exhausted", attempts=MAX_RETRY_CHAIN)
-        return "451 4.3.2 too many refused attempts, try again later"
+        try:
+            decision = await submit_mail(self.host, self.vendor, body)
+        except InvalidEvent as exc:
+            log.info("smtp_refused", reason="invalid_event", field=exc.field, error=exc.message)
+            return f"554 5.6.0 {_reply_text(f'{exc.field}: {exc.message}')}"
+        except RetryChainExhausted:
+            log.error("smtp_retry_chain_exhausted")
+            return "451 4.3.2 too many refused attempts, try again later"
+        except GatewayError as exc:
+            if exc.code == "interaction_already_open":
+                # the mail is here already (a resend while its first copy is being worked on)
+                log.info("smtp_duplicate_open")
+                return "250 2.0.0 Ok: already received"
+            if exc.retryable or exc.code == "not_ready":
+                log.warning("smtp_deferred", code=exc.code, error=str(exc))
+                return "451 4.3.0 the gateway is not ready, try again later"
+            log.warning("smtp_refused", code=exc.code, error=str(exc))
+            return f"554 5.6.0 {_reply_text(exc.code)}"
+        return self._reply(decision)
 
-    def _reply(self, decision: Decision, *, duplicate: bool) -> str:
+    def _reply(self, decision: Decision) -> str:
         if decision.kind is DecisionKind.ASSIGNED:
-            log.info("smtp_assigned", agent_id=decision.agent_id, session_id=decision.session_id, duplicate=duplicate)
+            log.info("smtp_assigned", agent_id=decision.agent_id, session_id=decision.session_id)
             return f"250 2.0.0 Ok: assigned as {decision.session_id}"
         if decision.kind is DecisionKind.QUEUED:
-            log.info("smtp_queued", duplicate=duplicate)
+            log.info("smtp_queued")
             return "250 2.0.0 Ok: queued"
         if decision.kind is DecisionKind.REJECTED:
             reason = decision.reason or "rejected"
@@ -265,82 +247,6 @@ class _Handler:
         except Exception:  # never a dropped connection: the relay keeps the mail
             log.exception("smtp_offer_failed", vendor=self.adapter.vendor)
             return "451 4.3.0 internal error, try again later"
-
-
-def _event_body(message: EmailMessage, raw: bytes, route: str, envelope: Envelope) -> dict[str, Any]:
-    message_id = _message_id(message, raw)
-    subject = _header(message, "subject")
-    name, address = _sender(message, envelope)
-    body: dict[str, Any] = {
-        "event_id": message_id,
-        "type": "offer",
-        "channel": "email",
-        "interaction_id": message_id,
-        "customer": {"address": address[:512] if address else None, "name": name[:512] if name else None},
-        "subject": subject[:MAX_SUBJECT] if subject else None,
-        "text": _text(message),
-        "attributes": {"to": [str(r)[:320] for r in envelope.rcpt_tos[:50]]},
-    }
-    if route.startswith(AGENT_PREFIX):
-        body["agent_id"] = route[len(AGENT_PREFIX) :]
-    else:
-        body["queue"] = route
-    return body
-
-
-def _message_id(message: EmailMessage, raw: bytes) -> str:
-    value = _header(message, "message-id")
-    if value:
-        value = value.strip().strip("<>").strip()
-    if not value or len(value) > MAX_ID or not value.isprintable():
-        return "sha256:" + hashlib.sha256(raw).hexdigest()
-    return value
-
-
-def _header(message: EmailMessage, name: str) -> str | None:
-    try:
-        value = message.get(name)
-    except Exception:  # a header the policy cannot parse: treat as absent
-        return None
-    if value is None:
-        return None
-    text = _clean(" ".join(str(value).split()))
-    return text or None
-
-
-def _sender(message: EmailMessage, envelope: Envelope) -> tuple[str | None, str | None]:
-    try:
-        header = message.get("from")
-        addresses = list(getattr(header, "addresses", ()) or ())
-    except Exception:
-        addresses = []
-    if addresses and isinstance(addresses[0], Address):
-        first = addresses[0]
-        return (_clean(first.display_name) or None), (_clean(first.addr_spec) or None)
-    pairs = getaddresses([str(envelope.mail_from or "")])
-    if pairs and pairs[0][1]:
-        return pairs[0][0] or None, pairs[0][1]
-    return None, None
-
-
-def _text(message: EmailMessage) -> str | None:
-    """The text part: text/plain preferred, else text/html; transfer encodings and charsets decoded."""
-    part = message.get_body(preferencelist=("plain", "html"))
-    if part is None:
-        return None
-    try:
-        content = part.get_content()
-    except (LookupError, UnicodeError, ValueError, AssertionError):
-        payload = part.get_payload(decode=True)
-        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
-    if not isinstance(content, str):
-        return None
-    return _clean(content)[:MAX_TEXT] or None
-
-
-def _clean(text: str) -> str:
-    """Undecodable bytes (surrogate escapes) become U+FFFD: lone surrogates cannot be journaled."""
-    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if text else text
 
 
 def _reply_text(text: str) -> str:

@@ -97,3 +97,26 @@ async def test_reconnects_after_refusal_and_drop_logging_the_outage_once(monkeyp
         await server.wait_closed()
     assert adapter.health is Health.DOWN
     assert [h for _, h, _ in host.health] == [Health.UP, Health.DOWN, Health.UP, Health.DOWN]
+
+
+@pytest.mark.asyncio
+async def test_stop_ends_a_session_that_turns_its_cancellation_into_an_error() -> None:
+    """A session whose clean-up raises while it is being cancelled (e.g. a protocol goodbye
+    that fails) must not keep the link reconnecting: stop() returns."""
+    host = FakeHost()
+    adapter = _Probe("pbx", _Probe.Config(), host)
+    started = asyncio.Event()
+
+    async def session(link: Link) -> None:
+        link.up()
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            raise ConnectionError("goodbye failed")
+
+    link = Link(adapter, session, backoff=Backoff(initial_s=0.01, max_s=0.01))
+    link.start()
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(link.stop(), 5)
+    assert link.connects == 1 and adapter.health is Health.DOWN
