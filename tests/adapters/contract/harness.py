@@ -10,6 +10,8 @@ The fixed set-up every driver can rely on:
 * agents ``a1`` and ``a2`` (tokens ``a1-token-0123456789`` ...), profile ``contract``:
   3 sessions, at most 1 voice, 2 chats, 2 e-mails; both made ``ready`` by the fixture;
 * queue ``support`` (``on_full: wait``, ``max_wait_s: 60``), both agents in it;
+* queue ``solo`` (``on_full: reject``), ``a1`` alone: for vendors that offer only to a
+  queue (an IMAP inbox), "offer to a1" is an offer to ``solo``;
 * the vendor ``VENDOR`` with the driver's adapter and settings.
 """
 
@@ -49,13 +51,17 @@ def contract_config(adapter: str, settings: dict[str, Any], db: Path) -> Gateway
             "capacity_profiles": {
                 "contract": {"max_sessions": 3, "channels": {"voice": 1, "chat": 2, "email": 2}},
             },
-            "queues": [{"name": "support", "on_full": "wait", "max_wait_s": 60}],
+            "queues": [
+                {"name": "support", "on_full": "wait", "max_wait_s": 60},
+                # for vendors that can offer only to a queue: a1 alone, refusing when a1 is full
+                {"name": "solo", "on_full": "reject"},
+            ],
             "agents": [
                 {
                     "id": a,
                     "name": a.upper(),
                     "profile": "contract",
-                    "queues": ["support"],
+                    "queues": ["support", "solo"] if a == "a1" else ["support"],
                     "token_sha256": sha(TOKENS[a]),
                 }
                 for a in AGENTS
