@@ -93,9 +93,13 @@ class Link:
         self._stopping = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
+            # cancel until it is done: a session may swallow one cancellation (asyncio.wait_for
+            # in Python 3.11 does when its inner future completes at the same moment)
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                task.result()
         if self._is_up:
             self._is_up = False
             self.adapter._set_health(Health.DOWN, "stopped")
@@ -120,7 +124,7 @@ class Link:
 
     async def _run(self) -> None:
         delays = self.backoff.delays(self._rng)
-        while True:
+        while not self._stopping:
             try:
                 await self._session(self)
                 error = "connection closed by the vendor"

@@ -139,7 +139,9 @@ class ImapPullAdapter(Adapter):
         """
         assert self._executor is not None
         loop = asyncio.get_running_loop()
-        return await asyncio.wait_for(loop.run_in_executor(self._executor, fn, *args), self.config.timeout_s + 5)
+        # asyncio.timeout, not wait_for: wait_for (3.11) can swallow a cancellation
+        async with asyncio.timeout(self.config.timeout_s + 5):
+            return await loop.run_in_executor(self._executor, fn, *args)
 
     def _connect(self) -> IMAPClient:
         config = self.config

@@ -120,3 +120,31 @@ async def test_stop_ends_a_session_that_turns_its_cancellation_into_an_error() -
     await asyncio.wait_for(started.wait(), 5)
     await asyncio.wait_for(link.stop(), 5)
     assert link.connects == 1 and adapter.health is Health.DOWN
+
+
+@pytest.mark.asyncio
+async def test_stop_ends_a_session_that_swallows_a_cancellation() -> None:
+    """asyncio.wait_for in Python 3.11 returns the inner result instead of raising when the
+    cancellation and the inner future's completion coincide; a session built on it may lose
+    stop()'s cancel. stop() must still return."""
+    host = FakeHost()
+    adapter = _Probe("pbx", _Probe.Config(), host)
+    started = asyncio.Event()
+
+    async def session(link: Link) -> None:
+        link.up()
+        started.set()
+        swallowed = 0
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed > 2:
+                    raise
+
+    link = Link(adapter, session, backoff=Backoff(initial_s=0.01, max_s=0.01))
+    link.start()
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(link.stop(), 10)
+    assert adapter.health is Health.DOWN

@@ -107,7 +107,9 @@ async def test_delivered_mail_is_offered_within_seconds_and_flagged(gw: Contract
     await gw.until(lambda: gw.runtime.adapter_state(VENDOR, "mailbox")["last_uid"] >= 1, what="the UID noted")
 
 
-async def test_mail_that_cannot_be_placed_stays_unseen_until_a_slot_frees(gw: ContractGateway, dovecot: Dovecot) -> None:
+async def test_mail_that_cannot_be_placed_stays_unseen_until_a_slot_frees(
+    gw: ContractGateway, dovecot: Dovecot
+) -> None:
     for n in (1, 2, 3):
         await deliver(dovecot, f"cap-{n}@c.test")
     await gw.until(lambda: sum(offered(gw, f"cap-{n}@c.test") for n in (1, 2, 3)) == 2, what="two offers")
