@@ -64,7 +64,7 @@ class CapacityProfile(_Strict):
             try:
                 fields[name] = adapter.validate_python(value)
             except ValidationError:
-                if not isinstance(value, dict):
+                if not isinstance(value, dict) or not _takes_a_mapping(adapter):
                     invalid.add(name)
                     continue
                 # a per-channel map: its valid entries still have rules of their own
@@ -140,6 +140,15 @@ def capacity_profile_problems(fields: Mapping[str, Any], *, invalid: Collection[
         if not 0 <= seconds <= 86_400:
             problems.append(f"wrap_up_s.{channel}: must be >= 0 and <= 86400")
     return problems
+
+
+def _takes_a_mapping(adapter: TypeAdapter[Any]) -> bool:
+    """Whether a profile field is a per-channel map (an empty one validates)."""
+    try:
+        adapter.validate_python({})
+    except ValidationError:
+        return False
+    return True
 
 
 @cache

@@ -645,3 +645,14 @@ def test_run_refuses_a_port_that_is_not_one(port: str, capsys: pytest.CaptureFix
         main(["run", "--config", str(SHIPPED), "--port", port])
     assert info.value.code == 2
     assert f"argument --port: '{port}' is not a port number (0..65535)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field", ["max_sessions", "reserved_inbound", "max_units"])
+def test_a_mapping_where_a_number_belongs_is_an_error_at_its_line_not_a_traceback(field: str) -> None:
+    """Regression (found by the config fuzz test): the one-pass profile rules took a mapping
+    in a scalar field for a per-channel map and compared it with a number."""
+    fields = "max_sessions: 3, " if field != "max_sessions" else ""
+    text = f"capacity_profiles:\n  p: {{{fields}{field}: {{a: 1}}}}\n"
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "gw.yaml", environ={})
+    assert info.value.problems == [f"gw.yaml:2: capacity_profiles.p.{field}: input should be a valid integer"]
