@@ -87,6 +87,7 @@ from .base import (
     Health,
     Route,
 )
+from .http import Refused, read_body
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -161,23 +162,6 @@ class WebhookConfig(AdapterConfig):
         if len(value.get_secret_value()) < MIN_SECRET_CHARS:
             raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters")
         return value
-
-
-class _Refused(Exception):
-    """An inbound request refused before it reaches the host; carries the response."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-    def response(self) -> web.Response:
-        response = json_error(self.status, self.code, self.message, **self.extra)
-        if self.status == 413:
-            response.force_close()  # do not linger reading the rest of an oversize body
-        return response
 
 
 @dataclass(slots=True)
@@ -270,7 +254,7 @@ class WebhookAdapter(Adapter):
         tokens = dict(structlog.contextvars.bind_contextvars(vendor=self.vendor))
         try:
             return await self._handle_event(request, tokens)
-        except _Refused as refused:
+        except Refused as refused:
             log.info("webhook_refused", status=refused.status, code=refused.code, reason=refused.message)
             return refused.response()
         except InvalidEvent as exc:
@@ -293,13 +277,13 @@ class WebhookAdapter(Adapter):
     async def _handle_event(self, request: web.Request, tokens: dict[str, Any]) -> web.Response:
         routed_vendor = request.match_info.get("vendor")
         if routed_vendor is not None and routed_vendor != self.vendor:
-            raise _Refused(404, "unknown_vendor", f"no vendor {routed_vendor!r} here")
+            raise Refused(404, "unknown_vendor", f"no vendor {routed_vendor!r} here")
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise _Refused(413, "body_too_large", f"the body exceeds {limit} bytes")
+            raise Refused(413, "body_too_large", f"the body exceeds {limit} bytes")
         now = self.host.clock.now()
         timestamp = self._fresh_timestamp(request, now)
-        body = await self._read_body(request, limit)
+        body = await read_body(request, limit, self.config.body_timeout_s)
         self._verify(request, timestamp, body)
         data = _loads(body)
         if isinstance(data, dict):
@@ -323,41 +307,23 @@ class WebhookAdapter(Adapter):
     def _fresh_timestamp(self, request: web.Request, now: float) -> str:
         raw = request.headers.get(TIMESTAMP_HEADER)
         if raw is None:
-            raise _Refused(401, "bad_signature", f"{TIMESTAMP_HEADER} header missing")
+            raise Refused(401, "bad_signature", f"{TIMESTAMP_HEADER} header missing")
         if not _TIMESTAMP.fullmatch(raw):
-            raise _Refused(401, "bad_signature", f"{TIMESTAMP_HEADER} must be integer Unix seconds")
+            raise Refused(401, "bad_signature", f"{TIMESTAMP_HEADER} must be integer Unix seconds")
         if abs(now - int(raw)) > self.config.tolerance_s:
-            raise _Refused(401, "bad_signature", f"{TIMESTAMP_HEADER} is more than {self.config.tolerance_s} s away")
+            raise Refused(401, "bad_signature", f"{TIMESTAMP_HEADER} is more than {self.config.tolerance_s} s away")
         return raw
-
-    async def _read_body(self, request: web.Request, limit: int) -> bytes:
-        """At most ``limit`` bytes of body, or :class:`_Refused`; never buffers more than limit + 1."""
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(self.config.body_timeout_s):
-                while size <= limit:
-                    chunk = await request.content.read(limit + 1 - size)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    size += len(chunk)
-        except TimeoutError:
-            raise _Refused(408, "request_timeout", "the body did not arrive in time") from None
-        if size > limit:
-            raise _Refused(413, "body_too_large", f"the body exceeds {limit} bytes")
-        return b"".join(chunks)
 
     def _verify(self, request: web.Request, timestamp: str, body: bytes) -> None:
         given = request.headers.get(SIGNATURE_HEADER)
         if given is None:
-            raise _Refused(401, "bad_signature", f"{SIGNATURE_HEADER} header missing")
+            raise Refused(401, "bad_signature", f"{SIGNATURE_HEADER} header missing")
         match = _SIGNATURE.fullmatch(given)
         expected = hmac.new(self._secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
         # compare even a malformed header, so the answer takes the same time either way
         candidate = match.group(1).lower() if match else "0" * 64
         if not hmac.compare_digest(expected.encode("ascii"), candidate.encode("ascii")) or match is None:
-            raise _Refused(401, "bad_signature", "the signature does not match")
+            raise Refused(401, "bad_signature", "the signature does not match")
 
     # -- outbound (late notices) ---------------------------------------------------------
 

@@ -18,6 +18,7 @@ from gateway.events import Channel, parse_event
 from gateway.notices import Decision, DecisionKind
 
 from ..base import Adapter, AdapterConfig, AdapterHost, Capabilities, Health, Route
+from ..http import Refused, read_body
 from . import mapping, twiml
 from .signature import SETTINGS_HEADER, SIGNATURE_HEADER, signature_valid
 
@@ -109,22 +110,6 @@ class TwilioConfig(AdapterConfig):
         return str(self.public_url).rstrip("/")
 
 
-class _Refused(Exception):
-    """A request refused before anything reaches the host; carries the response."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def response(self) -> web.Response:
-        response = json_error(self.status, self.code, self.message)
-        if self.status == 413:
-            response.force_close()
-        return response
-
-
 class _Ignored(Exception):
     """A signed request the gateway has nothing to do for (answered 204, logged)."""
 
@@ -171,7 +156,7 @@ class TwilioAdapter(Adapter):
             try:
                 params = await self._signed_params(request)
                 return await handler(request, params)
-            except _Refused as refused:
+            except Refused as refused:
                 log.warning("twilio_refused", status=refused.status, code=refused.code, reason=refused.message)
                 return refused.response()
             except mapping.MissingParameter as exc:
@@ -198,22 +183,22 @@ class TwilioAdapter(Adapter):
 
     async def _signed_params(self, request: web.Request) -> mapping.Params:
         """The request's form parameters once its body arrived within the limits and its
-        signature matched; :class:`_Refused` otherwise (nothing else happens then)."""
+        signature matched; :class:`Refused` otherwise (nothing else happens then)."""
         routed_vendor = request.match_info.get("vendor")
         if routed_vendor is not None and routed_vendor != self.vendor:
-            raise _Refused(404, "unknown_vendor", f"no vendor {routed_vendor!r} here")
+            raise Refused(404, "unknown_vendor", f"no vendor {routed_vendor!r} here")
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise _Refused(413, "body_too_large", f"the body exceeds {limit} bytes")
+            raise Refused(413, "body_too_large", f"the body exceeds {limit} bytes")
         given = request.headers.get(SIGNATURE_HEADER)
         if given is None:
-            raise _Refused(403, "bad_signature", f"{SIGNATURE_HEADER} header missing")
+            raise Refused(403, "bad_signature", f"{SIGNATURE_HEADER} header missing")
         settings = request.headers.get(SETTINGS_HEADER)
         if settings is not None and "algorithm=hmac_sha1" not in settings.replace(" ", "").lower():
-            raise _Refused(
+            raise Refused(
                 403, "bad_signature", "SharedKey signatures are not supported: let Twilio sign with the auth token"
             )
-        body = await self._read_body(request, limit)
+        body = await read_body(request, limit, self.config.body_timeout_s)
         url = self.config.base_url + request.raw_path
         json_body = "bodySHA256" in dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
         params: list[tuple[str, str]] = []
@@ -229,29 +214,12 @@ class TwilioAdapter(Adapter):
                 malformed = True
         # the signature first: a forged request learns nothing but 403
         if not signature_valid(self._token, url, given, params=params, body=body):
-            raise _Refused(403, "bad_signature", "the signature does not match")
+            raise Refused(403, "bad_signature", "the signature does not match")
         if malformed:
-            raise _Refused(400, "invalid_event", "the body is not UTF-8 form data (at most 1000 fields)")
+            raise Refused(400, "invalid_event", "the body is not UTF-8 form data (at most 1000 fields)")
         if json_body:
-            raise _Refused(415, "unsupported_media_type", "Twilio's voice and TaskRouter callbacks are form-encoded")
+            raise Refused(415, "unsupported_media_type", "Twilio's voice and TaskRouter callbacks are form-encoded")
         return params
-
-    async def _read_body(self, request: web.Request, limit: int) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(self.config.body_timeout_s):
-                while size <= limit:
-                    chunk = await request.content.read(limit + 1 - size)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    size += len(chunk)
-        except TimeoutError:
-            raise _Refused(408, "request_timeout", "the body did not arrive in time") from None
-        if size > limit:
-            raise _Refused(413, "body_too_large", f"the body exceeds {limit} bytes")
-        return b"".join(chunks)
 
     async def _submit(self, data: dict[str, Any]) -> Decision:
         event = parse_event(data, vendor=self.vendor, received_at=self.host.clock.now())
