@@ -8,12 +8,9 @@ desktop can never stall routing for anybody else.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .runtime import Runtime
 
 log = structlog.get_logger("cti_gateway.hub")
 
@@ -69,8 +66,7 @@ class EventBus:
 class DesktopHub:
     """Agent desktop sockets, several per agent allowed (e.g. two browser tabs)."""
 
-    def __init__(self, runtime: Runtime | None = None) -> None:
-        self._runtime = runtime
+    def __init__(self) -> None:
         self._connections: dict[str, list[Subscriber]] = {}
 
     def connected(self, agent_id: str) -> int:

@@ -85,7 +85,7 @@ class Runtime:
         self.journal = journal
         self._clock = clock
         self.metrics = metrics
-        self.hub = hub or DesktopHub(self)
+        self.hub = hub or DesktopHub()
         self.bus = bus or EventBus()
         self.adapters: dict[str, Adapter] = {}
         self._accepting = False
