@@ -26,6 +26,7 @@ as they arrive, never buffered).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
@@ -34,6 +35,9 @@ from urllib.parse import quote, unquote
 MAX_HEADER_BYTES = 64 * 1024
 #: the largest body accepted (a ``show channels as json`` on a big switch can be large)
 MAX_BODY_BYTES = 16 * 1024 * 1024
+
+#: a header name: printable, no space, no colon
+_HEADER_NAME = re.compile(r"[!-9;-~\x80-\U0010ffff]+")
 
 AUTH_REQUEST = "auth/request"
 COMMAND_REPLY = "command/reply"
@@ -195,10 +199,12 @@ def parse_headers(raw: bytes) -> tuple[dict[str, str], str | None]:
             continue
         name, sep, value = line.partition(":")
         name = name.strip()
-        if not sep or not name or any(c.isspace() for c in name) or not name.isprintable():
+        if not sep or _HEADER_NAME.fullmatch(name) is None:
             bad += 1
             continue
-        headers.setdefault(name, unquote(value.strip(), errors="replace"))
+        if name not in headers:
+            value = value.strip()
+            headers[name] = unquote(value, errors="replace") if "%" in value else value
     if not headers:
         return {}, "not a header block"
     if bad > len(headers):

@@ -4,6 +4,7 @@ stands in for the gateway; the socket peer is the scripted event socket)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -85,12 +86,31 @@ async def test_auth_ok_subscribes_resyncs_and_reports_up(peer: EslPeer, host: Fa
 
 
 @pytest.mark.asyncio
-async def test_event_json_subscription(peer: EslPeer, host: FakeHost) -> None:
+async def test_event_json(peer: EslPeer, host: FakeHost) -> None:
+    """With event_format json the adapter subscribes to JSON events and reads them."""
     adapter = make(peer, host, event_format="json")
     await adapter.start()
     try:
         await until(lambda: adapter.health is Health.UP)
         assert peer.subscriptions[0].startswith("event json ")
+        headers = peer.headers(
+            "CUSTOM",
+            **{
+                "Event-Subclass": "callcenter::info",
+                "CC-Action": "agent-offering",
+                "CC-Agent": "1001@default",
+                "CC-Queue": "support@default",
+                "CC-Member-UUID": "m-json",
+                "CC-Member-Session-UUID": "call-json",
+                "CC-Member-CID-Number": "+4930999",
+            },
+        )
+        body = json.dumps(headers).encode()
+        await peer.send(b"Content-Length: %d\nContent-Type: text/event-json\n\n%s" % (len(body), body))
+        await until(lambda: host.submitted)
+        [event] = host.submitted
+        assert (event.type.value, event.interaction_id, event.agent_id) == ("offer", "call-json", "a1")
+        assert event.customer is not None and event.customer.address == "+4930999"
     finally:
         await adapter.stop()
 
