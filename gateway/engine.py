@@ -18,7 +18,7 @@ import heapq
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -96,6 +96,13 @@ class _Agent:
     idle_since: tuple[float, int] = (0.0, 0)
     desktop_connected: bool = False
     grace_deadline: float | None = None
+    #: removed from the configuration by a reload while it held sessions: they finish
+    #: normally, it takes no new work, and it goes when the last one closes
+    retiring: bool = False
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        return () if self.retiring else tuple(self.config.queues)
 
 
 class Engine:
@@ -146,17 +153,24 @@ class Engine:
         self._new_events: list[StateDict] = []
         #: agents whose presence or load changed (for adapters that mirror it to their CMS)
         self._touched: set[str] = set()
+        #: reloads applied (journaled, so it survives restarts) and when the last one was
+        self.generation = 0
+        self.reloaded_at: float | None = None
+        #: removed agents that still hold sessions: id -> {"agent": ..., "profile": ...}
+        #: (journaled: a restart on the new file keeps them until their sessions close)
+        self._retired: dict[str, StateDict] = {}
+        self._config_dirty = False
         for agent_id in self._agents:
             self._refresh(agent_id)
 
-    def blank(self) -> Engine:
+    def blank(self, config: GatewayConfig | None = None) -> Engine:
         """A new engine with this one's configuration and no state, to :meth:`restore` into.
 
         The runtime rebuilds from the journal this way when its in-memory state may have
         moved away from what is stored (a failed write, an engine error mid-call).
         """
         return Engine(
-            self.config,
+            config if config is not None else self.config,
             clock=self.clock,
             store=type(self.store)(),
             new_id=self._new_id,
@@ -292,7 +306,9 @@ class Engine:
             return self._decide_assign(interaction, session, late=late)
         if not self._can_reject(interaction.vendor):
             return self._hold(interaction, now, late=late)
-        queue = self.queues[interaction.queue]
+        queue = self.queues.get(interaction.queue)
+        if queue is None:  # removed by a reload while the interaction was open
+            return self._decide_reject(interaction, Reason.NO_AGENT_AVAILABLE, now, late=late)
         if queue.on_full is OnFull.WAIT and self._waiting.count(queue.name) < queue.max_waiting:
             interaction.phase = Phase.WAITING
             interaction.holder = None
@@ -741,6 +757,163 @@ class Engine:
         self._arm(agent.grace_deadline, _Timer.GRACE, agent_id)
         self._sync_focus(agent, now)
 
+    # ------------------------------------------------------------------ live configuration
+
+    def reconfigure(
+        self,
+        config: GatewayConfig,
+        *,
+        vendor_capabilities: Mapping[str, VendorCapabilities] | None = None,
+    ) -> dict[str, Any]:
+        """Apply a new (validated) configuration's agents, profiles and queues in one step.
+
+        * New agents appear offline. A removed agent with open sessions is *retiring*: its
+          sessions finish normally, it takes no new work (``unknown_agent``), it leaves no
+          queue line behind, and it is gone when its last session closes; one without
+          sessions is gone at once. Interactions waiting for a removed agent are rejected
+          (``unknown_agent``).
+        * A profile change applies to the next allocation; no open session is cut, even
+          above the new caps. Units in use are counted with the new weights.
+        * Queue changes keep every waiting interaction's place; a changed ``max_wait_s``
+          moves the deadline of those waiting (measured from when they began to wait); the
+          waiters of a removed queue are rejected (``no_agent_available``).
+        * The eligibility index is rebuilt, then every agent with room is offered what waits.
+
+        Vendors (``vendor_capabilities``: the new set, replacing the old) are the
+        runtime's business otherwise. Returns what changed for the agents (for the log).
+        """
+        now = self._now()
+        old_queues = self.queues
+        new_agents = {a.id: a for a in config.agents}
+        added: list[str] = []
+        retiring: list[str] = []
+        removed: list[str] = []
+        reweighed: list[str] = []
+        self.config = config
+        self.queues = {q.name: q for q in config.queues}
+        self._grace_s = config.server.desktop_grace_s
+        if vendor_capabilities is not None:
+            self._caps = dict(vendor_capabilities)
+        for agent_id, agent_config in new_agents.items():
+            profile = config.capacity_profiles[agent_config.profile]
+            agent = self._agents.get(agent_id)
+            if agent is None:
+                self._agents[agent_id] = _Agent(agent_config, profile)
+                self._dirty_agents.add(agent_id)
+                added.append(agent_id)
+                continue
+            if agent.retiring:
+                agent.retiring = False
+                self._retired.pop(agent_id, None)
+                self._config_dirty = True
+            agent.config = agent_config
+            if agent.profile != profile:
+                agent.profile = profile
+                if self._reweigh(agent, now):
+                    reweighed.append(agent_id)
+        for agent_id in [a for a in self._agents if a not in new_agents]:
+            agent = self._agents[agent_id]
+            if not agent.retiring:
+                agent.retiring = True
+                self._retired[agent_id] = {
+                    "agent": agent.config.model_dump(mode="json"),
+                    "profile": agent.profile.model_dump(mode="json"),
+                }
+                self._config_dirty = True
+            for waiter in [w for w in self._waiting.waiters() if w.queue == agent_line(agent_id)]:
+                interaction = self.interactions[waiter.key]
+                self._waiting.remove(waiter.key)
+                interaction.wait_deadline = None
+                self._decide_reject(interaction, Reason.UNKNOWN_AGENT, now, late=True)
+            if agent.open_sessions:
+                retiring.append(agent_id)
+            else:
+                removed.append(agent_id)
+        for waiter in self._waiting.waiters():
+            interaction = self.interactions[waiter.key]
+            if waiter.queue not in old_queues:
+                continue  # an agent's own line
+            queue = self.queues.get(waiter.queue)
+            if queue is None:
+                if self._can_reject(interaction.vendor):
+                    self._waiting.remove(waiter.key)
+                    interaction.wait_deadline = None
+                    self._decide_reject(interaction, Reason.NO_AGENT_AVAILABLE, now, late=True)
+                # else: held for a vendor that cannot take a rejection; it stays held until
+                # the vendor ends it (or the queue comes back)
+                continue
+            before = old_queues[waiter.queue]
+            if interaction.wait_deadline is not None and queue.max_wait_s != before.max_wait_s:
+                began = interaction.wait_deadline - before.max_wait_s
+                interaction.wait_deadline = began + queue.max_wait_s
+                self._dirty_interactions[interaction.key] = interaction
+                self._arm(interaction.wait_deadline, _Timer.WAIT, interaction.key)
+        self._index = EligibilityIndex({q.name: q.policy for q in config.queues})
+        for agent_id in self._agents:
+            self._refresh(agent_id)
+        for agent_id in removed:
+            self._drop_if_retired(agent_id, now)
+        for agent_id in list(self._agents):
+            if agent_id in self._agents:
+                self._serve_waiting(agent_id, now)
+        self.generation += 1
+        self.reloaded_at = now
+        self._config_dirty = True
+        return {
+            "generation": self.generation,
+            "agents_added": added,
+            "agents_retiring": retiring,
+            "agents_removed": removed,
+            "agents_reweighed": reweighed,
+        }
+
+    def _reweigh(self, agent: _Agent, now: float) -> bool:
+        """Count the agent's open sessions with its (new) profile's unit weights."""
+        changed = False
+        for session in agent.open_sessions.values():
+            weight = agent.profile.weight(session.channel)
+            if session.units != weight:
+                session.units = weight
+                self._dirty_sessions[session.id] = session
+                changed = True
+        if not changed:
+            return False
+        agent_id = agent.config.id
+        for _ in range(64):
+            state = self.store.get(agent_id)
+            units = sum(s.units for s in agent.open_sessions.values() if s.occupying)
+            new = replace(state, load=replace(state.load, units=units))
+            if self.store.compare_and_set(agent_id, state.version, new) is not None:
+                return True
+        raise RuntimeError(f"reweighing {agent_id} lost every compare-and-set")
+
+    def _drop_if_retired(self, agent_id: str, now: float) -> None:
+        """A retiring agent whose last session closed leaves the gateway."""
+        agent = self._agents.get(agent_id)
+        if agent is None or not agent.retiring or agent.open_sessions:
+            return
+        if self.store.get(agent_id).presence is not Presence.OFFLINE:
+            self.store.set_presence(agent_id, Presence.OFFLINE, "removed")
+            self.outbox.append(PresenceChanged(agent_id, Presence.OFFLINE.value, "removed"))
+        del self._agents[agent_id]
+        self._retired.pop(agent_id, None)
+        self._config_dirty = True
+        self._dirty_agents.add(agent_id)
+        self._touched.add(agent_id)
+
+    def _config_meta(self) -> StateDict:
+        return {
+            "config_generation": self.generation,
+            "config_reloaded_at": self.reloaded_at,
+            "retired_agents": dict(self._retired),
+        }
+
+    def has_agent(self, agent_id: str) -> bool:
+        return agent_id in self._agents
+
+    def retiring_agents(self) -> list[str]:
+        return [a for a, agent in self._agents.items() if agent.retiring]
+
     # ------------------------------------------------------------------ persistence
 
     def take_changes(self) -> Changes:
@@ -755,6 +928,9 @@ class Engine:
             if self._dirty_agents or self._dirty_interactions
             else {}
         )
+        if self._config_dirty:
+            meta.update(self._config_meta())
+            self._config_dirty = False
         if meta or self._alive_due or self._dirty_sessions or self._new_events:
             # every write also says "alive at": restore ends open focus intervals there
             meta["alive_at"] = now
@@ -773,7 +949,17 @@ class Engine:
         return changes
 
     def _agent_state(self, agent_id: str) -> StateDict:
-        agent = self._agents[agent_id]
+        agent = self._agents.get(agent_id)
+        if agent is None:  # removed by a reload: a later return starts afresh, offline
+            return {
+                "id": agent_id,
+                "presence": Presence.OFFLINE.value,
+                "reason": "removed",
+                "idle_since": [0.0, 0],
+                "focused": None,
+                "desktop_connected": False,
+                "grace_deadline": None,
+            }
         state = self.store.get(agent_id)
         return {
             "id": agent_id,
@@ -800,6 +986,21 @@ class Engine:
         now = self.clock.now()
         self._idle_seq = int(snapshot.meta.get("idle_seq", 0))
         self._waiting.last_seq = int(snapshot.meta.get("wait_seq", 0))
+        self.generation = int(snapshot.meta.get("config_generation", 0))
+        reloaded_at = snapshot.meta.get("config_reloaded_at")
+        self.reloaded_at = None if reloaded_at is None else float(reloaded_at)
+        # agents a reload removed while they held sessions: back (retiring) if the file
+        # still leaves them out, until their last session closes
+        for agent_id, entry in dict(snapshot.meta.get("retired_agents") or {}).items():
+            if agent_id in self._agents:
+                self._config_dirty = True  # the file has it again: no longer retired
+                continue
+            self._agents[agent_id] = _Agent(
+                AgentConfig.model_validate(entry["agent"]),
+                CapacityProfile.model_validate(entry["profile"]),
+                retiring=True,
+            )
+            self._retired[agent_id] = entry
         for row in snapshot.agents:
             agent = self._agents.get(row["id"])
             if agent is None:
@@ -858,6 +1059,8 @@ class Engine:
                 self._arm(interaction.wait_deadline, _Timer.WAIT, interaction.key)
         for row in sorted(snapshot.events, key=lambda r: r["at"]):
             self._dedup[(row["vendor"], row["event_id"])] = (row["at"], decision_from_state(row["decision"]))
+        for agent_id in [a for a, agent in self._agents.items() if agent.retiring and not agent.open_sessions]:
+            self._drop_if_retired(agent_id, now)
         for agent_id in self._agents:
             self._refresh(agent_id)
 
@@ -1008,7 +1211,7 @@ class Engine:
         self._index.update(
             AgentView(
                 agent_id=agent_id,
-                queues=tuple(agent.config.queues),
+                queues=agent.queues,
                 room={c: check(profile, state.load, state.presence, c) is None for c in INBOUND_CHANNELS},
                 idle_since=agent.idle_since,
                 busy_share=state.load.units / profile.unit_limit,
@@ -1027,6 +1230,8 @@ class Engine:
 
     def _refusal(self, agent_id: str, channel: Channel, vendor: str | None) -> Reason | None:
         agent = self._agents[agent_id]
+        if agent.retiring:
+            return Reason.UNKNOWN_AGENT
         state = self.store.get(agent_id)
         reason = check(agent.profile, state.load, state.presence, channel)
         if reason is None and channel is Channel.VOICE and vendor is not None:
@@ -1121,6 +1326,7 @@ class Engine:
                 else:
                     self._route_to_queue(interaction, now, late=True)
         self._serve_waiting(session.agent_id, now)
+        self._drop_if_retired(session.agent_id, now)
 
     def _end(self, session: Session, outcome: Outcome, now: float, *, transferred_to: str | None = None) -> None:
         """An active session ends: into wrap-up for the channel's ``wrap_up_s`` (or closed)."""
@@ -1149,6 +1355,7 @@ class Engine:
         self._finished_sessions.append((now, session))
         self._changed(session, "closed", now, message="session.closed")
         self._serve_waiting(session.agent_id, now)
+        self._drop_if_retired(session.agent_id, now)
 
     def _finish(self, interaction: Interaction, now: float) -> None:
         interaction.phase = Phase.DONE
@@ -1221,13 +1428,15 @@ class Engine:
         if not len(self._waiting):
             return
         agent = self._agents[agent_id]
+        if agent.retiring:
+            return
 
         def refuses(key: InteractionKey) -> bool:
             # an interaction waiting for this very agent is offered to it again, declined or not
             interaction = self.interactions[key]
             return interaction.target_agent is None and agent_id in interaction.excluded
 
-        lines = [*agent.config.queues, agent_line(agent_id)]
+        lines = [*agent.queues, agent_line(agent_id)]
 
         while True:
             state = self.store.get(agent_id)
