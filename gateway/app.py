@@ -30,6 +30,7 @@ from .metrics import Metrics
 from .persistence import Journal
 from .records import open_journal
 from .runtime import Runtime
+from .web import setup_web
 
 RUNTIME = web.AppKey("runtime", Runtime)
 CONFIG = web.AppKey("config", GatewayConfig)
@@ -84,6 +85,7 @@ def build_app(
             max_desktops_per_agent=config.server.max_desktops_per_agent,
         ),
     )
+    setup_web(app)  # /desk, /board and what they read (gateway/web)
 
     app.cleanup_ctx.append(_journal_ctx)
     app.cleanup_ctx.append(_runtime_ctx)

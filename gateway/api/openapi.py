@@ -16,6 +16,7 @@ from typing import Any
 from gateway import __version__ as _version
 from gateway.engine import MAX_NOTE_CHARS
 from gateway.records.report import REPORT_COLUMNS
+from gateway.web.openapi import web_paths
 
 from .models import MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_REASON_CHARS, MAX_SEND_CHARS, NOT_BLANK
 
@@ -655,9 +656,10 @@ def build_openapi() -> dict[str, Any]:
                 {"name": "reports"},
                 {"name": "vendors"},
                 {"name": "operations"},
+                {"name": "pages"},
             ],
             "security": [{"bearer": []}, {"token_query": []}],
-            "paths": _paths(),
+            "paths": {**_paths(), **web_paths()},
             "components": {
                 "schemas": _schemas(),
                 "securitySchemes": {
