@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from .config import ServerConfig
+from .listen import bind
 
 __all__ = ["ConnectionLimiter", "run", "start"]
 
@@ -123,7 +124,11 @@ async def start(
     **runner_kwargs: Any,
 ) -> tuple[web.AppRunner, ConnectionLimiter]:
     """Set up ``app`` and listen on ``host:port`` (default: ``settings``'), with the limits of
-    ``settings``. Returns the runner (``await runner.cleanup()`` stops it) and the limiter."""
+    ``settings``. The port is bound before the application starts (its journal opens): if it
+    is taken, :class:`gateway.listen.PortInUse` says by whom and nothing was opened.
+    Returns the runner (``await runner.cleanup()`` stops it) and the limiter."""
+    # the port first: a gateway that cannot listen must not open (and lock) its journal
+    sockets = bind(host if host is not None else settings.host, port if port is not None else settings.port)
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -131,17 +136,22 @@ async def start(
         keepalive_timeout=settings.idle_timeout_s,
         **runner_kwargs,
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     limiter = ConnectionLimiter(settings.max_connections_per_address)
     assert runner.server is not None
     limiter.attach(runner.server)
     try:
-        site = web.TCPSite(
-            runner, host if host is not None else settings.host, port if port is not None else settings.port
-        )
-        await site.start()
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
     except BaseException:
         await runner.cleanup()
+        for sock in sockets:
+            sock.close()
         raise
     return runner, limiter
 

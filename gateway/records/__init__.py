@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..persistence import Journal
 from ..store_url import parse_store_url
 from ._common import JournalSchemaError, JournalUnavailable
+from .lock import JournalLocked
 from .memory import MemoryJournal
 from .report import REPORT_COLUMNS, report_row, report_rows, to_csv, to_json
 from .sqlite import SCHEMA_VERSION, JournalStats, SqliteJournal
@@ -25,6 +26,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "JournalSchemaError",
     "JournalStats",
+    "JournalLocked",
     "JournalUnavailable",
     "MemoryJournal",
     "SqliteJournal",

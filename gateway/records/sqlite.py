@@ -58,6 +58,7 @@ from ._common import (
     loads,
     prepare,
 )
+from .lock import JournalLock
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,8 @@ class SqliteJournal:
         self.max_pending = max_pending
         self.ping_timeout_s = ping_timeout_s
         self.stats = JournalStats()
+        #: the single-writer guard (``gateway.db.lock``), held while the journal is open
+        self._lock = JournalLock(self.path)
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
@@ -238,9 +241,11 @@ class SqliteJournal:
         async with self._life_lock:
             if self._state == "open":
                 return
-            self._prepare_file()
+            self._prepare_directory()
+            self._lock.acquire()  # one gateway per journal: before the database is touched
             writer = reader = None
             try:
+                self._prepare_file()
                 writer = await aiosqlite.connect(self.path, isolation_level=None)
                 await self._configure(writer)
                 await self._migrate(writer)
@@ -252,6 +257,7 @@ class SqliteJournal:
                 for conn in (reader, writer):
                     if conn is not None:
                         await conn.close()
+                self._lock.release()
                 if isinstance(exc, sqlite3.Error):
                     raise JournalUnavailable(f"cannot open journal {self.path}: {exc}") from exc
                 raise
@@ -289,9 +295,10 @@ class SqliteJournal:
                             except Exception:  # pragma: no cover - best effort
                                 log.exception("closing the journal connection failed")
                 self._reader_conn = self._writer_conn = None
+                self._lock.release()
                 self._state = "closed"
 
-    def _prepare_file(self) -> None:
+    def _prepare_directory(self) -> None:
         # Every directory we create gets 0o750 (Path.mkdir(parents=True) would give the
         # intermediate ones the default mode).
         missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
@@ -300,6 +307,8 @@ class SqliteJournal:
                 directory.mkdir(mode=0o750, exist_ok=True)
             except OSError as exc:
                 raise JournalUnavailable(f"cannot create the journal directory {directory}: {exc}") from exc
+
+    def _prepare_file(self) -> None:
         # Create the file ourselves so that it is not world-readable (records hold customer
         # data); SQLite gives the -wal and -shm files the same permissions.
         try:
