@@ -200,7 +200,7 @@ def alternatives(
                 problems.append(f"--set {assignment}: {exc}")
                 bad = True
         if not bad:
-            name = ", ".join(_short(a) for a in assignments)
+            name = _short(assignments[0]) + (f" +{len(assignments) - 1}" if len(assignments) > 1 else "")
             try:
                 config = _validate("--set " + " --set ".join(assignments), data, vendor_check)
             except ReplayConfigError as exc:
