@@ -427,7 +427,7 @@ class AsteriskAmiAdapter(Adapter):
         try:
             _, listed = await conn.list_action("CoreShowChannels", timeout=timeout)
         except ActionFailed as exc:
-            # e.g. a manager user without the reporting write class: Status needs only call
+            # a manager user not allowed CoreShowChannels (its write classes): try Status
             log.warning("ami_coreshowchannels_refused", vendor=self.vendor, error=exc.message, fallback="Status")
             _, listed = await conn.list_action("Status", timeout=timeout)
         live: dict[str, Message] = {}

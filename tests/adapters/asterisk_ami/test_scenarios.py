@@ -198,7 +198,7 @@ async def test_a_dropped_connection_mid_call_is_resynchronised(
     """Three calls when the line drops: one stays up (kept), one ends while the link is
     down (its session ends), one was ringing and got answered meanwhile (accepted). After
     the reconnect every member's pause is told again; no session is duplicated or lost."""
-    if listing == "Status":  # a manager user without the reporting class: Status instead
+    if listing == "Status":  # a manager user not allowed CoreShowChannels: Status instead
         ast.refuse.add("coreshowchannels")
     await gw.ready()
     kept = ast.new_call("kept")
