@@ -386,7 +386,11 @@ def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
             "README (section 'Capacity what-if replay'). Exit status 2 for bad arguments or configs."
         ),
     )
-    parser.add_argument("journal", metavar="JOURNAL", help="the SQLite journal file (store.url sqlite:///PATH)")
+    parser.add_argument(
+        "journal",
+        metavar="JOURNAL",
+        help="the SQLite journal file (store.url sqlite:///PATH), or a session report FILE.csv (less complete)",
+    )
     parser.add_argument(
         "--config",
         default=DEFAULT_CONFIG,
@@ -434,11 +438,10 @@ def _replay(args: argparse.Namespace) -> int:
         ReplayConfigError,
         alternatives,
         compare,
-        load_journal,
         load_recorded,
     )
     from .replay.output import PlotError, as_csv, as_json, plot, table
-    from .replay.recording import parse_time
+    from .replay.recording import load, parse_time
     from .replay.run import as_time
 
     def fail(message: str) -> int:
@@ -468,7 +471,7 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"replay: {problem}", file=sys.stderr)
         return EXIT_INVALID
     try:
-        recording = load_journal(args.journal, start=start, end=end)
+        recording = load(args.journal, start=start, end=end)
     except RecordingError as exc:
         return fail(str(exc))
     model = Model(on_reject=on_reject, slowdown=args.slowdown)

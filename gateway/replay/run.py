@@ -244,6 +244,8 @@ class Replay:
         self._offers: dict[tuple[str, str], int] = {}
         self._decisions_seen: dict[tuple[str, str], int] = {}
         self._handled: set[tuple[str, str]] = set()
+        #: a customer's first interaction key -> the key of its latest attempt
+        self._current: dict[tuple[str, str], tuple[str, str]] = {}
         #: session id -> when it was accepted (for focus order)
         self._accepted: dict[str, float] = {}
         self._manual_refused = 0
@@ -262,6 +264,7 @@ class Replay:
             engine.set_presence(agent_id, "ready")
         for key, plan in self._plans.items():
             self._attempt[key] = (plan, 0)
+            self._current[key] = key
             self._at(plan.arrival, functools.partial(self._arrive, plan, plan.offer))
             if plan.hang_up is not None and plan.hang_up_at is not None:
                 self._at(plan.hang_up_at, functools.partial(self._hang_up, plan))
@@ -309,8 +312,7 @@ class Replay:
 
     def _hang_up(self, plan: _Plan) -> None:
         assert plan.hang_up is not None
-        # the customer's current attempt: the latest one of this plan
-        key = max((k for k, (p, _n) in self._attempt.items() if p is plan), key=lambda k: self._attempt[k][1])
+        key = self._current[(plan.offer.vendor, plan.offer.interaction_id)]  # the latest attempt
         if key in self._handled or key not in self._interactions:
             return
         if self._interactions[key]["phase"] == "done":
@@ -322,6 +324,7 @@ class Replay:
     def _retry(self, plan: _Plan, attempt: int) -> None:
         offer = _retarget(plan.offer, f"{plan.offer.interaction_id}~r{attempt}", f"~r{attempt}")
         self._attempt[(offer.vendor, offer.interaction_id)] = (plan, attempt)
+        self._current[(plan.offer.vendor, plan.offer.interaction_id)] = (offer.vendor, offer.interaction_id)
         self.engine.handle_event(offer)
 
     # ------------------------------------------------------------------ agents

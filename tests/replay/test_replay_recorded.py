@@ -22,6 +22,7 @@ from gateway.cli import main
 from gateway.clock import ManualClock
 from gateway.config import GatewayConfig
 from gateway.config_loader import load_config
+from gateway.records.report import report_rows, to_csv
 from gateway.replay import compare, load_journal, summarize
 
 T0 = 1_750_000_000.0
@@ -318,3 +319,35 @@ def test_bad_alternatives_are_reported_like_check_config(tmp_path: Path, capsys:
     assert "no such file" in capsys.readouterr().err
     assert main(["replay", "x.db", "--config", str(config_file), "--on-reject", "retry:x"]) == 2
     assert "retry:SECONDS[:N]" in capsys.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_a_session_report_csv_and_a_time_window_can_be_replayed(
+    recorded: tuple[Path, Path, GatewayConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, config_file, _config = recorded
+    recording = load_journal(db)
+    # the report the gateway serves (GET /v1/reports/sessions?format=csv), from the same journal
+    report = tmp_path / "report.csv"
+    report.write_text(to_csv(report_rows(recording.sessions)), newline="")
+    assert main(["replay", str(report), "--config", str(config_file), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    offered = {s["interaction_id"] for s in recording.sessions if not s.get("transferred_from")}
+    recorded_run, replayed_run = out["runs"]
+    # only interactions that reached an agent are in a report; each is replayed
+    assert recorded_run["offers"] == replayed_run["offers"] == len(offered)
+    accepted = {s["interaction_id"] for s in recording.sessions if s.get("accepted_at") is not None}
+    assert recorded_run["fate"]["handled"] == len(accepted)
+
+    # a window: only the offers made in it
+    middle = recording.start + 100
+    window = ["--start", str(recording.start), "--end", str(middle)]
+    assert main(["replay", str(db), "--config", str(config_file), "--format", "json", *window]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["runs"][0]["offers"] == sum(1 for e in recording.events if e["type"] == "offer" and e["at"] < middle)
+    assert out["fidelity"]["identical"] == out["fidelity"]["interactions"] == out["runs"][0]["offers"]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("session_id,agent_id\nx,y\n")
+    assert main(["replay", str(bad), "--config", str(config_file)]) == 2
+    assert f"replay: {bad}:1: not a session report: no column" in capsys.readouterr().err
