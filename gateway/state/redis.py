@@ -8,6 +8,10 @@ Each agent is one hash, ``{prefix}agent:{id}`` with the fields ``presence``, ``r
 the same server-side step, so whichever instances race, no cap is ever exceeded: Redis runs
 one script at a time. ``occupy.lua`` counts a session without the rules (restoring) and
 releases one (refusing to release what is not held); ``presence.lua`` sets presence.
+A reservation may name its session (``{prefix}held:{id}``: session id -> channel and
+weight): then reserving it again does not count it twice and ``release.lua`` gives it
+back exactly once, with the weight it was taken with, so the counters equal the held
+sessions whatever is retried or delivered twice.
 
 The operations are those of :class:`gateway.state.base.StateStore` with the same results,
 but asynchronous (``redis.asyncio``): a network round trip must not block the event loop.
@@ -123,6 +127,7 @@ class RedisStateStore:
         self._client = aioredis.Redis(connection_pool=pool)
         self._reserve = self._client.register_script(_script("reserve.lua"))
         self._count = self._client.register_script(_script("occupy.lua"))
+        self._release = self._client.register_script(_script("release.lua"))
         self._presence = self._client.register_script(_script("presence.lua"))
 
     @classmethod
@@ -139,6 +144,9 @@ class RedisStateStore:
 
     def _key(self, agent_id: str) -> str:
         return f"{self.prefix}agent:{agent_id}"
+
+    def _held_key(self, agent_id: str) -> str:
+        return f"{self.prefix}held:{agent_id}"
 
     @property
     def _agents_key(self) -> str:
@@ -193,14 +201,18 @@ class RedisStateStore:
         return sorted(await self._call("agent_ids", self._client.smembers(self._agents_key)))
 
     async def reserve(
-        self, agent_id: str, profile: CapacityProfile, channel: Channel
+        self, agent_id: str, profile: CapacityProfile, channel: Channel, *, session_id: str | None = None
     ) -> tuple[Reason | None, AgentState]:
-        """Take one ``channel`` session on the agent iff the capacity rules allow it (atomic)."""
+        """Take one ``channel`` session on the agent iff the capacity rules allow it (atomic).
+
+        With ``session_id`` the reservation is that session's: reserving it again (a retry
+        after a lost answer, the same event on another instance) grants it without counting
+        it twice, and :meth:`release_session` gives it back exactly once."""
         cap = profile.channels.get(channel, -1)
         reply = await self._call(
             "reserve",
             self._reserve(
-                keys=[self._key(agent_id), self._agents_key],
+                keys=[self._key(agent_id), self._agents_key, self._held_key(agent_id)],
                 args=[
                     channel.value,
                     profile.weight(channel),
@@ -209,27 +221,45 @@ class RedisStateStore:
                     profile.unit_limit,
                     profile.reserved_inbound,
                     agent_id,
+                    session_id or "",
                 ],
             ),
         )
         return (Reason(reply[0]) if reply[0] else None), _state(reply)
 
-    async def occupy(self, agent_id: str, profile: CapacityProfile, channel: Channel) -> AgentState:
-        """Count one more ``channel`` session without the rules (restoring sessions)."""
-        return await self._delta("occupy", agent_id, profile, channel, 1)
+    async def occupy(
+        self, agent_id: str, profile: CapacityProfile, channel: Channel, *, session_id: str | None = None
+    ) -> AgentState:
+        """Count one more ``channel`` session without the rules (restoring sessions); a
+        ``session_id`` already held is not counted twice."""
+        return await self._delta("occupy", agent_id, profile, channel, 1, session_id or "")
 
     async def release(self, agent_id: str, profile: CapacityProfile, channel: Channel) -> AgentState:
-        """Give back one ``channel`` session (:class:`NotHeld` if there is none: nothing changes)."""
-        return await self._delta("release", agent_id, profile, channel, -1)
+        """Give back one anonymous ``channel`` session (:class:`NotHeld` if there is none:
+        nothing changes). Sessions reserved with an id are given back by :meth:`release_session`."""
+        return await self._delta("release", agent_id, profile, channel, -1, "")
+
+    async def release_session(self, agent_id: str, session_id: str) -> tuple[bool, AgentState]:
+        """Give back the session ``session_id`` with the channel and weight it was reserved
+        with; ``(False, state)`` if it is not held (already released: nothing changes)."""
+        reply = await self._call(
+            "release", self._release(keys=[self._key(agent_id), self._held_key(agent_id)], args=[session_id])
+        )
+        return bool(int(reply[10])), _state(reply)
+
+    async def held(self, agent_id: str) -> dict[str, Channel]:
+        """The sessions reserved on the agent with an id: session id -> channel."""
+        entries = await self._call("held", self._client.hgetall(self._held_key(agent_id)))
+        return {sid: Channel(entry.split(" ", 1)[0]) for sid, entry in entries.items()}
 
     async def _delta(
-        self, what: str, agent_id: str, profile: CapacityProfile, channel: Channel, delta: int
+        self, what: str, agent_id: str, profile: CapacityProfile, channel: Channel, delta: int, session_id: str
     ) -> AgentState:
         reply = await self._call(
             what,
             self._count(
-                keys=[self._key(agent_id), self._agents_key],
-                args=[channel.value, profile.weight(channel), delta, agent_id],
+                keys=[self._key(agent_id), self._agents_key, self._held_key(agent_id)],
+                args=[channel.value, profile.weight(channel), delta, agent_id, session_id],
             ),
         )
         return _state(reply)

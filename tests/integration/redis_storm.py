@@ -3,7 +3,8 @@
 
 ``python -m tests.integration.redis_storm PLAN.json`` where the plan holds ``url``,
 ``profiles`` (name -> CapacityProfile fields), ``agents`` (id -> profile name),
-``op`` (``reserve`` or ``release``) and ``attempts`` (``[agent, channel]`` pairs). Prints
+``op`` (``reserve``, ``release`` or ``release_session``) and ``attempts`` (``[agent,
+channel]`` or ``[agent, channel, session id]``). Prints
 ``ready`` once connected, then waits for a line on stdin (the parent sends it when every
 process is ready, so they really race), then one JSON list: per attempt ``[agent, channel,
 outcome, load after]``, where outcome is the rejection reason, ``null`` (done) or ``not_held`` (a release of nothing).
@@ -27,11 +28,15 @@ async def main(plan: dict[str, Any]) -> list[list[Any]]:
     try:
         assert await store.ping()
 
-        async def one(agent: str, channel: str) -> list[Any]:
+        async def one(agent: str, channel: str, session_id: str | None = None) -> list[Any]:
             profile = profiles[plan["agents"][agent]]
             if plan["op"] == "reserve":
-                reason, state = await store.reserve(agent, profile, Channel(channel))
+                reason, state = await store.reserve(agent, profile, Channel(channel), session_id=session_id)
                 return [agent, channel, reason.value if reason else None, state.load.as_dict()]
+            if plan["op"] == "release_session":
+                assert session_id is not None
+                released, state = await store.release_session(agent, session_id)
+                return [agent, channel, None if released else "not_held", state.load.as_dict()]
             try:
                 state = await store.release(agent, profile, Channel(channel))
             except NotHeld:
@@ -40,7 +45,7 @@ async def main(plan: dict[str, Any]) -> list[list[Any]]:
 
         print("ready", flush=True)
         await asyncio.to_thread(sys.stdin.readline)  # the go signal
-        return list(await asyncio.gather(*(one(agent, channel) for agent, channel in plan["attempts"])))
+        return list(await asyncio.gather(*(one(*attempt) for attempt in plan["attempts"])))
     finally:
         await store.close()
 

@@ -151,7 +151,7 @@ PROCESSES = 3
 PER_CHANNEL = 30  # attempts per agent and channel in each process
 
 
-def run_clients(tmp_path: Path, url: str, op: str, plans: list[list[tuple[str, str]]]) -> list[list[Any]]:
+def run_clients(tmp_path: Path, url: str, op: str, plans: list[list[tuple[str, ...]]]) -> list[list[Any]]:
     """Run one client process per plan, all released at the same instant; their results."""
     procs = []
     for index, attempts in enumerate(plans):
@@ -262,6 +262,80 @@ async def test_an_allocation_storm_from_three_processes_fills_every_cap_exactly_
     for agent in STORM_AGENTS:
         assert (await store.get(agent)).load == Load()
     print(f"storm: {total} reserves from {PROCESSES} processes in {elapsed:.2f} s (start included)")
+
+
+@pytest.mark.asyncio
+async def test_sessions_delivered_to_three_processes_are_held_once_and_released_once(
+    store: RedisStateStore, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Every reservation names its session and every process sends every one of them (the
+    same event delivered to three instances): a session is granted everywhere or nowhere,
+    counted once, and released exactly once however many release it."""
+    agents = {"s1": ["voice", "chat", "email"], "s2": ["voice", "chat", "email"], "p1": ["chat", "email"]}
+    for agent in agents:
+        await store.set_presence(agent, Presence.READY, None)
+    sessions = [(a, c, f"{a}-{c}-{i}") for a, channels in agents.items() for c in channels for i in range(12)]
+    rng = random.Random(7)
+    plans: list[list[tuple[str, ...]]] = []
+    for _ in range(PROCESSES):
+        plan: list[tuple[str, ...]] = list(sessions)
+        rng.shuffle(plan)
+        plans.append(plan)
+    results = await asyncio.to_thread(run_clients, tmp_path, redis_server.url, "reserve", plans)
+    by_session: dict[str, set[str | None]] = {}
+    for (agent, channel, reason, _load), (a, c, sid) in zip(results, [s for plan in plans for s in plan], strict=True):
+        assert (agent, channel) == (a, c)
+        by_session.setdefault(sid, set()).add(reason)
+    # the same answer for every copy of a session: granted everywhere or refused everywhere
+    assert all(len(answers) == 1 for answers in by_session.values()), by_session
+    granted = {sid for sid, answers in by_session.items() if answers == {None}}
+    for agent, channels in agents.items():
+        held = await store.held(agent)
+        assert set(held) == {sid for sid in granted if sid.startswith(f"{agent}-")}
+        load = (await store.get(agent)).load
+        assert load.sessions == len(held)  # counted once each
+        for channel in channels:
+            assert load.of(Channel(channel)) == sum(1 for c in held.values() if c == channel)
+    caps = Counter({("s1", "voice"): 1, ("s1", "chat"): 3, ("s1", "email"): 2,
+                    ("s2", "voice"): 1, ("s2", "chat"): 3, ("s2", "email"): 2})  # fmt: skip
+    assert Counter((sid.split("-")[0], sid.split("-")[1]) for sid in granted if not sid.startswith("p1")) == caps
+    assert sum(1 for sid in granted if sid.startswith("p1-")) == 3
+
+    # every process releases every granted session: each is released exactly once
+    releases = [(sid.split("-")[0], sid.split("-")[1], sid) for sid in sorted(granted)]
+    plans = []
+    for _ in range(PROCESSES):
+        plan = list(releases)
+        rng.shuffle(plan)
+        plans.append(plan)
+    released = await asyncio.to_thread(run_clients, tmp_path, redis_server.url, "release_session", plans)
+    assert Counter(outcome for _a, _c, outcome, _l in released) == {
+        None: len(granted),
+        "not_held": (PROCESSES - 1) * len(granted),
+    }
+    for agent in agents:
+        assert (await store.get(agent)).load == Load()
+        assert await store.held(agent) == {}
+
+
+@pytest.mark.asyncio
+async def test_a_named_session_is_counted_once_and_released_with_its_own_weight(store: RedisStateStore) -> None:
+    prof = PROFILES[0]  # voice weighs 3 units
+    await store.set_presence("a1", Presence.READY, None)
+    assert (await store.reserve("a1", prof, Channel.VOICE, session_id="call-1"))[0] is None
+    reason, state = await store.reserve("a1", prof, Channel.VOICE, session_id="call-1")  # a retry
+    assert reason is None and state.load == Load(sessions=1, units=3, voice=1)
+    reason, _ = await store.reserve("a1", prof, Channel.VOICE, session_id="call-2")
+    assert reason is Reason.CHANNEL_AT_CAPACITY
+    state = await store.occupy("a1", prof, Channel.VOICE, session_id="call-1")  # restoring it: already held
+    assert state.load == Load(sessions=1, units=3, voice=1)
+    assert await store.held("a1") == {"call-1": Channel.VOICE}
+    released, state = await store.release_session("a1", "call-1")
+    assert released and state.load == Load()
+    released, state = await store.release_session("a1", "call-1")
+    assert not released and state.load == Load()
+    released, _ = await store.release_session("a1", "never-held")
+    assert not released
 
 
 # ---------------------------------------------------------------------------- outages

@@ -1,10 +1,12 @@
 -- reserve: take one session of a channel on an agent iff the capacity rules allow it, in
 -- one atomic step (the rules of gateway/capacity.py `check`, in the same order).
 -- KEYS[1]: the agent's hash (presence, reason, sessions, units, voice, chat, email, manual, version);
--- KEYS[2]: the set of agent ids
+-- KEYS[2]: the set of agent ids; KEYS[3]: the agent's held sessions (session id -> "channel weight")
 -- ARGV: channel, weight, channel_cap (-1: the profile does not cap the channel),
---       max_sessions, unit_limit, reserved_inbound, agent id
--- Returns {reason or "", presence, reason of the presence, sessions, units, voice, chat, email, manual, version}.
+--       max_sessions, unit_limit, reserved_inbound, agent id, session id ("": anonymous)
+-- A session id already held is granted again without counting it twice (a retried reserve).
+-- Returns {reason or "", presence, reason of the presence, sessions, units, voice, chat, email, manual,
+--          version, 1 if counted now else 0}.
 local key = KEYS[1]
 local channel = ARGV[1]
 local weight = tonumber(ARGV[2])
@@ -22,6 +24,11 @@ local sessions, units, version = n[3], n[4], n[9]
 local of = {voice = n[5], chat = n[6], email = n[7], manual = n[8]}
 if of[channel] == nil then
   return redis.error_reply('ERR unknown channel ' .. channel)
+end
+
+local sid = ARGV[8] or ''
+if sid ~= '' and redis.call('HEXISTS', KEYS[3], sid) == 1 then
+  return {'', presence, why, sessions, units, of.voice, of.chat, of.email, of.manual, version, 0}
 end
 
 local reason = ''
@@ -46,5 +53,9 @@ if reason == '' then
   version = version + 1
   redis.call('HSET', key, 'sessions', sessions, 'units', units, channel, of[channel], 'version', version)
   redis.call('SADD', KEYS[2], ARGV[7])
+  if sid ~= '' then
+    redis.call('HSET', KEYS[3], sid, channel .. ' ' .. weight)
+  end
+  return {'', presence, why, sessions, units, of.voice, of.chat, of.email, of.manual, version, 1}
 end
-return {reason, presence, why, sessions, units, of.voice, of.chat, of.email, of.manual, version}
+return {reason, presence, why, sessions, units, of.voice, of.chat, of.email, of.manual, version, 0}
