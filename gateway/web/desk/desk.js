@@ -308,6 +308,8 @@ function tabLabel(session) {
 
 function renderTabs() {
   const tabs = $("tabs");
+  // the strip is rebuilt: a tab that had the keyboard focus gets it back
+  const keyboard = tabs.contains(document.activeElement) ? document.activeElement.dataset.session : null;
   tabs.replaceChildren();
   let index = 0;
   let alerts = 0;
@@ -335,6 +337,7 @@ function renderTabs() {
     el("span", { class: "st" }, session.state.replace("_", "-")), badge));
   }
   document.title = alerts ? `(${alerts}) Desk · cti-gateway` : "Desk · cti-gateway";
+  if (keyboard) document.getElementById(`tab-${keyboard}`)?.focus();
 }
 
 function renderPanels() {
@@ -354,6 +357,7 @@ function renderPanels() {
 tabKeys();
 function tabKeys() {
   $("tabs").addEventListener("keydown", (event) => {
+    if (event.altKey || event.ctrlKey || event.metaKey) return; // Alt+keys: the document's handler
     const ids = [...state.sessions.keys()];
     const at = ids.indexOf(state.selected);
     let next = null;
