@@ -243,6 +243,7 @@ async def test_an_agent_day_on_the_desk_and_the_board(
         assert await desk.get_attribute("body", "data-chimes") == "3"
         assert await desk.locator("[role=tab][aria-selected=true]").count() == 0
         assert await desk.title() == "(3) Desk · cti-gateway"
+        await desk.screenshot(path=str(artifacts / "desk-offers.png"))
         await desk.locator("[data-testid=in-use]", has_text="Sessions 3 / 4").wait_for()
         await a1_row.locator("[data-testid=in-use]", has_text="3 / 4").wait_for()
         await a1_row.locator("[data-testid=use-chat]", has_text="2/3").wait_for()
@@ -329,6 +330,20 @@ async def test_an_agent_day_on_the_desk_and_the_board(
         assert reply["data"]["text"] == "one moment please" and reply["data"]["session_id"] == c1
         await desk.locator(f"#panel-{c1} [data-testid=transcript]", has_text="one moment please").wait_for()
         assert await desk.input_value(f"#panel-{c1} [data-testid=reply]") == ""
+
+        # ------------------------------------------------------------ notes and the account, on this session only
+        await desk.fill(f"#panel-{c1} [data-testid=note]", "wants a refund")
+        await desk.click(f"#panel-{c1} [data-testid=add-note]")
+        await desk.locator(f"#panel-{c1} [data-testid=notes]", has_text="wants a refund").wait_for()
+        await desk.fill(f"#panel-{c1} [data-testid=account-id]", "C-1001")
+        await desk.click(f"#panel-{c1} [data-testid=confirm-account]")
+        await desk.locator(f"#panel-{c1} [data-testid=account]", has_text="confirmed C-1001").wait_for()
+        record = await client.ok("GET", f"/v1/sessions/{c1}", "a1")
+        assert [n["text"] for n in record["notes"]] == ["wants a refund"]
+        assert record["account"] == {"state": "confirmed", "id": "C-1001"}
+        assert (await client.ok("GET", f"/v1/sessions/{c2}", "a1"))["notes"] == []
+        await desk.click(f"#panel-{c1} [data-testid=reset-account]")
+        await desk.locator(f"#panel-{c1} [data-testid=account]", has_text="unidentified").wait_for()
 
         # ------------------------------------------------------------ manual session: only the reserved one is free
         await desk.locator("[data-testid=reserved]", has_text="only reserved free").wait_for()
