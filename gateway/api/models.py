@@ -87,6 +87,23 @@ class SessionBody(_Body):
 
 
 class TransferBody(_Body):
+    """Exactly one of to_agent and to_queue."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["to_agent"],
+                    "properties": {"to_agent": {"type": "string"}, "to_queue": {"type": "null"}},
+                },
+                {
+                    "required": ["to_queue"],
+                    "properties": {"to_queue": {"type": "string"}, "to_agent": {"type": "null"}},
+                },
+            ]
+        }
+    )
+
     to_agent: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
     to_queue: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
     mode: Literal["blind", "consult"] = "blind"
