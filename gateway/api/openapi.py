@@ -20,7 +20,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json
 
 from gateway import __version__ as _version
 from gateway.records.report import REPORT_COLUMNS
-from gateway.web.openapi import web_paths
+from gateway.web.openapi import WEB_MODELS, web_paths
 
 from . import schemas as out
 from .models import (
@@ -65,7 +65,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
 def component_schemas() -> dict[str, Schema]:
     """``components/schemas``: every request model (validation mode) and answer (serialization mode)."""
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in REQUEST_MODELS]
-    models += [(m, "serialization") for m in out.RESPONSE_MODELS]
+    models += [(m, "serialization") for m in (*out.RESPONSE_MODELS, *WEB_MODELS)]
     refs, doc = models_json_schema(models, ref_template=REF, schema_generator=_Generator)
     names = {REF.format(model=m.__name__) for m, _ in models}
     assert {r["$ref"] for r in refs.values()} == names, "a model's component is not named after it"

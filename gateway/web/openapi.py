@@ -1,12 +1,85 @@
-"""The OpenAPI description of what :mod:`gateway.web` serves (merged into ``/openapi.json``)."""
+"""The OpenAPI description of what :mod:`gateway.web` serves (merged into ``/openapi.json``).
+
+The answers of ``/v1/whoami``, ``/v1/profiles`` and ``/v1/queues`` are described by the
+pydantic models below; :mod:`gateway.api.openapi` puts their JSON Schemas in
+``components/schemas`` (``tests/api/test_response_models.py`` checks real answers against them).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+
+from gateway.config import OnFull, QueuePolicy
+from gateway.events import Channel
+from gateway.web import _TYPES as ASSET_TYPES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_PER_CHANNEL_INT = {"type": "object", "additionalProperties": {"type": "integer"}}
-_PER_CHANNEL_NUM = {"type": "object", "additionalProperties": {"type": "number"}}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Whoami(_Out):
+    """Who the token is: the supervisor (agent_id and name null), or which agent."""
+
+    kind: Literal["agent", "supervisor"]
+    agent_id: str | None
+    name: str | None
+
+
+class ProfileView(_Out):
+    """A capacity profile with every cap and timeout resolved (per channel)."""
+
+    max_sessions: int
+    reserved_inbound: int
+    max_units: int
+    channels: dict[Channel, int]
+    units: dict[Channel, int]
+    offer_timeout_s: dict[Channel, float]
+    wrap_up_s: dict[Channel, float]
+
+
+class ProfileList(_Out):
+    profiles: dict[str, ProfileView] = Field(description="by name")
+
+
+class Waiting(_Out):
+    vendor: str
+    interaction_id: str
+    channel: Channel
+    priority: int
+    waiting_ms: NonNegativeInt
+
+
+class QueueView(_Out):
+    """A queue as the supervisor sees it, with what waits in it."""
+
+    name: str
+    policy: QueuePolicy
+    on_full: OnFull
+    waiting: list[Waiting]
+    longest_wait_ms: NonNegativeInt
+
+
+class QueueName(_Out):
+    """A queue as an agent sees it: its name."""
+
+    name: str
+
+
+class QueueList(_Out):
+    queues: list[QueueView | QueueName] = Field(description="supervisor: QueueView objects; agent: QueueName objects")
+
+
+#: the answers of the reads below (their components in ``/openapi.json``)
+WEB_MODELS: tuple[type[BaseModel], ...] = (Whoami, ProfileList, QueueList)
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -24,44 +97,6 @@ def _errors(*codes: str) -> dict[str, Any]:
 _PAGE = {
     "description": "the page (HTML, served with a strict Content-Security-Policy); it signs in by itself",
     "content": {"text/html": {"schema": {"type": "string"}}},
-}
-
-_PROFILE = {
-    "type": "object",
-    "required": ["max_sessions", "reserved_inbound", "max_units", "channels", "units", "offer_timeout_s", "wrap_up_s"],
-    "properties": {
-        "max_sessions": {"type": "integer"},
-        "reserved_inbound": {"type": "integer"},
-        "max_units": {"type": "integer"},
-        "channels": _PER_CHANNEL_INT,
-        "units": _PER_CHANNEL_INT,
-        "offer_timeout_s": _PER_CHANNEL_NUM,
-        "wrap_up_s": _PER_CHANNEL_NUM,
-    },
-}
-
-_WAITING = {
-    "type": "object",
-    "required": ["vendor", "interaction_id", "channel", "priority", "waiting_ms"],
-    "properties": {
-        "vendor": {"type": "string"},
-        "interaction_id": {"type": "string"},
-        "channel": {"type": "string"},
-        "priority": {"type": "integer"},
-        "waiting_ms": {"type": "integer", "minimum": 0},
-    },
-}
-
-_QUEUE = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string"},
-        "policy": {"type": "string"},
-        "on_full": {"type": "string"},
-        "waiting": {"type": "array", "items": _WAITING},
-        "longest_wait_ms": {"type": "integer", "minimum": 0},
-    },
 }
 
 
@@ -104,7 +139,9 @@ def web_paths() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "the file",
-                        "content": {"text/javascript": {"schema": {"type": "string"}}},
+                        "content": {
+                            t: {"schema": {"type": "string"}} for t in ASSET_TYPES.values() if t != "text/html"
+                        },
                     },
                     "404": _json(_ERROR, "not_found: no such file"),
                 },
@@ -116,18 +153,7 @@ def web_paths() -> dict[str, Any]:
                 "summary": "Who the token is: the supervisor, or which agent",
                 "tags": ["agents"],
                 "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["kind", "agent_id", "name"],
-                            "properties": {
-                                "kind": {"enum": ["agent", "supervisor"]},
-                                "agent_id": {"type": ["string", "null"]},
-                                "name": {"type": ["string", "null"]},
-                            },
-                        },
-                        "the principal",
-                    ),
+                    "200": _json(_ref(Whoami), "the principal"),
                     **_errors("401", "429"),
                 },
             }
@@ -138,14 +164,7 @@ def web_paths() -> dict[str, Any]:
                 "summary": "Capacity profiles with every cap and timeout resolved (an agent: its own profile only)",
                 "tags": ["agents"],
                 "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["profiles"],
-                            "properties": {"profiles": {"type": "object", "additionalProperties": _PROFILE}},
-                        },
-                        "profiles by name",
-                    ),
+                    "200": _json(_ref(ProfileList), "profiles by name"),
                     **_errors("401", "429"),
                 },
             }
@@ -156,14 +175,7 @@ def web_paths() -> dict[str, Any]:
                 "summary": "Queues; for the supervisor with the interactions waiting in each and the longest wait",
                 "tags": ["agents"],
                 "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["queues"],
-                            "properties": {"queues": {"type": "array", "items": _QUEUE}},
-                        },
-                        "the queues (agents: names only)",
-                    ),
+                    "200": _json(_ref(QueueList), "the queues (agents: names only)"),
                     **_errors("401", "429"),
                 },
             }

@@ -17,8 +17,10 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.api import schemas
 from gateway.api.openapi import build_openapi
+from gateway.web import openapi as web_models
 
 from .conftest import Gateway, receive_until
+from .test_web import wgw  # noqa: F401 (the gateway with a wait queue)
 
 
 def valid(model: type[BaseModel], body: Any) -> Any:
@@ -139,6 +141,24 @@ async def test_the_desktop_socket_sends_agent_and_session_objects_of_the_models(
     await ws.close()
 
 
+@pytest.mark.asyncio
+async def test_the_pages_reads_and_a_queued_decision_match_their_models(wgw: Gateway) -> None:  # noqa: F811
+    for who in ("a1", "supervisor"):
+        await answer(wgw, web_models.Whoami, "GET", "/v1/whoami", who)
+        await answer(wgw, web_models.ProfileList, "GET", "/v1/profiles", who)
+    # nobody serving sales is ready: the offer waits (queued), and the queue shows it
+    response = await wgw.webhook(
+        {"event_id": "q1", "type": "offer", "channel": "chat", "interaction_id": "q1", "queue": "sales"}
+    )
+    assert response.status == 200
+    assert valid(schemas.Decision, await response.json())["decision"] == "queued"
+    await wgw.advance(3)
+    queues = await answer(wgw, web_models.QueueList, "GET", "/v1/queues", "supervisor")
+    assert [w["waiting_ms"] for q in queues["queues"] for w in q["waiting"]] == [3000]
+    names = await answer(wgw, web_models.QueueList, "GET", "/v1/queues", "a1")
+    assert all(set(q) == {"name"} for q in names["queues"])
+
+
 def test_a_key_the_models_do_not_know_fails() -> None:
     """The check above can fail: a session object with one key more (or one less) is refused."""
     session = {
@@ -178,6 +198,6 @@ def test_a_key_the_models_do_not_know_fails() -> None:
 def test_the_document_is_generated_from_the_models() -> None:
     """Each answer's component is its model's JSON Schema (the models are the source)."""
     components = build_openapi()["components"]["schemas"]
-    for model in (*schemas.RESPONSE_MODELS, schemas.Colleague, schemas.ReportRow):
+    for model in (*schemas.RESPONSE_MODELS, *web_models.WEB_MODELS, schemas.Colleague, schemas.ReportRow):
         assert set(components[model.__name__]["properties"]) == set(model.model_fields), model.__name__
     assert list(components["ReportRow"]["properties"]) == list(schemas.ReportRow.model_fields)
