@@ -112,60 +112,30 @@ ERRORS: dict[str, Schema] = {
     "503": _error("not_ready: the gateway takes no requests now (store down, starting, shutting down)"),
     "default": _error("any other error"),
 }
-#: the errors of a request with a body
+_READ = ("401", "403", "404", "429")
+#: the errors of a request with a body (and of a session action)
 _WRITE = ("400", "401", "403", "404", "408", "413", "429", "503")
-
-
-class Op(NamedTuple):
-    """One operation: what the table below says about it."""
-
-    method: str
-    path: str
-    operation_id: str
-    summary: str
-    tag: str
-    #: status -> (answer model, description), or a whole response object
-    responses: dict[str, tuple[type[BaseModel], str] | Schema]
-    #: standard errors (:data:`ERRORS`), "default" always added
-    errors: tuple[str, ...] = ()
-    body: type[BaseModel] | None = None
-    body_required: bool = True
-    open: bool = False  # no token
-    parameters: tuple[Schema, ...] = ()
+_ACTION = (*_WRITE, "409")
 
 
 def _param(name: str, where: str, description: str, schema: Schema, *, required: bool = True) -> Schema:
     return {"name": name, "in": where, "required": required, "description": description, "schema": schema}
 
 
-_AGENT_ID = _param("id", "path", "agent id", {"type": "string"})
-_SESSION_ID = _param("id", "path", "session id", {"type": "string"})
-_VENDOR = _param("vendor", "path", "the vendor's name in the configuration", {"type": "string"})
-_TIME_PARAM = {
+_TEXT = {"type": "string"}
+_TIME = {
     "anyOf": [
         {"type": "string", "format": "date-time", "maxLength": 64},
         {"type": "string", "pattern": r"^-?[0-9]{1,15}(\.[0-9]{1,9})?$"},
         {"type": "string", "maxLength": 0, "description": "empty: unbounded"},
     ]
 }
+_FORMAT = {"type": "string", "enum": ["json", "csv", ""], "default": "json"}
+_TIME_TEXT = "(offered_at); RFC 3339 with offset, or Unix seconds; absent: unbounded"
 _REPORT_PARAMS = (
-    *(
-        _param(
-            name,
-            "query",
-            f"{what} (offered_at); RFC 3339 with offset, or Unix seconds; absent: unbounded",
-            _TIME_PARAM,
-            required=False,
-        )
-        for name, what in (("from", "start, inclusive"), ("to", "end, exclusive"))
-    ),
-    _param(
-        "format",
-        "query",
-        "json (default; also when empty) or csv",
-        {"type": "string", "enum": ["json", "csv", ""], "default": "json"},
-        required=False,
-    ),
+    _param("from", "query", f"start, inclusive {_TIME_TEXT}", _TIME, required=False),
+    _param("to", "query", f"end, exclusive {_TIME_TEXT}", _TIME, required=False),
+    _param("format", "query", "json (default; also when empty) or csv", _FORMAT, required=False),
 )
 _SIGNATURE_PARAMS = (
     _param(
@@ -181,153 +151,100 @@ _SIGNATURE_PARAMS = (
         {"type": "string", "pattern": r"^sha256=[0-9a-fA-F]{64}$"},
     ),
 )
-_TEXT = {"type": "string"}
+#: the path parameter of each templated path prefix
+_PATH_PARAMS = {
+    "/v1/agents/{id}": _param("id", "path", "agent id", _TEXT),
+    "/v1/sessions/{id}": _param("id", "path", "session id", _TEXT),
+    "/v1/vendors/{vendor}": _param("vendor", "path", "the vendor's name in the configuration", _TEXT),
+}
+_REPORT = {
+    "description": "the report; CSV columns: " + ",".join(REPORT_COLUMNS),
+    "content": {"application/json": {"schema": _ref(out.Report)}, "text/csv": {"schema": _TEXT}},
+}
+_METRICS = {"description": "Prometheus text exposition format", "content": {"text/plain": {"schema": _TEXT}}}
+_REFUSED = _error(
+    "refused by capacity: error.code is the rejection reason (agent_offline, channel_at_capacity, agent_at_capacity)"
+)
+_NOT_READY = _error("not_ready; error.checks holds the individual checks")
+_CHANGED = "the agent after the change"
+_AFTER = "the session after the action"
 
-#: session actions: POST /v1/sessions/{id}/{action} -> (body model, body required, summary)
-SESSION_ACTIONS: dict[str, tuple[type[BaseModel], bool, str]] = {
-    "accept": (SessionBody, False, "Accept an offered session"),
-    "decline": (SessionBody, False, "Decline an offered session: re-routed or rejected"),
-    "end": (SessionBody, False, "End an active session (into wrap-up, or closed)"),
-    "focus": (SessionBody, False, "Focus this session (the agent's previously focused one is left)"),
-    "transfer": (TransferBody, True, "Transfer an active session to an agent or a queue"),
-    "note": (NoteBody, True, "Add a note to the session's record"),
-    "confirm_account": (ConfirmAccountBody, False, "Confirm the session's account"),
-    "reset_account": (SessionBody, False, "Reset the session's account to unidentified"),
-    "send": (SendBody, True, "Send a chat reply to the customer"),
+
+class Op(NamedTuple):
+    """One operation: ``"METHOD /path"``, its id, status -> (answer model, description) or a
+    whole response object, the standard :data:`ERRORS` it may answer ("default" always)."""
+
+    route: str
+    operation_id: str
+    responses: dict[str, tuple[type[BaseModel], str] | Schema]
+    errors: tuple[str, ...] = ()
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    open: bool = False  # no token
+    parameters: tuple[Schema, ...] = ()
+
+
+#: operationId -> summary
+SUMMARIES = {
+    "healthz": "Liveness",
+    "readyz": "Readiness: the store answers, every adapter is up, requests are taken",
+    "metrics": "Prometheus metrics (open: scrapers usually carry no token; aggregates only)",
+    "openapi": "This document",
+    "listAgents": "Agents: full objects for the supervisor; id, name, presence and free capacity for agents",
+    "getAgent": "One agent: presence, open sessions, capacity in use",
+    "setPresence": "Set the agent's presence (going offline withdraws its offered sessions)",
+    "setFocus": "Focus one of the agent's sessions, or none (session_id null)",
+    "newSession": "Start a manual session (created active and focused)",
+    "getSession": "The session's record (open or closed)",
+    "session_accept": "Accept an offered session",
+    "session_decline": "Decline an offered session: re-routed or rejected",
+    "session_end": "End an active session (into wrap-up, or closed)",
+    "session_focus": "Focus this session (the agent's previously focused one is left)",
+    "session_transfer": "Transfer an active session to an agent or a queue",
+    "session_note": "Add a note to the session's record",
+    "session_confirm_account": "Confirm the session's account",
+    "session_reset_account": "Reset the session's account to unidentified",
+    "session_send": "Send a chat reply to the customer",
+    "sessionReport": "Session records with handling and focus times (supervisor)",
+    "webhookEvent": "Generic JSON webhook: one normalized event in, the decision out",
+}
+
+#: session actions: POST /v1/sessions/{id}/{action} -> (body model, body required)
+SESSION_ACTIONS: dict[str, tuple[type[BaseModel], bool]] = {
+    "accept": (SessionBody, False),
+    "decline": (SessionBody, False),
+    "end": (SessionBody, False),
+    "focus": (SessionBody, False),
+    "transfer": (TransferBody, True),
+    "note": (NoteBody, True),
+    "confirm_account": (ConfirmAccountBody, False),
+    "reset_account": (SessionBody, False),
+    "send": (SendBody, True),
 }
 
 OPERATIONS: tuple[Op, ...] = (
-    Op("get", "/healthz", "healthz", "Liveness", "operations", {"200": (out.Health, "alive")}, open=True),
-    Op(
-        "get",
-        "/readyz",
-        "readyz",
-        "Readiness: the store answers, every adapter is up, requests are taken",
-        "operations",
-        {"200": (out.Ready, "ready"), "503": _error("not_ready; error.checks holds the individual checks")},
-        open=True,
-    ),
-    Op(
-        "get",
-        "/metrics",
-        "metrics",
-        "Prometheus metrics (open: scrapers usually carry no token; aggregates only)",
-        "operations",
-        {"200": {"description": "Prometheus text exposition format", "content": {"text/plain": {"schema": _TEXT}}}},
-        open=True,
-    ),
-    Op(
-        "get",
-        "/openapi.json",
-        "openapi",
-        "This document",
-        "operations",
-        {"200": _json({"type": "object"}, "the OpenAPI document")},
-        open=True,
-    ),
-    Op(
-        "get",
-        "/v1/agents",
-        "listAgents",
-        "Agents: full objects for the supervisor; id, name, presence and free capacity for agents",
-        "agents",
-        {"200": (out.AgentList, "the agents")},
-        ("401", "429"),
-    ),
-    Op(
-        "get",
-        "/v1/agents/{id}",
-        "getAgent",
-        "One agent: presence, open sessions, capacity in use",
-        "agents",
-        {"200": (out.Agent, "the agent")},
-        ("401", "403", "404", "429"),
-    ),
-    Op(
-        "put",
-        "/v1/agents/{id}/presence",
-        "setPresence",
-        "Set the agent's presence (going offline withdraws its offered sessions)",
-        "agents",
-        {"200": (out.Agent, "the agent after the change")},
-        _WRITE,
-        PresenceBody,
-    ),
-    Op(
-        "put",
-        "/v1/agents/{id}/focus",
-        "setFocus",
-        "Focus one of the agent's sessions, or none (session_id null)",
-        "agents",
-        {"200": (out.Agent, "the agent after the change")},
-        (*_WRITE, "409"),
-        FocusBody,
-    ),
-    Op(
-        "post",
-        "/v1/agents/{id}/sessions",
-        "newSession",
-        "Start a manual session (created active and focused)",
-        "agents",
-        {
-            "201": (out.Session, "the new session"),
-            "409": _error(
-                "refused by capacity: error.code is the rejection reason (agent_offline, "
-                "channel_at_capacity, agent_at_capacity)"
-            ),
-        },
-        _WRITE,
-        NewSessionBody,
-        body_required=False,
-    ),
-    Op(
-        "get",
-        "/v1/sessions/{id}",
-        "getSession",
-        "The session's record (open or closed)",
-        "sessions",
-        {"200": (out.Session, "the session record")},
-        ("401", "403", "404", "429", "503"),
-    ),
+    Op("GET /healthz", "healthz", {"200": (out.Health, "alive")}, open=True),
+    Op("GET /readyz", "readyz", {"200": (out.Ready, "ready"), "503": _NOT_READY}, open=True),
+    Op("GET /metrics", "metrics", {"200": _METRICS}, open=True),
+    Op("GET /openapi.json", "openapi", {"200": _json({"type": "object"}, "the OpenAPI document")}, open=True),
+    Op("GET /v1/agents", "listAgents", {"200": (out.AgentList, "the agents")}, ("401", "429")),
+    Op("GET /v1/agents/{id}", "getAgent", {"200": (out.Agent, "the agent")}, _READ),
+    Op("PUT /v1/agents/{id}/presence", "setPresence", {"200": (out.Agent, _CHANGED)}, _WRITE, PresenceBody),
+    Op("PUT /v1/agents/{id}/focus", "setFocus", {"200": (out.Agent, _CHANGED)}, _ACTION, FocusBody),
+    Op("POST /v1/agents/{id}/sessions", "newSession", {"201": (out.Session, "the new session"), "409": _REFUSED},
+       _WRITE, NewSessionBody, body_required=False),
+    Op("GET /v1/sessions/{id}", "getSession", {"200": (out.Session, "the session record")}, (*_READ, "503")),
     *(
-        Op(
-            "post",
-            f"/v1/sessions/{{id}}/{action}",
-            f"session_{action}",
-            summary,
-            "sessions",
-            {
-                "200": (out.TransferResult, "source and target")
-                if action == "transfer"
-                else (out.Session, "the session after the action")
-            },
-            (*_WRITE, "409"),
-            body,
-            body_required=required,
-        )
-        for action, (body, required, summary) in SESSION_ACTIONS.items()
+        Op(f"POST /v1/sessions/{{id}}/{action}", f"session_{action}",
+           {"200": (out.TransferResult, "source and target") if action == "transfer" else (out.Session, _AFTER)},
+           _ACTION, body, body_required=required)
+        for action, (body, required) in SESSION_ACTIONS.items()
     ),
+    Op("GET /v1/reports/sessions", "sessionReport", {"200": _REPORT}, ("400", "401", "403", "429", "503"),
+       parameters=_REPORT_PARAMS),
     Op(
-        "get",
-        "/v1/reports/sessions",
-        "sessionReport",
-        "Session records with handling and focus times (supervisor)",
-        "reports",
-        {
-            "200": {
-                "description": "the report; CSV columns: " + ",".join(REPORT_COLUMNS),
-                "content": {"application/json": {"schema": _ref(out.Report)}, "text/csv": {"schema": _TEXT}},
-            }
-        },
-        ("400", "401", "403", "429", "503"),
-        parameters=_REPORT_PARAMS,
-    ),
-    Op(
-        "post",
-        "/v1/vendors/{vendor}/events",
+        "POST /v1/vendors/{vendor}/events",
         "webhookEvent",
-        "Generic JSON webhook: one normalized event in, the decision out",
-        "vendors",
         {
             "200": (out.Decision, "assigned, queued, duplicate (of any first answer), or a non-offer event accepted"),
             "409": (out.Rejection, "rejected, with the reason"),
@@ -340,28 +257,26 @@ OPERATIONS: tuple[Op, ...] = (
         open=True,
         parameters=_SIGNATURE_PARAMS,
     ),
-)
+)  # fmt: skip
 
-#: the path parameter of each templated path prefix
-_PATH_PARAMS = {"/v1/agents/{id}": _AGENT_ID, "/v1/sessions/{id}": _SESSION_ID, "/v1/vendors/{vendor}": _VENDOR}
+_TAGS = {"/v1/agents": "agents", "/v1/sessions": "sessions", "/v1/reports": "reports", "/v1/vendors": "vendors"}
 
 
-def _operation(op: Op) -> Schema:
+def _operation(op: Op, path: str) -> Schema:
     responses: Schema = {}
     for status, answer in op.responses.items():
         responses[status] = _json(_ref(answer[0]), answer[1]) if isinstance(answer, tuple) else answer
     for status in (*op.errors, "default"):
         responses.setdefault(status, ERRORS[status])
-    operation: Schema = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag]}
+    tag = next((tag for prefix, tag in _TAGS.items() if path.startswith(prefix)), "operations")
+    operation: Schema = {"operationId": op.operation_id, "summary": SUMMARIES[op.operation_id], "tags": [tag]}
     if op.open:
         operation["security"] = []
     if op.parameters:
         operation["parameters"] = list(op.parameters)
     if op.body is not None:
-        operation["requestBody"] = {
-            "required": op.body_required,
-            "content": {"application/json": {"schema": _ref(op.body)}},
-        }
+        content = {"application/json": {"schema": _ref(op.body)}}
+        operation["requestBody"] = {"required": op.body_required, "content": content}
     operation["responses"] = responses
     return operation
 
@@ -369,11 +284,12 @@ def _operation(op: Op) -> Schema:
 def _paths() -> Schema:
     paths: Schema = {}
     for op in OPERATIONS:
-        item = paths.setdefault(op.path, {})
+        method, path = op.route.split(" ")
+        item = paths.setdefault(path, {})
         for prefix, param in _PATH_PARAMS.items():
-            if op.path.startswith(prefix):
+            if path.startswith(prefix):
                 item["parameters"] = [param]
-        item[op.method] = _operation(op)
+        item[method.lower()] = _operation(op, path)
     return paths
 
 
