@@ -9,6 +9,7 @@ runtime finishes what is in flight, then the journal flushes and closes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from aiohttp import web
 from adapters.base import Adapter, AdapterConfig, Capabilities
 from adapters.registry import AdapterRegistry
 
+from .api.admin import AdminApi
 from .api.context import ApiSettings
-from .api.errors import json_error
 from .api.routes import setup_api
 from .clock import Clock, SystemClock
 from .config import GatewayConfig, Known
@@ -29,10 +30,14 @@ from .interactions import VendorCapabilities
 from .metrics import Metrics
 from .persistence import Journal
 from .records import open_journal
+from .reload import Reloader
 from .runtime import Runtime
+from .vendors import VendorEndpoints
 from .web import setup_web
 
 RUNTIME = web.AppKey("runtime", Runtime)
+ENDPOINTS = web.AppKey("vendor_endpoints", VendorEndpoints)
+RELOADER = web.AppKey("reloader", Reloader)
 CONFIG = web.AppKey("config", GatewayConfig)
 
 log = structlog.get_logger("cti_gateway.app")
@@ -48,8 +53,12 @@ def build_app(
     journal: Journal | None = None,
     base_dir: Path | None = None,
     registry: AdapterRegistry | None = None,
+    config_path: str | os.PathLike[str] | None = None,
 ) -> web.Application:
-    """Build the gateway's aiohttp application from a validated configuration."""
+    """Build the gateway's aiohttp application from a validated configuration.
+
+    ``config_path``: the file it was read from, which a reload (``POST /v1/admin/reload``,
+    SIGHUP) reads again; without it the gateway cannot be reloaded."""
     clock = clock or SystemClock()
     registry = registry or AdapterRegistry.discover()
     adapter_classes = {vendor.name: registry.get(vendor.adapter) for vendor in config.vendors}
@@ -69,14 +78,18 @@ def build_app(
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[CONFIG] = config
     app[RUNTIME] = runtime
+    endpoints = VendorEndpoints()
     for vendor in config.vendors:
         cls = adapter_classes[vendor.name]
         adapter: Adapter = cls(vendor.name, settings[vendor.name], runtime)
         runtime.adapters[vendor.name] = adapter
-        for route in adapter.routes():
-            app.router.add_route(route.method, f"/v1/vendors/{vendor.name}{route.path}", route.handler)
-    app.router.add_route("*", "/v1/vendors/{vendor}/{tail:.*}", _unknown_vendor)
-    setup_api(
+        endpoints.install(adapter)
+    # one route for every vendor: a reload may replace, add or remove a vendor's adapter
+    app.router.add_route("*", "/v1/vendors/{vendor}/{tail:.*}", endpoints.dispatch)
+    app[ENDPOINTS] = endpoints
+    reloader = Reloader(runtime, endpoints, registry, config, config_path)
+    app[RELOADER] = reloader
+    ctx = setup_api(
         app,
         runtime,
         settings=ApiSettings(
@@ -85,6 +98,8 @@ def build_app(
             max_desktops_per_agent=config.server.max_desktops_per_agent,
         ),
     )
+    reloader.api = ctx
+    app.router.add_post("/v1/admin/reload", AdminApi(ctx, reloader).reload)
     setup_web(app)  # /desk, /board and what they read (gateway/web)
 
     app.cleanup_ctx.append(_journal_ctx)
@@ -107,13 +122,6 @@ def vendor_capabilities(cls: type[Adapter], settings: AdapterConfig) -> VendorCa
         can_transfer=declared.can_transfer,
         max_voice_per_agent=declared.max_voice_per_agent,
     )
-
-
-async def _unknown_vendor(request: web.Request) -> web.Response:
-    vendor = request.match_info["vendor"]
-    if vendor in request.app[RUNTIME].adapters:
-        return json_error(404, "not_found", f"vendor {vendor!r} has no such endpoint")
-    return json_error(404, "unknown_vendor", f"no vendor named {vendor!r} is configured")
 
 
 async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -141,6 +149,10 @@ async def _adapters_ctx(app: web.Application) -> AsyncIterator[None]:
             for warning in adapter.warnings():
                 log.warning("vendor_warning", vendor=adapter.vendor, adapter=adapter.name, warning=warning)
         yield
+        # reloads may have replaced, added or removed adapters since: stop those in use now,
+        # after any reload that is running (none starts once shutting down)
+        async with app[RELOADER].shutting_down():
+            started = list(runtime.adapters.values())
     finally:
         await runtime.stop_intake()
         for adapter in reversed(started):

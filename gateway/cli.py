@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_check_config(commands)
     _add_run(commands)
+    _add_reload(commands)
     _add_hash_token(commands)
     _add_simulate(commands)
     _add_replay(commands)
@@ -98,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     # imported here: check-config must not need the server's dependencies loaded
     import structlog
 
-    from .app import build_app
+    from .app import ENDPOINTS, build_app
     from .logs import configure
     from .oplog import AccessLogger
     from .serve import run as serve
@@ -106,14 +107,14 @@ def _run(args: argparse.Namespace) -> int:
 
     configure(args.log_level, args.log_format)
     try:
-        app = build_app(config, registry=default_registry())
+        app = build_app(config, registry=default_registry(), config_path=args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{args.config}: {problem}", file=sys.stderr)
         return EXIT_INVALID
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
-    vendor_routes = _vendor_routes(app, {vendor.name: vendor.adapter for vendor in config.vendors})
+    vendor_routes = app[ENDPOINTS].routes()
 
     def announce(_message: str) -> None:
         lines = banner(
@@ -147,6 +148,92 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: where ``reload`` finds the supervisor token (never an argument: other users could see it)
+TOKEN_ENV = "CTI_SUPERVISOR_TOKEN"
+
+
+def _add_reload(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "reload",
+        help="make the running gateway re-read its configuration file",
+        description=(
+            "Validate the configuration file like check-config, then ask the gateway running on it "
+            "(POST /v1/admin/reload on server.host:server.port, or --url) to re-read and apply it "
+            f"without a restart. The supervisor token comes from ${TOKEN_ENV}. Exit status: 0 applied, "
+            "2 the file is not valid (every problem as 'file:line: field: message'; nothing changed), "
+            "1 the gateway refused or failed, 3 the gateway is not reachable. SIGHUP to the gateway "
+            "process does the same (problems go to its log)."
+        ),
+    )
+    parser.add_argument(
+        "--config", default=DEFAULT_CONFIG, metavar="PATH", help=f"the gateway's YAML file (default {DEFAULT_CONFIG})"
+    )
+    parser.add_argument("--url", help="the gateway's base URL (default: http://server.host:server.port of the file)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer (default 60)")
+    parser.set_defaults(handler=_reload)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_INVALID
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        print(f"reload: set ${TOKEN_ENV} to the supervisor token", file=sys.stderr)
+        return EXIT_INVALID
+    url = args.url
+    if not url:
+        host = config.server.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        url = f"http://{f'[{host}]' if ':' in host else host}:{config.server.port}"
+    request = urllib.request.Request(
+        url.rstrip("/") + "/v1/admin/reload",
+        data=json.dumps({"config": os.path.abspath(args.config)}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:  # noqa: S310 - http(s) URL
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (OSError, ValueError) as exc:
+        print(f"reload: the gateway at {url} is not reachable: {getattr(exc, 'reason', None) or exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = {}
+    if status == 200:
+        print(_reload_summary(args.config, body))
+        return 0
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    problems = error.get("problems") or []
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"reload: {error.get('code', status)}: {error.get('message', raw[:200])}", file=sys.stderr)
+    return EXIT_INVALID if problems else 1
+
+
+def _reload_summary(path: str, body: dict[str, Any]) -> str:
+    lines = [f"{path}: reloaded (generation {body.get('generation')})"]
+    changes: dict[str, list[str]] = body.get("changes") or {}
+    restart = changes.pop("needs_restart", None)
+    for kind, names in changes.items():
+        lines.append(f"  {kind.replace('_', ' ')}: {', '.join(names)}")
+    if not changes:
+        lines.append("  nothing changed")
+    if body.get("agents_retiring"):
+        lines.append(f"  removed, finishing their sessions: {', '.join(body['agents_retiring'])}")
+    if restart:
+        lines.append(f"  needs a restart to take effect: {', '.join(restart)}")
+    return "\n".join(lines)
+
+
 def _port(text: str) -> int:
     """An argparse type: a TCP port number."""
     try:
@@ -158,22 +245,13 @@ def _port(text: str) -> int:
     return port
 
 
-def _vendor_routes(app: Any, adapters: dict[str, str]) -> list[tuple[str, str, str, str]]:
-    """``(vendor, adapter, method, path)`` of the endpoints the vendors' adapters serve."""
-    found: list[tuple[str, str, str, str]] = []
-    for route in app.router.routes():
-        path = route.resource.canonical if route.resource is not None else ""
-        parts = path.split("/")  # "", "v1", "vendors", NAME, ...
-        if len(parts) >= 5 and parts[1:3] == ["v1", "vendors"] and parts[3] in adapters and route.method != "HEAD":
-            found.append((parts[3], adapters[parts[3]], route.method, path))
-    return found
-
-
-async def _handle_signals(_app: object) -> None:
+async def _handle_signals(app: Any) -> None:
     """SIGTERM / SIGINT: the first starts the graceful shutdown (exit status 0); another one
     while it runs ends the process at once with status 128 + signal, like SIGKILL would (the
-    journal is crash-safe). Installed from the application's ``on_startup``."""
+    journal is crash-safe). SIGHUP reloads the configuration file (problems: a log line,
+    ``config_reload_failed``). Installed from the application's ``on_startup``."""
     import asyncio
+    import contextlib
     import signal
 
     import structlog
@@ -199,6 +277,20 @@ async def _handle_signals(_app: object) -> None:
             loop.add_signal_handler(signum, on_signal, signum)
         except NotImplementedError:  # pragma: no cover - Windows: Ctrl-C raises KeyboardInterrupt
             pass
+
+    from .app import RELOADER
+
+    reloader = app[RELOADER]
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hangup() -> None:
+        structlog.get_logger("cti_gateway.cli").info("config_reload_requested", signal="SIGHUP")
+        task = loop.create_task(reloader.reload_from_signal(), name="sighup-reload")
+        reloads.add(task)  # (a reference, so that the task is not collected half-way)
+        task.add_done_callback(reloads.discard)
+
+    with contextlib.suppress(NotImplementedError, AttributeError):  # pragma: no cover - no SIGHUP on Windows
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
 
 
 def _add_hash_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

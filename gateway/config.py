@@ -209,6 +209,9 @@ class ServerConfig(_Strict):
     max_desktops_per_agent: int = Field(default=4, ge=1, le=64)
     #: log every HTTP request (``http_request``: method, path without query, status, time)
     access_log: bool = False
+    #: ``POST /v1/admin/reload`` (``cti-gateway reload``) answers loopback clients only,
+    #: unless this is true (it always needs the supervisor token)
+    remote_admin: bool = False
 
 
 class StoreConfig(_Strict):

@@ -908,6 +908,15 @@ class Engine:
             "retired_agents": dict(self._retired),
         }
 
+    def vendor_capabilities(self) -> dict[str, VendorCapabilities]:
+        return dict(self._caps)
+
+    def keep_config(self, config: GatewayConfig, vendor_capabilities: Mapping[str, VendorCapabilities]) -> None:
+        """After a reconfiguration that may not be journaled: the configuration a rebuild
+        from the journal (:meth:`blank`) must use."""
+        self.config = config
+        self._caps = dict(vendor_capabilities)
+
     def has_agent(self, agent_id: str) -> bool:
         return agent_id in self._agents
 

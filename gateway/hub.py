@@ -72,6 +72,9 @@ class DesktopHub:
     def connected(self, agent_id: str) -> int:
         return len(self._connections.get(agent_id, ()))
 
+    def subscribers(self, agent_id: str) -> list[Subscriber]:
+        return list(self._connections.get(agent_id, ()))
+
     def add(self, agent_id: str, subscriber: Subscriber) -> bool:
         """Register a socket; True if it is the agent's first."""
         conns = self._connections.setdefault(agent_id, [])

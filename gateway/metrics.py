@@ -68,6 +68,21 @@ class Metrics:
             "Times the state was rebuilt from the journal after a failed write or an internal error",
             registry=self.registry,
         )
+        self.config_generation = Gauge(
+            "cti_gateway_config_generation",
+            "Configuration reloads applied (0: the file as read at the first start; kept across restarts)",
+            registry=self.registry,
+        )
+        self.config_reloaded_at = Gauge(
+            "cti_gateway_config_reloaded_timestamp_seconds",
+            "Unix time of the last configuration reload (0: none yet)",
+            registry=self.registry,
+        )
+
+    def config_reloaded(self, engine: Engine) -> None:
+        self.config_generation.set(engine.generation)
+        if engine.reloaded_at is not None:
+            self.config_reloaded_at.set(engine.reloaded_at)
 
     def observe_routing(self, event: Event, decision: Decision, seconds: float) -> None:
         shown = decision.original if decision.kind is DecisionKind.DUPLICATE and decision.original else decision
@@ -84,6 +99,7 @@ class Metrics:
         self.session_transitions.labels(transition=notice.transition).inc()
 
     def refresh_gauges(self, engine: Engine) -> None:
+        self.config_reloaded(engine)
         totals = {channel: 0 for channel in ALL_CHANNELS}
         presence = {p: 0 for p in Presence}
         for agent_id in engine.agent_ids():

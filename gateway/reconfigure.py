@@ -23,6 +23,7 @@ LIVE_SERVER_SETTINGS = (
     "rate_limit_per_s",
     "rate_limit_burst",
     "max_desktops_per_agent",
+    "remote_admin",
 )
 #: settings that only a restart applies (the listening socket, its limits, the store)
 RESTART_SETTINGS = (
@@ -31,7 +32,6 @@ RESTART_SETTINGS = (
     "server.idle_timeout_s",
     "server.max_connections_per_address",
     "server.access_log",
-    "server.remote_admin",
     "store.url",
 )
 

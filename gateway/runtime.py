@@ -169,6 +169,13 @@ class Runtime:
             else:
                 log.warning("vendor_down", vendor=vendor, detail=detail)
 
+    def forget_vendor(self, vendor: str) -> None:
+        """A reload removed the vendor: no health, no metrics series left for it."""
+        self._health.pop(vendor, None)
+        self._unknown_fields.pop(vendor, None)
+        with contextlib.suppress(KeyError):
+            self.metrics.adapter_up.remove(vendor)
+
     def unknown_fields(self, vendor: str, fields: Sequence[str]) -> None:
         if not fields:
             return

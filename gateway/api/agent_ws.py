@@ -134,7 +134,8 @@ class AgentSocket:
         hub = self.runtime.hub
 
         def leave(e: Engine) -> None:
-            if hub.remove(agent_id, outbox):
+            # (an agent a reload removed is gone: nothing to record)
+            if hub.remove(agent_id, outbox) and e.has_agent(agent_id):
                 e.desktop_disconnected(agent_id)
 
         try:

@@ -56,6 +56,17 @@ class ApiContext:
         self.limiter.burst = self.settings.rate_burst
         return authenticate(request, self.authority, self.limiter)
 
+    def close_desktops(self, agent_id: str, code: int, reason: bytes) -> int:
+        """Close every desktop socket of one agent (e.g. its token changed); returns how many."""
+        from .sockets import SocketOutbox
+
+        closed = 0
+        for subscriber in self.runtime.hub.subscribers(agent_id):
+            if isinstance(subscriber, SocketOutbox):
+                subscriber.evict(code, reason)
+                closed += 1
+        return closed
+
     async def close_sockets(self, _app: web.Application | None = None) -> None:
         """Close every open WebSocket (1001 going away): registered as ``on_shutdown``."""
         sockets = list(self.sockets)

@@ -23,6 +23,7 @@ from gateway.records.report import REPORT_COLUMNS
 from gateway.web.openapi import WEB_MODELS, web_paths
 
 from . import schemas as out
+from .admin import ADMIN_REQUEST_MODELS, ADMIN_RESPONSE_MODELS, ReloadBody, Reloaded
 from .models import (
     WS_MESSAGES,
     ConfirmAccountBody,
@@ -58,6 +59,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     SendBody,
     ConfirmAccountBody,
     out.WebhookEvent,
+    *ADMIN_REQUEST_MODELS,
     *dict.fromkeys(WS_MESSAGES.values()),
 )
 
@@ -65,7 +67,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
 def component_schemas() -> dict[str, Schema]:
     """``components/schemas``: every request model (validation mode) and answer (serialization mode)."""
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in REQUEST_MODELS]
-    models += [(m, "serialization") for m in (*out.RESPONSE_MODELS, *WEB_MODELS)]
+    models += [(m, "serialization") for m in (*out.RESPONSE_MODELS, *WEB_MODELS, *ADMIN_RESPONSE_MODELS)]
     refs, doc = models_json_schema(models, ref_template=REF, schema_generator=_Generator)
     names = {REF.format(model=m.__name__) for m, _ in models}
     assert {r["$ref"] for r in refs.values()} == names, "a model's component is not named after it"
@@ -207,6 +209,10 @@ SUMMARIES = {
     "session_send": "Send a chat reply to the customer",
     "sessionReport": "Session records with handling and focus times (supervisor)",
     "webhookEvent": "Generic JSON webhook: one normalized event in, the decision out",
+    "reloadConfig": (
+        "Re-read and apply the configuration file the gateway runs on (what `cti-gateway reload` and SIGHUP do); "
+        "supervisor token, loopback clients only unless server.remote_admin"
+    ),
 }
 
 #: session actions: POST /v1/sessions/{id}/{action} -> (body model, body required)
@@ -256,6 +262,19 @@ OPERATIONS: tuple[Op, ...] = (
         out.WebhookEvent,
         open=True,
         parameters=_SIGNATURE_PARAMS,
+    ),
+    Op(
+        "POST /v1/admin/reload",
+        "reloadConfig",
+        {
+            "200": (Reloaded, "applied"),
+            "409": _error("config_mismatch: the body names another file than the gateway's"),
+            "422": _error("invalid_config: error.problems lists file:line: field: message; nothing changed"),
+            "500": _error("the reload failed half-way"),
+        },
+        ("400", "401", "403", "413", "429", "503"),
+        ReloadBody,
+        body_required=False,
     ),
 )  # fmt: skip
 
@@ -316,7 +335,12 @@ def _websockets() -> Schema:
                 "alert: true unless that session is focused, replay: true for history)",
                 "agent.presence (presence)",
             ],
-            "close_codes": {"1001": "server shutting down", "1009": "message too big (64 KiB)", "4008": "too slow"},
+            "close_codes": {
+                "1001": "server shutting down",
+                "1009": "message too big (64 KiB)",
+                "4001": "the agent's token changed or the agent was removed (a reload): reconnect with the new token",
+                "4008": "too slow",
+            },
         },
         "/v1/events/ws": {
             "summary": "Supervisor stream of every normalized event, decision and session change (supervisor token)",
@@ -326,6 +350,7 @@ def _websockets() -> Schema:
                 "session.changed (transition, session)",
                 "agent.presence (agent_id, state, reason)",
                 "vendor.notice (vendor, interaction_id, action, event_id, data)",
+                "config.reloaded (generation, changes, needs_restart, agents_retiring)",
             ],
             "client_messages": {"ping": _ref(WS_MESSAGES["ping"])},
             "close_codes": {"1001": "server shutting down", "4008": "too slow"},
