@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gateway.config import GatewayConfig
@@ -76,3 +77,27 @@ def test_rejected_customers_who_retry_come_back_and_are_counted_once(tmp_path: P
     assert retry.retries > 0 and retry.customers == drop.customers == 200
     assert retry.handled > drop.handled
     assert retry.handled + retry.rejected + retry.abandoned + retry.open == retry.customers
+
+
+def test_a_slowdown_lengthens_the_sessions_taken_beside_others(tmp_path: Path) -> None:
+    raw = day_config()
+    config = GatewayConfig.model_validate(raw)
+    db = tmp_path / "day.db"
+    record_day(config, day_offers()[:200], db)
+    recording = load_journal(db)
+    result = compare(recording, config, [], Model(slowdown=0.5))
+    recorded, replayed, slowed = result.summaries
+    assert slowed.name == "replayed (slowdown 0.5)"
+    assert replayed.handle_p50_s == recorded.handle_p50_s
+    assert slowed.handle_p50_s is not None and recorded.handle_p50_s is not None
+    assert slowed.handle_p50_s > recorded.handle_p50_s
+    # each session lasts (1 + 0.5 * others held at accept) times its recorded handle time
+    recorded_handle = {
+        s["interaction_id"]: s["ended_at"] - s["accepted_at"] for s in recording.sessions if s.get("ended_at")
+    }
+    for s in result.results[-1].sessions:
+        if s.get("ended_at") is not None and s["interaction_id"] in recorded_handle:
+            ratio = (s["ended_at"] - s["accepted_at"]) / recorded_handle[s["interaction_id"]]
+            assert ratio in (pytest.approx(1.0), pytest.approx(1.5), pytest.approx(2.0))
+    # more time per session, so more agent_at_capacity rejections than recorded
+    assert slowed.rejections["agent_at_capacity"] > recorded.rejections["agent_at_capacity"]
