@@ -13,6 +13,7 @@ and schemathesis (``tests/integration/test_openapi_schemathesis.py``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel
@@ -313,28 +314,17 @@ def _paths() -> Schema:
 
 
 def _websockets() -> Schema:
-    client = {kind: _ref(model) for kind, model in WS_MESSAGES.items()}
+    def messages(models: Mapping[str, type[BaseModel]]) -> Schema:
+        return {kind: _ref(model) for kind, model in models.items()}
+
     return {
         "/v1/agents/{id}/ws": {
             "summary": "Agent desktop WebSocket (the agent's own token; not the supervisor)",
-            "first_message": {"type": "hello", "agent": _ref(out.Agent)},
-            "envelope": "every client message: type, ref? (string or integer), then the fields of its model",
-            "client_messages": client,
-            "replies": {
-                "ack": ["ref", "session? (after the action)", "target? (transfer)"],
-                "error": ["ref", "code", "message", "field?"],
-                "pong": ["ref"],
-            },
-            "server_messages": [
-                "hello (agent)",
-                "session.offered (session, alert: true)",
-                "session.opened (session)",
-                "session.updated (session)",
-                "session.closed (session)",
-                "chat.message (session_id, text, sender customer|agent, customer | agent_id, at, "
-                "alert: true unless that session is focused, replay: true for history)",
-                "agent.presence (presence)",
-            ],
+            "first_message": "hello",
+            "envelope": "every client message: type, ref? (string or integer), then the fields of its model; "
+            "answered in order by ack, error or pong (with its ref)",
+            "client_messages": messages(WS_MESSAGES),
+            "server_messages": messages(out.DESK_MESSAGES),
             "close_codes": {
                 "1001": "server shutting down",
                 "1009": "message too big (64 KiB)",
@@ -344,15 +334,8 @@ def _websockets() -> Schema:
         },
         "/v1/events/ws": {
             "summary": "Supervisor stream of every normalized event, decision and session change (supervisor token)",
-            "server_messages": [
-                "event.routed (vendor, event_id, event_type, interaction_id, channel, event: the whole "
-                "normalized event, decision)",
-                "session.changed (transition, session)",
-                "agent.presence (agent_id, state, reason)",
-                "vendor.notice (vendor, interaction_id, action, event_id, data)",
-                "config.reloaded (generation, changes, needs_restart, agents_retiring)",
-            ],
             "client_messages": {"ping": _ref(WS_MESSAGES["ping"])},
+            "server_messages": messages(out.STREAM_MESSAGES),
             "close_codes": {"1001": "server shutting down", "4008": "too slow"},
         },
     }

@@ -2,13 +2,14 @@
 
 The handlers build their answers as dicts (:meth:`gateway.sessions.Session.as_dict`,
 :meth:`gateway.engine.Engine.agent`, :meth:`gateway.notices.Decision.as_dict`, the report
-rows, ``/readyz``); these models describe them. Every model is closed (``extra="forbid"``)
-and every key the code always writes is required, so a key added to a dict without its
-model fails ``tests/api/test_response_models.py``, which validates real answers of a
-running gateway against them. :mod:`.openapi` turns them into ``components/schemas``.
+rows, ``/readyz``, the WebSocket messages); these models describe them. Every model is
+closed (``extra="forbid"``; errors excepted: their extra keys add detail) and every key the
+code always writes is required, so a key added to a dict without its model fails
+``tests/api/test_response_models.py``, which validates real answers of a running gateway
+against them. :mod:`.openapi` turns them into ``components/schemas``.
 
-A key that is sometimes absent (never null) is :data:`Absent` below: optional, no default
-in the wire format.
+A key that is sometimes absent (never null) is ``AbsentStr`` / ``AbsentBool``: optional,
+typed without null in the document.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, WithJsonSchem
 
 from gateway.capacity import Presence
 from gateway.events import Channel, Customer, Event
-from gateway.notices import DecisionKind
+from gateway.notices import DecisionKind, VendorAction
 from gateway.records.report import REPORT_COLUMNS
 from gateway.sessions import AccountState, Outcome, SessionState
+
+from .admin import Reloaded
 
 __all__ = [
     "RESPONSE_MODELS",
@@ -249,6 +252,140 @@ WebhookEvent: type[BaseModel] = create_model(
 )
 
 
+# --------------------------------------------------------------------------- WebSocket messages
+# what the gateway sends on the desktop socket (/v1/agents/{id}/ws) and the supervisor stream
+# (/v1/events/ws); the client messages are :data:`gateway.api.models.WS_MESSAGES`
+
+#: a boolean key that is sometimes left out
+AbsentBool = Annotated[bool | None, WithJsonSchema({"type": "boolean"})]
+#: the ``ref`` of the client message answered (null when it had none)
+Ref = str | int | None
+
+
+class WsHello(_Out):
+    """The first message: the agent's full snapshot (again after a reconnect)."""
+
+    type: Literal["hello"]
+    agent: Agent
+
+
+class WsSessionMessage(_Out):
+    """A session of the agent was offered (``alert: true``, never a focus order), opened, changed or closed."""
+
+    type: Literal["session.offered", "session.opened", "session.updated", "session.closed"]
+    session: Session
+    alert: AbsentBool = None
+
+
+class WsChatMessage(_Out):
+    """A chat line of one of the agent's sessions: the customer's (with ``customer``) or an agent's."""
+
+    type: Literal["chat.message"]
+    session_id: str
+    text: str | None
+    sender: Literal["customer", "agent"]
+    customer: Annotated[Customer | None, Field(description="sender customer")] = None
+    agent_id: AbsentStr = Field(default=None, description="sender agent")
+    at: Time
+    alert: bool = Field(description="true unless that session is focused")
+    replay: AbsentBool = Field(default=None, description="history sent with an offer")
+
+
+class WsAgentPresence(_Out):
+    type: Literal["agent.presence"]
+    presence: AgentPresence
+
+
+class WsAck(_Out):
+    """A client message done: session actions carry the session after it (transfer: and the target)."""
+
+    type: Literal["ack"]
+    ref: Ref
+    session: Session | None = None
+    target: Session | None = None
+
+
+class WsError(BaseModel):
+    """A client message refused (the socket stays open); more keys add detail, like ``field``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: Literal["error"]
+    ref: Ref
+    code: str
+    message: str
+    field: AbsentStr = None
+
+
+class WsPong(_Out):
+    type: Literal["pong"]
+    ref: Ref
+
+
+class StreamEventRouted(_Out):
+    """An inbound event and the answer it got."""
+
+    type: Literal["event.routed"]
+    vendor: str
+    event_id: str
+    event_type: str
+    interaction_id: str
+    channel: Channel | None
+    event: dict[str, Any] = Field(description="the whole normalized event")
+    decision: Decision | Rejection
+
+
+class StreamSessionChanged(_Out):
+    type: Literal["session.changed"]
+    transition: str
+    session: Session
+
+
+class StreamAgentPresence(_Out):
+    type: Literal["agent.presence"]
+    agent_id: str
+    state: Presence
+    reason: str | None
+
+
+class StreamVendorNotice(_Out):
+    """What goes back to a vendor (a late decision, accepted, transferred, ended, a reply)."""
+
+    type: Literal["vendor.notice"]
+    vendor: str
+    interaction_id: str
+    action: VendorAction
+    event_id: str | None
+    data: dict[str, Any]
+
+
+class StreamConfigReloaded(Reloaded):
+    """A reload of the configuration was applied (the same fields as ``POST /v1/admin/reload`` answers)."""
+
+    type: Literal["config.reloaded"]
+
+
+#: message type -> model, of what the desktop socket sends
+DESK_MESSAGES: dict[str, type[BaseModel]] = {
+    "hello": WsHello,
+    **dict.fromkeys(("session.offered", "session.opened", "session.updated", "session.closed"), WsSessionMessage),
+    "chat.message": WsChatMessage,
+    "agent.presence": WsAgentPresence,
+    "ack": WsAck,
+    "error": WsError,
+    "pong": WsPong,
+}
+#: message type -> model, of what the supervisor stream sends
+STREAM_MESSAGES: dict[str, type[BaseModel]] = {
+    "event.routed": StreamEventRouted,
+    "session.changed": StreamSessionChanged,
+    "agent.presence": StreamAgentPresence,
+    "vendor.notice": StreamVendorNotice,
+    "config.reloaded": StreamConfigReloaded,
+    "pong": WsPong,
+}
+
+
 #: every response model, in document order
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Error,
@@ -262,4 +399,5 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Ready,
     Decision,
     Rejection,
+    *dict.fromkeys((*DESK_MESSAGES.values(), *STREAM_MESSAGES.values())),
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import BaseModel, ValidationError
 
@@ -19,7 +20,7 @@ from gateway.api import schemas
 from gateway.api.openapi import build_openapi
 from gateway.web import openapi as web_models
 
-from .conftest import Gateway, receive_until
+from .conftest import Gateway, auth, receive_json, receive_until
 from .test_web import wgw  # noqa: F401 (the gateway with a wait queue)
 
 
@@ -157,6 +158,65 @@ async def test_the_pages_reads_and_a_queued_decision_match_their_models(wgw: Gat
     assert [w["waiting_ms"] for q in queues["queues"] for w in q["waiting"]] == [3000]
     names = await answer(wgw, web_models.QueueList, "GET", "/v1/queues", "a1")
     assert all(set(q) == {"name"} for q in names["queues"])
+
+
+async def _drain(ws: aiohttp.ClientWebSocketResponse, until: str, seen: list[dict[str, Any]]) -> None:
+    """Collect the socket's messages until one of type ``until`` arrived."""
+    while True:
+        message = await receive_json(ws)
+        seen.append(message)
+        if message.get("type") == until:
+            return
+
+
+@pytest.mark.asyncio
+async def test_every_websocket_message_matches_its_model(gw: Gateway) -> None:
+    """What both sockets send during a chat's life, each message checked against the model of its type."""
+    desk, stream = await gw.ws("a1"), await gw.http.ws_connect(gw.ws_url("/v1/events/ws"), headers=auth("supervisor"))
+    mine: list[dict[str, Any]] = []
+    seen: list[dict[str, Any]] = []
+    await _drain(desk, "hello", mine)
+    for n, message in enumerate(
+        [
+            {"type": "presence", "state": "ready"},
+            {"type": "ping"},
+            {"type": "accept", "session_id": "nope"},  # error
+            {"type": "new_session", "label": "call back"},
+        ]
+    ):
+        await desk.send_json({"ref": n, **message})
+        await _drain(desk, "pong" if message["type"] == "ping" else "error" if n == 2 else "ack", mine)
+    offer = {
+        "event_id": "c1",
+        "type": "offer",
+        "channel": "chat",
+        "interaction_id": "c1",
+        "agent_id": "a1",
+        "customer": {"name": "Jo"},
+        "text": "hi",
+    }
+    assert (await gw.webhook(offer)).status == 200
+    await _drain(desk, "session.offered", mine)
+    sid = mine[-1]["session"]["id"]
+    await desk.send_json({"ref": "a", "type": "accept", "session_id": sid})
+    await _drain(desk, "ack", mine)
+    assert (await gw.webhook({"event_id": "c2", "type": "message", "interaction_id": "c1", "text": "?"})).status == 200
+    await _drain(desk, "chat.message", mine)
+    await desk.send_json({"ref": "s", "type": "send", "session_id": sid, "text": "hello"})
+    await _drain(desk, "ack", mine)
+    await desk.send_json({"ref": "e", "type": "end", "session_id": sid})
+    await _drain(desk, "session.closed", mine)
+    await stream.send_json({"type": "ping", "ref": 1})
+    await _drain(stream, "pong", seen)
+
+    for messages, models in ((mine, schemas.DESK_MESSAGES), (seen, schemas.STREAM_MESSAGES)):
+        for message in messages:
+            valid(models[message["type"]], message)
+    assert {m["type"] for m in mine} == set(schemas.DESK_MESSAGES)
+    # config.reloaded needs a reload of a configuration file (tests/integration/test_reload*)
+    assert {m["type"] for m in seen} == set(schemas.STREAM_MESSAGES) - {"config.reloaded"}
+    await desk.close()
+    await stream.close()
 
 
 def test_a_key_the_models_do_not_know_fails() -> None:

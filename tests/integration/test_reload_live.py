@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 
 from adapters.webhook import signed_headers
+from gateway.api.schemas import StreamConfigReloaded
 
 from .conftest import GatewayFactory
 from .live import ROOT, GatewayProcess, LiveClient, sha, sqlite_url, write_config
@@ -193,6 +194,7 @@ async def test_an_added_agent_goes_ready_and_gets_an_offer_and_a_changed_token_c
         while (event := await stream.receive_json(timeout=5))["type"] != "config.reloaded":
             pass
         assert event["generation"] == 1 and event["changes"]["agents_added"] == ["a3"]
+        StreamConfigReloaded.model_validate(event)  # the model /openapi.json describes it with
         [logged] = live.proc.log_events("config_reloaded")
         assert logged["changes"]["agents_added"] == ["a3"]
         assert await live.metric("cti_gateway_config_generation") == 1
