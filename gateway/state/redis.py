@@ -252,6 +252,26 @@ class RedisStateStore:
         entries = await self._call("held", self._client.hgetall(self._held_key(agent_id)))
         return {sid: Channel(entry.split(" ", 1)[0]) for sid, entry in entries.items()}
 
+    async def reconcile(
+        self, agent_id: str, profile: CapacityProfile, open_sessions: dict[str, Channel]
+    ) -> tuple[list[str], list[str]]:
+        """Make the agent's named reservations those of ``open_sessions`` (session id ->
+        channel, what the journals hold open): a held session no journal knows (its
+        instance died between reserving and journaling) is released, an open session not
+        held is counted (without the rules: it exists). Each step is one atomic script and
+        the whole is idempotent, so a reconcile cut short is finished by running it again.
+        Returns ``(released, occupied)`` session ids."""
+        held = await self.held(agent_id)
+        released = [sid for sid in sorted(held) if sid not in open_sessions]
+        occupied = [sid for sid in sorted(open_sessions) if sid not in held]
+        for sid in released:
+            await self.release_session(agent_id, sid)
+        for sid in occupied:
+            await self.occupy(agent_id, profile, open_sessions[sid], session_id=sid)
+        if released or occupied:
+            log.info("store_reconciled", agent_id=agent_id, released=released, occupied=occupied)
+        return released, occupied
+
     async def _delta(
         self, what: str, agent_id: str, profile: CapacityProfile, channel: Channel, delta: int, session_id: str
     ) -> AgentState:

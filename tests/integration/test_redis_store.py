@@ -338,6 +338,24 @@ async def test_a_named_session_is_counted_once_and_released_with_its_own_weight(
     assert not released
 
 
+@pytest.mark.asyncio
+async def test_reconcile_releases_reservations_no_journal_knows_and_counts_open_sessions(
+    store: RedisStateStore,
+) -> None:
+    prof = PROFILES[0]  # voice weighs 3
+    await store.set_presence("a1", Presence.READY, None)
+    for sid, channel in (("s1", Channel.CHAT), ("s2", Channel.VOICE), ("s3", Channel.EMAIL)):
+        assert (await store.reserve("a1", prof, channel, session_id=sid))[0] is None
+    # s2 and s3 were reserved by an instance that died before journaling them; s4 is open
+    # in a journal but not held (its reservation was lost)
+    open_sessions = {"s1": Channel.CHAT, "s4": Channel.EMAIL}
+    assert await store.reconcile("a1", prof, open_sessions) == (["s2", "s3"], ["s4"])
+    assert await store.held("a1") == open_sessions
+    assert (await store.get("a1")).load == Load(sessions=2, units=2, chat=1, email=1)
+    assert await store.reconcile("a1", prof, open_sessions) == ([], [])  # idempotent
+    assert (await store.get("a1")).load == Load(sessions=2, units=2, chat=1, email=1)
+
+
 # ---------------------------------------------------------------------------- outages
 
 
