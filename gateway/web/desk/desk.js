@@ -179,6 +179,9 @@ function upsert(session) {
     return;
   }
   state.sessions.set(session.id, { ...(state.sessions.get(session.id) || {}), ...session });
+  // what the gateway holds as focused (it may change it itself: a new manual session)
+  if (session.focused) state.sentFocus = session.id;
+  else if (state.sentFocus === session.id) state.sentFocus = null;
   if (session.focused && session.channel === "manual" && !state.selected) state.selected = session.id;
 }
 
