@@ -477,3 +477,75 @@ async def test_an_agent_day_on_the_desk_and_the_board(
     )
     assert tmp and AGENT_TOKEN not in logs and SUPERVISOR_TOKEN not in logs
     assert "/desk" in logs  # the access log did log the requests (without their query strings)
+
+
+async def test_offer_sound_can_be_muted_and_a_declined_offer_shows_on_the_board(
+    browser: Any, gateway: GatewayProcess, receiver: Receiver
+) -> None:
+    base = gateway.base
+    context = await browser.new_context(viewport={"width": 1366, "height": 768})
+    # counts the tones the page plays (added before the page's own scripts run)
+    await context.add_init_script(
+        """(() => {
+            window.__tones = 0;
+            const original = AudioContext.prototype.createOscillator;
+            AudioContext.prototype.createOscillator = function () {
+                window.__tones += 1;
+                return original.call(this);
+            };
+        })()"""
+    )
+    desk = await context.new_page()
+    desk.set_default_timeout(10_000)
+    board = await context.new_page()
+    board.set_default_timeout(10_000)
+    await board.goto(f"{base}/board")
+    await board.fill("#token", SUPERVISOR_TOKEN)
+    await board.click("#signin-form button")
+    await board.wait_for_selector("body[data-conn=online]")
+    await desk.goto(f"{base}/desk")
+    await desk.fill("#token", AGENT_TOKEN)
+    await desk.click("#signin-form button")  # a user gesture: the page may play sound from now on
+    await desk.wait_for_selector("body[data-conn=online]")
+    await desk.select_option("#presence", "ready")
+    await desk.wait_for_selector("body[data-presence=ready]")
+
+    async with aiohttp.ClientSession() as http:
+        client = LiveClient(http, base, tokens={"a1": AGENT_TOKEN}, vendor=VENDOR, secret=SECRET)
+
+        async def offer(n: int) -> str:
+            status, body = await client.webhook(
+                {
+                    "event_id": f"e-{n}",
+                    "type": "offer",
+                    "channel": "chat",
+                    "interaction_id": f"chat-{n}",
+                    "agent_id": "a1",
+                    "customer": {"name": f"Customer {n}"},
+                }
+            )
+            assert status == 200 and body["decision"] == "assigned", body
+            sid: str = body["session_id"]
+            await desk.wait_for_selector(f"#tab-{sid}[data-state=offered]")
+            return sid
+
+        first = await offer(1)
+        assert await desk.evaluate("window.__tones") == 2  # the chime: two tones
+        await desk.click("#mute")
+        assert await desk.get_attribute("#mute", "aria-pressed") == "true"
+        await offer(2)
+        assert await desk.get_attribute("body", "data-chimes") == "2"  # alerted ...
+        assert await desk.evaluate("window.__tones") == 2  # ... in silence
+        assert await desk.locator("[data-testid=offer-badge]").count() == 2
+
+        # decline the first offer from its tab: it goes away, the vendor hears offer_timeout
+        await desk.click(f"#tab-{first}")
+        await desk.click(f"#panel-{first} [data-testid=decline]")
+        await desk.wait_for_selector(f"#tab-{first}", state="detached")
+        decision = await receiver.wait_for("decision")
+        assert decision["interaction_id"] == "chat-1"
+        assert decision["data"] == {"decision": "rejected", "reason": "offer_timeout"}
+        row = board.locator("#decisions tr[data-decision=rejected][data-reason=offer_timeout]")
+        await row.locator("[data-testid=count]", has_text="1").wait_for()
+        await board.locator("tr[data-agent=a1] [data-testid=in-use]", has_text="1 / 4").wait_for()
+    await context.close()
