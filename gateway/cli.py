@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hash_token(commands)
     _add_simulate(commands)
     _add_replay(commands)
+    _add_bench(commands)
     return parser
 
 
@@ -606,4 +607,110 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"replay: {exc}", file=sys.stderr)
             return 1
         print(f"replay: plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not sizes or any(n < 1 or n > 1_000_000 for n in sizes):
+        raise argparse.ArgumentTypeError("every size must be 1..1000000")
+    return sizes
+
+
+def _figures(text: str) -> tuple[str, ...]:
+    from .bench import FIGURES
+
+    wanted = tuple(x.strip().upper() for x in text.split(",") if x.strip())
+    unknown = [x for x in wanted if x not in FIGURES]
+    if unknown or not wanted:
+        raise argparse.ArgumentTypeError(f"figures are {', '.join(FIGURES)} (comma-separated), not {text!r}")
+    return wanted
+
+
+def _positive(kind: type[int] | type[float], high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0 < value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range (0 < x <= {high:g})")
+        return value
+
+    return parse
+
+
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "bench",
+        help="measure the performance figures P1-P6 on this machine",
+        description=(
+            "Start a gateway, a bare aiohttp server, a load generator and agent desktops as separate "
+            "processes on loopback and print P1-P6 (throughput ratio, open-loop offer latency, routing "
+            "decision time, RSS with many desktops, lost/duplicated offers, memory growth) with the "
+            "machine's description. Takes a few minutes with the default sizes."
+        ),
+    )
+    parser.add_argument("--figures", type=_figures, default=None, metavar="P1,P2,...", help="only these figures")
+    parser.add_argument("--repeat", type=_positive(int, 20), default=1, help="runs per figure (medians shown)")
+    parser.add_argument("--agents", type=_positive(int, 100_000), default=100, help="agents of P1/P2/P5/P6")
+    parser.add_argument("--p1-duration", type=_positive(float, 600), default=5.0, metavar="S")
+    parser.add_argument("--p1-concurrency", type=_positive(int, 1000), default=32, metavar="N")
+    parser.add_argument(
+        "--p2-rate",
+        type=_positive(float, 10_000),
+        default=None,
+        metavar="PER_S",
+        help="offered rate of P2 (default: half of P1's saturated rate)",
+    )
+    parser.add_argument("--p2-duration", type=_positive(float, 600), default=10.0, metavar="S")
+    parser.add_argument(
+        "--p3-agents",
+        type=_sizes,
+        default=(1_000, 100_000),
+        metavar="N,N",
+        help="agent counts of P3 (smallest and largest compared)",
+    )
+    parser.add_argument("--p3-decisions", type=_positive(int, 1_000_000), default=20_000, metavar="N")
+    parser.add_argument("--p4-desktops", type=_positive(int, 15_000), default=10_000, metavar="N")
+    parser.add_argument("--p6-offers", type=_positive(int, 1_000_000), default=20_000, metavar="N")
+    parser.add_argument("--p6-rate", type=_positive(float, 10_000), default=200.0, metavar="PER_S")
+    parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite", help="the gateway's journal")
+    parser.add_argument("--json", metavar="PATH", help="also write every measurement as JSON to PATH")
+    parser.add_argument("--verbose", action="store_true", help="progress on stderr")
+    parser.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import FIGURES, Bench, BenchError, BenchOptions
+
+    options = BenchOptions(
+        figures=args.figures or FIGURES,
+        repeat=args.repeat,
+        agents=args.agents,
+        p1_duration=args.p1_duration,
+        p1_concurrency=args.p1_concurrency,
+        p2_rate=args.p2_rate,
+        p2_duration=args.p2_duration,
+        p3_sizes=args.p3_agents,
+        p3_decisions=args.p3_decisions,
+        p4_desktops=args.p4_desktops,
+        p6_offers=args.p6_offers,
+        p6_rate=args.p6_rate,
+        store=args.store,
+        verbose=args.verbose,
+    )
+    try:
+        results = Bench(options, emit=lambda text: print(text, flush=True)).run()
+    except BenchError as exc:
+        print(f"cti-gateway bench: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1, default=str)
     return 0

@@ -1,0 +1,137 @@
+"""P3: the cost of one routing decision, the Engine alone (pure, :class:`ManualClock`, no I/O).
+
+``python -m gateway.bench.routing SPEC_JSON OUT_PATH`` (a separate process, so that one
+size's heap does not disturb the next). For each agent count: every agent ready, in two of
+four queues, a blended profile (voice 1, chat 4, email 2, 6 sessions); the agents are first
+filled to one session each on average (steady occupancy), then each step offers one more
+interaction of a mixed channel to a queue (timed: ``Engine.handle_event``) and ends the
+oldest one (untimed), so occupancy stays flat. The figure is the median per-decision time
+of batches of 1,000 (or as many as there are agents), and the ratio of the largest size's to the smallest's.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import statistics
+import sys
+import time
+from collections import deque
+from datetime import datetime, timezone
+from typing import Any
+
+from gateway.clock import ManualClock
+from gateway.config import GatewayConfig
+from gateway.engine import Engine
+from gateway.events import Channel, Event, EventType
+
+T0 = 1_700_000_000.0
+QUEUES = ("q0", "q1", "q2", "q3")
+MIX = (Channel.CHAT, Channel.CHAT, Channel.EMAIL, Channel.VOICE, Channel.CHAT)
+BATCH = 1000
+
+
+def config(agents: int) -> GatewayConfig:
+    return GatewayConfig.model_validate(
+        {
+            "store": {"url": "memory://"},
+            "capacity_profiles": {
+                "blended": {
+                    "max_sessions": 6,
+                    "channels": {"voice": 1, "chat": 4, "email": 2},
+                    "offer_timeout_s": {"chat": 86_400, "voice": 86_400, "email": 86_400},
+                }
+            },
+            "queues": [{"name": q, "policy": "longest_idle" if i % 2 else "least_busy"} for i, q in enumerate(QUEUES)],
+            "agents": [
+                {"id": f"a{n:06d}", "profile": "blended", "queues": [QUEUES[n % 4], QUEUES[(n + 1) % 4]]}
+                for n in range(agents)
+            ],
+        }
+    )
+
+
+def measure(agents: int, decisions: int) -> dict[str, Any]:
+    at = datetime.fromtimestamp(T0, tz=timezone.utc)
+    t_setup = time.perf_counter()
+    engine = Engine(config(agents), clock=ManualClock(T0))
+    for agent_id in engine.agent_ids():
+        engine.set_presence(agent_id, "ready")
+    engine.take_changes()
+    engine.drain()
+    setup_s = time.perf_counter() - t_setup
+    open_ids: deque[str] = deque()
+    counter = 0
+
+    def offer(n: int) -> Event:
+        return Event(
+            vendor="crm",
+            event_id=f"o{n}",
+            type=EventType.OFFER,
+            channel=MIX[n % len(MIX)],
+            interaction_id=f"i{n}",
+            queue=QUEUES[n % 4],
+            occurred_at=at,
+        )
+
+    def end(interaction: str) -> Event:
+        return Event(
+            vendor="crm", event_id=f"e{interaction}", type=EventType.END, interaction_id=interaction, occurred_at=at
+        )
+
+    # fill to a steady occupancy (one session per agent on average, mixed channels), untimed
+    for _ in range(agents):
+        engine.handle_event(offer(counter))
+        open_ids.append(f"i{counter}")
+        counter += 1
+        if counter % BATCH == 0:
+            engine.take_changes()
+            engine.drain()
+    engine.take_changes()
+    engine.drain()
+    batch = min(BATCH, agents)
+    per_batch: list[float] = []
+    assigned = 0
+    perf = time.perf_counter
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(max(1, decisions // batch)):
+            events = [offer(counter + k) for k in range(batch)]
+            ends = [end(open_ids.popleft()) for _ in range(batch)]
+            t0 = perf()
+            for event in events:
+                decision = engine.handle_event(event)
+                if decision.kind == "assigned":
+                    assigned += 1
+            per_batch.append((perf() - t0) / batch)
+            for k in range(batch):
+                open_ids.append(f"i{counter + k}")
+            counter += batch
+            for event in ends:
+                engine.handle_event(event)
+            engine.take_changes()
+            engine.drain()
+    finally:
+        gc.enable()
+    n = len(per_batch) * batch
+    return {
+        "agents": agents,
+        "decisions": n,
+        "assigned": assigned,
+        "us_median": statistics.median(per_batch) * 1e6,
+        "us_min": min(per_batch) * 1e6,
+        "setup_s": setup_s,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    spec = json.loads(args[0])
+    result = measure(int(spec["agents"]), int(spec["decisions"]))
+    with open(args[1], "w", encoding="utf-8") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main()
