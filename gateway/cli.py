@@ -677,7 +677,13 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--p3-decisions", type=_positive(int, 1_000_000), default=20_000, metavar="N")
     parser.add_argument("--p4-desktops", type=_positive(int, 15_000), default=10_000, metavar="N")
     parser.add_argument("--p6-offers", type=_positive(int, 1_000_000), default=20_000, metavar="N")
-    parser.add_argument("--p6-rate", type=_positive(float, 10_000), default=200.0, metavar="PER_S")
+    parser.add_argument(
+        "--p6-rate",
+        type=_positive(float, 10_000),
+        default=None,
+        metavar="PER_S",
+        help="offered rate of P6 (default: half of P1's saturated rate)",
+    )
     parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite", help="the gateway's journal")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement as JSON to PATH")
     parser.add_argument("--verbose", action="store_true", help="progress on stderr")

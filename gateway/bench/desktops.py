@@ -1,6 +1,6 @@
 """The agent desktops of ``cti-gateway bench``: a separate process holding many WebSockets.
 
-``python -m gateway.bench.desktops SPEC_JSON OUT_PATH``. Each agent of the spec connects to
+``python -m gateway.bench.desktops SPEC_PATH OUT_PATH``. Each agent of the spec connects to
 ``/v1/agents/{id}/ws`` with its token and waits for ``hello``. In ``mode: "work"`` it goes
 ``ready``, accepts every ``session.offered`` at once and ends the session as soon as the
 accept is acknowledged (so capacity comes back); it records when each offer arrived
@@ -156,7 +156,8 @@ class Desktops:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     raise_fd_limit()
-    spec = json.loads(args[0])
+    with open(args[0], encoding="utf-8") as f:
+        spec = json.load(f)
     result = asyncio.run(Desktops(spec).main())
     with open(args[1], "w", encoding="utf-8") as f:
         json.dump(result, f)

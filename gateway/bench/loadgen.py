@@ -1,6 +1,6 @@
 """The load generator of ``cti-gateway bench``: a separate process sending signed webhook offers.
 
-``python -m gateway.bench.loadgen SPEC_JSON OUT_PATH``; the spec says:
+``python -m gateway.bench.loadgen SPEC_PATH OUT_PATH``; the spec says:
 
 * ``mode: "closed"``: ``concurrency`` requests in flight for ``duration`` seconds, each sent
   as soon as the previous one on its lane was answered (saturation: requests per second);
@@ -146,7 +146,8 @@ class Gen:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    spec = json.loads(args[0])
+    with open(args[0], encoding="utf-8") as f:
+        spec = json.load(f)
     result = asyncio.run(Gen(spec).main())
     with open(args[1], "w", encoding="utf-8") as f:
         json.dump(result, f)

@@ -1,6 +1,6 @@
 """P3: the cost of one routing decision, the Engine alone (pure, :class:`ManualClock`, no I/O).
 
-``python -m gateway.bench.routing SPEC_JSON OUT_PATH`` (a separate process, so that one
+``python -m gateway.bench.routing SPEC_PATH OUT_PATH`` (a separate process, so that one
 size's heap does not disturb the next). For each agent count: every agent ready, in two of
 four queues, a blended profile (voice 1, chat 4, email 2, 6 sessions); the agents are first
 filled to one session each on average (steady occupancy), then each step offers one more
@@ -127,7 +127,8 @@ def measure(agents: int, decisions: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    spec = json.loads(args[0])
+    with open(args[0], encoding="utf-8") as f:
+        spec = json.load(f)
     result = measure(int(spec["agents"]), int(spec["decisions"]))
     with open(args[1], "w", encoding="utf-8") as f:
         json.dump(result, f)

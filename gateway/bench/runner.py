@@ -75,7 +75,7 @@ class BenchOptions:
     p3_decisions: int = 20_000
     p4_desktops: int = 10_000
     p6_offers: int = 20_000
-    p6_rate: float = 200.0
+    p6_rate: float | None = None  # default: half of P1's saturated offer rate (100/s without P1)
     store: str = "sqlite"  # or "memory"
     workdir: str | None = None
     verbose: bool = False
@@ -173,7 +173,9 @@ def _module(name: str) -> list[str]:
 def run_child(name: str, module: str, spec: dict[str, Any], workdir: Path, timeout: float) -> dict[str, Any]:
     """Run a one-shot child process (load generator, routing) and return its JSON result."""
     out = workdir / f"{name}.json"
-    proc = Proc(name, [*_module(module), json.dumps(spec), str(out)], workdir)
+    spec_path = workdir / f"{name}.spec.json"
+    spec_path.write_text(json.dumps(spec))
+    proc = Proc(name, [*_module(module), str(spec_path), str(out)], workdir)
     try:
         code = proc.wait(timeout)
     finally:
@@ -268,9 +270,11 @@ class Desktops:
             "agents": [[a, token_of(a)] for a in agents],
             "duration": timeout,
         }
+        spec_path = gateway.workdir / f"{name}.spec.json"
+        spec_path.write_text(json.dumps(spec))
         self.proc = Proc(
             name,
-            [*_module("gateway.bench.desktops"), json.dumps(spec), str(self.out)],
+            [*_module("gateway.bench.desktops"), str(spec_path), str(self.out)],
             gateway.workdir,
             subprocess.PIPE,
         )
@@ -351,7 +355,8 @@ class Bench:
                     p2.append({"rate": rate, "count": count, "run": f"p2r{r}"})
                 self.results["P2"] = {"runs": p2}
             if "P6" in want:
-                self.p6(workdir, gw)
+                saturated = statistics.median(x["offers_per_s"] for x in p1) if p1 else 200.0
+                self.p6(workdir, gw, self.o.p6_rate or saturated / 2)
         finally:
             stopped = desktops.stop() if desktops is not None else None
             gw.stop()
@@ -412,7 +417,7 @@ class Bench:
             },
         }
 
-    def p6(self, workdir: Path, gw: Gateway) -> None:
+    def p6(self, workdir: Path, gw: Gateway, rate: float) -> None:
         import threading
 
         samples: list[tuple[float, int]] = []
@@ -506,37 +511,49 @@ class Bench:
             )
 
     def p5(self, gw: Gateway, desk: dict[str, Any]) -> None:
+        """Lost: an offer the gateway acknowledged (answered) that its journal does not hold,
+        or one answered ``assigned`` that no desktop was offered. Duplicated: an offer a
+        desktop received twice, or a journal entry nobody sent. Requests that failed (no
+        answer: a vendor retries them) are counted apart, with whether the journal has them."""
         journal = gw.journal_events()
+        checked = self.o.store == "sqlite"
         offered: dict[str, float] = desk["offered"]
         sent: list[str] = []
-        unanswered_lost = acked_not_journaled = assigned_not_offered = 0
+        failed_journaled = failed_not_journaled = acked_not_journaled = assigned_not_offered = 0
+        errors: dict[str, int] = {}
         for run in self.runs:
             sent.extend(run["sent"])
+            for kind, n in run["errors"].items():
+                errors[kind] = errors.get(kind, 0) + n
             for event_id in run["sent"]:
                 answer = run["answers"].get(event_id)
                 if answer is None:
-                    if event_id not in journal:
-                        unanswered_lost += 1
+                    if event_id in journal:
+                        failed_journaled += 1
+                    else:
+                        failed_not_journaled += 1
                     continue
-                if event_id not in journal:
+                if checked and event_id not in journal:
                     acked_not_journaled += 1
                 if answer["decision"] == "assigned" and answer["interaction_id"] not in offered:
                     assigned_not_offered += 1
         sent_set = set(sent)
-        duplicates_sent = len(sent) - len(sent_set)
-        phantom = len(journal - sent_set) if self.o.store == "sqlite" else 0
+        phantom = len(journal - sent_set) if checked else 0
+        desk_dupes = sum(desk["duplicates"].values())
         self.results["P5"] = {
             "offers": len(sent),
-            "journal_checked": self.o.store == "sqlite",
-            "lost": unanswered_lost + acked_not_journaled + assigned_not_offered,
-            "unanswered_not_journaled": unanswered_lost,
-            "answered_not_journaled": acked_not_journaled if self.o.store == "sqlite" else None,
+            "journal_checked": checked,
+            "lost": acked_not_journaled + assigned_not_offered,
+            "answered_not_journaled": acked_not_journaled,
             "assigned_not_offered": assigned_not_offered,
-            "duplicated": sum(desk["duplicates"].values()) + phantom + duplicates_sent,
+            "duplicated": desk_dupes + phantom + (len(sent) - len(sent_set)),
+            "offered_twice": desk_dupes,
+            "journal_not_sent": phantom,
+            "failed": failed_journaled + failed_not_journaled,
+            "failed_journaled": failed_journaled,
+            "request_errors": errors,
             "desktop_errors": desk["errors"],
         }
-        if self.o.store != "sqlite":
-            self.results["P5"]["lost"] = assigned_not_offered
 
     # ------------------------------------------------------------------ P3, P4
     def p3(self, workdir: Path) -> None:
@@ -666,6 +683,12 @@ def rows(results: dict[str, Any], o: BenchOptions) -> list[tuple[str, str, str, 
                 f"{p5['lost']} / {p5['duplicated']}",
                 f"over {p5['offers']:,} offers (answers, desktops"
                 + (", journal)" if p5["journal_checked"] else "; memory store: no journal)")
+                + (
+                    f"; {p5['failed']} requests failed ({p5['failed_journaled']} of them journaled: a retry "
+                    f"is a duplicate) {p5['request_errors']}"
+                    if p5["failed"]
+                    else ""
+                )
                 + (f"; desktop errors {p5['desktop_errors']}" if p5["desktop_errors"] else ""),
                 TARGETS["P5"],
             )
