@@ -685,6 +685,12 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="offered rate of P6 (default: half of P1's saturated rate)",
     )
     parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite", help="the gateway's journal")
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="the gateway's event loop (uvloop: what `run` uses)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every measurement as JSON to PATH")
     parser.add_argument("--verbose", action="store_true", help="progress on stderr")
     parser.set_defaults(handler=_bench)
@@ -709,6 +715,7 @@ def _bench(args: argparse.Namespace) -> int:
         p6_offers=args.p6_offers,
         p6_rate=args.p6_rate,
         store=args.store,
+        loop=args.loop,
         verbose=args.verbose,
     )
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -156,6 +157,21 @@ async def start(
     return runner, limiter
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The event loop of ``cti-gateway run``: uvloop's (a dependency: less CPU per message
+    than asyncio's own loop, see docs/performance.md); asyncio's when uvloop cannot be
+    imported or the environment says ``CTI_GATEWAY_LOOP=asyncio`` (to compare, or to rule
+    the loop out when chasing a problem)."""
+    if os.environ.get("CTI_GATEWAY_LOOP", "").strip().lower() != "asyncio":
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def run(
     app: web.Application,
     settings: ServerConfig,
@@ -168,7 +184,7 @@ def run(
 ) -> None:
     """Serve until a signal handler raises :class:`web.GracefulExit` (or Ctrl-C), then shut
     down gracefully: sockets closed, requests finished, the application's cleanup run."""
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()
     asyncio.set_event_loop(loop)
 
     async def serve() -> None:

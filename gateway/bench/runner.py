@@ -77,6 +77,7 @@ class BenchOptions:
     p6_offers: int = 20_000
     p6_rate: float | None = None  # default: half of P1's saturated offer rate (100/s without P1)
     store: str = "sqlite"  # or "memory"
+    loop: str = "uvloop"  # the gateway's event loop: "uvloop" (what `run` uses) or "asyncio"
     workdir: str | None = None
     verbose: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -117,7 +118,9 @@ def _raise_fd_limit() -> None:
 class Proc:
     """A child process: its stderr goes to a file (quoted when it fails), stopped by PID."""
 
-    def __init__(self, name: str, argv: list[str], workdir: Path, stdout: int | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], workdir: Path, stdout: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.err_path = workdir / f"{name}.stderr"
         self._err: IO[bytes] = open(self.err_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -126,7 +129,7 @@ class Proc:
             stdout=stdout if stdout is not None else subprocess.DEVNULL,
             stderr=self._err,
             cwd=workdir,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             preexec_fn=_raise_fd_limit,
         )
 
@@ -204,7 +207,7 @@ def wait_http(url: str, proc: Proc, timeout: float = 60.0) -> None:
 class Gateway:
     """A gateway process on a free loopback port with ``agents`` agents (each its own token)."""
 
-    def __init__(self, name: str, workdir: Path, agents: int, store: str) -> None:
+    def __init__(self, name: str, workdir: Path, agents: int, store: str, loop: str = "uvloop") -> None:
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -238,6 +241,7 @@ class Gateway:
             name,
             [*_module("gateway"), "run", "--config", str(path), "--log-level", "warning"],
             self.workdir,
+            env={"CTI_GATEWAY_LOOP": loop},
         )
         wait_http(self.url + "/readyz", self.proc, timeout=120)
 
@@ -323,7 +327,7 @@ class Bench:
     # ------------------------------------------------------------------ traffic: P1, P2, P5, P6
     def traffic(self, workdir: Path) -> None:
         want = set(self.o.figures)
-        gw = Gateway("gateway", workdir, self.o.agents, self.o.store)
+        gw = Gateway("gateway", workdir, self.o.agents, self.o.store, self.o.loop)
         desktops: Desktops | None = None
         try:
             desktops = Desktops("desktops", gw, "work", gw.agent_ids)
@@ -441,7 +445,7 @@ class Bench:
                 target="gateway",
                 url=gw.url,
                 mode="open",
-                rate=self.o.p6_rate,
+                rate=rate,
                 count=self.o.p6_offers,
                 concurrency=512,
             )
@@ -574,7 +578,7 @@ class Bench:
         self.results["P3"] = {"sizes": sizes}
 
     def p4(self, workdir: Path) -> None:
-        gw = Gateway("gateway-p4", workdir, self.o.p4_desktops, self.o.store)
+        gw = Gateway("gateway-p4", workdir, self.o.p4_desktops, self.o.store, self.o.loop)
         desktops: Desktops | None = None
         try:
             time.sleep(0.5)
@@ -597,7 +601,8 @@ class Bench:
     # ------------------------------------------------------------------ all
     def run(self) -> dict[str, Any]:
         want = set(self.o.figures)
-        self.emit(describe_line(self.results["machine"]))
+        self.results["loop"] = self.o.loop
+        self.emit(describe_line(self.results["machine"]) + f"; gateway loop {self.o.loop}")
         with tempfile.TemporaryDirectory(prefix="cti-bench-", dir=self.o.workdir) as tmp:
             workdir = Path(tmp)
             if want & {"P1", "P2", "P5", "P6"}:

@@ -24,7 +24,6 @@ TINY = [
     "--p3-decisions", "100",
     "--p4-desktops", "12",
     "--p6-offers", "60",
-    "--p6-rate", "100",
 ]  # fmt: skip
 
 
