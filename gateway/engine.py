@@ -726,10 +726,11 @@ class Engine:
         self, agent_id: str, state: Presence | str, reason: str | None = None, *, actor: str | None = None
     ) -> dict[str, Any]:
         now = self._now()
-        self._agent(agent_id)
+        agent = self._agent(agent_id)
         self._authorize(agent_id, actor)
         self._presence(agent_id, Presence(state), reason, now)
-        return self.agent(agent_id)
+        # (a removed agent whose last offer this withdrew is gone now: its last picture)
+        return self._agent_body(agent, now)
 
     # ------------------------------------------------------------------ desktops
 
@@ -1080,8 +1081,10 @@ class Engine:
 
     def agent(self, agent_id: str, *, with_sessions: bool = True) -> dict[str, Any]:
         """The agent object (DESIGN section 6)."""
-        now = self.clock.now()
-        agent = self._agent(agent_id)
+        return self._agent_body(self._agent(agent_id), self.clock.now(), with_sessions=with_sessions)
+
+    def _agent_body(self, agent: _Agent, now: float, *, with_sessions: bool = True) -> dict[str, Any]:
+        agent_id = agent.config.id
         state = self.store.get(agent_id)
         body: dict[str, Any] = {
             "id": agent_id,

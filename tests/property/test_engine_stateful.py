@@ -5,14 +5,18 @@ random histories of targeted and queue offers, accepts, declines, time passing (
 timeouts, wrap-ups, queue timeouts and desktop grace periods firing), blind and consult
 transfers to agents and queues (chains of any length), agent ends, vendor
 end/message/update events, focus changes, manual sessions, presence changes, desktop
-connects/disconnects, re-sent event ids, illegal actions and restarts (every step is
+connects/disconnects, re-sent event ids, illegal actions, restarts (every step is
 journaled to a memory journal, as the runtime does; a restart restores a fresh engine from
-it after some downtime and the history goes on).
+it after some downtime and the history goes on) and configuration reloads (issue 10:
+profiles raised, lowered and reweighted under load, agents removed in the middle of their
+sessions and added back; a later restart runs on the reloaded configuration).
 
 After every step it checks, from the engine's observable state:
 
 * DESIGN section 4: per agent and channel the counters equal the occupying sessions and the
-  units their weights; no cap is exceeded; every admission and refusal (with its reason) is
+  units their weights; no cap is exceeded (but after a reload that lowered it: then nothing
+  open was cut and what is above its cap never grows); a removed agent takes no new work
+  (``unknown_agent``) and is gone once its last session closed; every admission and refusal (with its reason) is
   the one the rules call for (checked against the rules written out again here, and the
   agent picked is the one the queue policy orders first); an interaction has at most one
   active session (two only while a consult is pending); its holder / consult target exist
@@ -62,11 +66,12 @@ Profiles (``dev`` / ``ci``) live in ``tests/conftest.py``; the step count is set
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -157,6 +162,29 @@ CONFIG: dict[str, Any] = {
 }
 
 AGENTS = ("a1", "a2", "a3", "a4")
+#: agents a reload may remove (and a later one add back)
+REMOVABLE = ("a3", "a4")
+#: what a reload may make of each profile (the first: as configured): caps raised and lowered
+#: under load, unit weights, offer and wrap-up times changed
+PROFILE_VARIANTS: dict[str, list[dict[str, Any]]] = {
+    "reserved": [
+        CONFIG["capacity_profiles"]["reserved"],
+        {"max_sessions": 2, "channels": {"voice": 1, "chat": 1}, "offer_timeout_s": {"voice": 2, "chat": 9}},
+        {"max_sessions": 4, "reserved_inbound": 1, "units": {"voice": 3}, "max_units": 6},
+    ],
+    "voice_whole": [
+        CONFIG["capacity_profiles"]["voice_whole"],
+        {"max_sessions": 1, "wrap_up_s": {"chat": 2}, "offer_timeout_s": {"chat": 4, "email": 4, "voice": 4}},
+    ],
+    "wrapper": [
+        CONFIG["capacity_profiles"]["wrapper"],
+        {"max_sessions": 3, "channels": {"voice": 2}, "wrap_up_s": {"voice": 1, "chat": 5}},
+    ],
+    "weighted": [
+        CONFIG["capacity_profiles"]["weighted"],
+        {"max_sessions": 2, "units": {"chat": 2}, "max_units": 2, "wrap_up_s": {"email": 2.5}},
+    ],
+}
 QUEUES = ("idle", "busy", "wait", "lobby")
 VENDORS = ("crm", "pbx", "mail", "inbox")
 CAPABILITIES = {
@@ -166,7 +194,7 @@ CAPABILITIES = {
     "inbox": VendorCapabilities(can_reject=False),
 }
 QUEUE_AGENTS = {q: tuple(a["id"] for a in CONFIG["agents"] if q in a["queues"]) for q in QUEUES}
-MAX_WRAP_S = max(s for p in CONFIG["capacity_profiles"].values() for s in p.get("wrap_up_s", {}).values())
+MAX_WRAP_S = max(s for vs in PROFILE_VARIANTS.values() for p in vs for s in p.get("wrap_up_s", {}).values())
 PRESENCES = ("ready", "not_ready", "offline")
 #: presence changes lean towards ready, or most histories would have nobody to route to
 NEW_PRESENCE = st.sampled_from(("ready", "ready", "ready", "not_ready", "offline"))
@@ -237,6 +265,7 @@ def step(fn: F) -> F:
     def wrapper(self: EngineMachine, *args: Any, **kwargs: Any) -> Any:
         self.healthy = False
         result = fn(self, *args, **kwargs)
+        self.note_dropped()
         self.persist()
         self.healthy = True
         return result
@@ -275,6 +304,8 @@ class EngineMachine(RuleBasedStateMachine):
         super().__init__()
         self.ids = itertools.count(1)
         self.clock = ManualClock(T0)
+        #: the configuration in force (reloads change it) and the agents it names
+        self.config: dict[str, Any] = CONFIG
         self.engine = self.new_engine()
         #: what the runtime journals after every engine call; a restart restores from it
         self.journal = MemoryJournal()
@@ -298,12 +329,20 @@ class EngineMachine(RuleBasedStateMachine):
         #: whether the engine has fired its timers at the current clock time
         self.synced = True
         self.healthy = True
+        self.configured: set[str] = set(AGENTS)
+        #: the agents the engine knows (configured, or removed but finishing their sessions)
+        self.present: set[str] = set(AGENTS)
+        #: each agent's load at the last check: above its caps (a reload lowered them) it may only shrink
+        self.last_load: dict[str, Load] = {}
+        #: per session, the offer timeout and the wrap-up its profile had when they began
+        self.timeout_of: dict[str, float] = {}
+        self.wrap_of: dict[str, float] = {}
 
     # ------------------------------------------------------------------ plumbing
 
     def new_engine(self) -> Engine:
         return Engine(
-            GatewayConfig.model_validate(CONFIG),
+            GatewayConfig.model_validate(self.config),
             clock=self.clock,
             new_id=lambda: f"s{next(self.ids)}",
             vendor_capabilities=CAPABILITIES,
@@ -375,7 +414,7 @@ class EngineMachine(RuleBasedStateMachine):
         )
         agents = tuple(
             (a, e.store.get(a), e.focused_session(a), e.agent(a, with_sessions=False)["desktop_connected"])
-            for a in AGENTS
+            for a in sorted(e.agent_ids())
         )
         eligible = tuple(tuple(e.eligible(q, c)) for q in QUEUES for c in INBOUND_CHANNELS)
         return (self.now(), sessions, interactions, agents, tuple(e.waiting()), eligible, len(e._dedup))
@@ -408,6 +447,8 @@ class EngineMachine(RuleBasedStateMachine):
 
     def reason(self, agent_id: str, channel: Channel) -> str | None:
         """Why DESIGN section 4 refuses one more ``channel`` session on the agent now (None: it allows it)."""
+        if agent_id not in self.configured:  # removed by a reload (finishing its sessions, or gone)
+            return "unknown_agent"
         e = self.engine
         return design_reason(e.profile_of(agent_id), e.load_of(agent_id), e.presence_of(agent_id), channel)
 
@@ -421,6 +462,13 @@ class EngineMachine(RuleBasedStateMachine):
                 s = notice.session
                 if notice.transition in ("offered", "created"):
                     self.born[s["id"]] = (s["agent_id"], s["vendor"], s["interaction_id"])
+                if notice.transition == "offered":
+                    profile = self.engine.profile_of(s["agent_id"])
+                    self.timeout_of[s["id"]] = profile.offer_timeout(Channel(s["channel"]))
+                elif notice.transition == "ended":
+                    self.wrap_of[s["id"]] = self.engine.profile_of(s["agent_id"]).wrap_up(Channel(s["channel"]))
+                elif notice.transition in ("closed", "transferred") and s["ended_at"] is not None:
+                    self.wrap_of.setdefault(s["id"], 0.0)  # closed at its end: no wrap-up
                 if notice.transition == "offered":
                     self.touch(s["agent_id"])
                 elif notice.transition in ("declined", "expired", "abandoned") and s["vendor"] is not None:
@@ -460,7 +508,7 @@ class EngineMachine(RuleBasedStateMachine):
         assert offer.key == (notice.vendor, notice.interaction_id), f"decision {notice} names another interaction"
         assert not offer.done, f"decision {notice.data} about {offer_key} after its interaction ended ({offer.answers})"
         kind = notice.data["decision"]
-        assert can_reject(notice.vendor) or kind != "rejected", (
+        assert can_reject(notice.vendor) or kind != "rejected" or notice.data["reason"] == "unknown_agent", (
             f"{offer_key}: {notice.data} to a vendor that cannot take a rejection ({offer.answers})"
         )
         last = offer.answers[-1]
@@ -468,8 +516,8 @@ class EngineMachine(RuleBasedStateMachine):
         if last["decision"] == "queued":
             assert offer.credit == 0
             assert kind in ("assigned", "rejected"), f"{offer_key}: {kind} follows queued ({offer.answers})"
-            if kind == "rejected":
-                assert notice.data["reason"] == "queue_timeout", notice.data
+            if kind == "rejected":  # (unknown_agent: the agent it waited for was removed by a reload)
+                assert notice.data["reason"] in ("queue_timeout", "unknown_agent"), notice.data
         else:
             assert offer.credit > 0, (
                 f"{offer_key}: late decision {notice.data} although its holder offer was not declined or "
@@ -590,7 +638,7 @@ class EngineMachine(RuleBasedStateMachine):
         if caps is not None and event.channel not in caps.channels:
             return ("rejected", "vendor_unsupported")
         if event.agent_id is not None:
-            if event.agent_id not in AGENTS:
+            if event.agent_id not in self.configured:
                 return ("rejected", "unknown_agent")
             reason = self.reason(event.agent_id, event.channel)
             if reason is None:
@@ -613,8 +661,21 @@ class EngineMachine(RuleBasedStateMachine):
         interaction = self.engine.interactions[key]
         return interaction.queue if interaction.target_agent is None else None
 
+    def queue_agents(self, queue: str) -> list[str]:
+        return [a for a in QUEUE_AGENTS[queue] if a in self.configured]
+
+    def note_dropped(self) -> None:
+        """Agents the engine let go (removed, last session closed): a return starts afresh."""
+        known = set(self.engine.agent_ids())
+        for agent in self.present - known:
+            self.desktop[agent] = False
+            self.grace[agent] = None
+            self.idle[agent] = 0
+            assert self.presence[agent] == "offline", f"{agent} left {self.presence[agent]}"
+        self.present = known
+
     def best_of(self, queue: str, channel: Channel, exclude: set[str]) -> str | None:
-        room = [a for a in QUEUE_AGENTS[queue] if a not in exclude and self.has_room(a, channel)]
+        room = [a for a in self.queue_agents(queue) if a not in exclude and self.has_room(a, channel)]
         return min(room, key=lambda a: self.policy_key(queue, a)) if room else None
 
     @rule(
@@ -806,6 +867,8 @@ class EngineMachine(RuleBasedStateMachine):
         """The desktop focuses a session, or none; bounce: it leaves the session and comes back at once
         (two focus messages handled in the same instant)."""
         self.sync()
+        if not self.engine.has_agent(agent):
+            return
         focusable = [
             s.id for s in self.engine.open_sessions(agent) if s.state in (SessionState.ACTIVE, SessionState.WRAP_UP)
         ]
@@ -833,15 +896,25 @@ class EngineMachine(RuleBasedStateMachine):
     @rule(agent=st.sampled_from(AGENTS), state=NEW_PRESENCE, reason=st.sampled_from([None, "break"]))
     @step
     def presence(self, agent: str, state: str, reason: str | None) -> None:
+        self.sync()
+        if not self.engine.has_agent(agent):
+            result = self.call(self.engine.set_presence, agent, state, reason, actor=agent)
+            assert isinstance(result, ActionError) and result.code == "unknown_agent", result
+            return
         result = self.call(self.engine.set_presence, agent, state, reason, actor=agent)
         assert not isinstance(result, ActionError), result
         assert self.engine.presence_of(agent) is Presence(state)
-        if state == "offline":
+        if state == "offline" and self.engine.has_agent(agent):  # (a removed agent may be gone with its offers)
             assert not [s for s in self.engine.open_sessions(agent) if s.state is SessionState.OFFERED]
 
     @rule(agent=st.sampled_from(AGENTS), connected=st.sampled_from([True, True, False]))
     @step
     def desktop(self, agent: str, connected: bool) -> None:
+        self.sync()
+        if not self.engine.has_agent(agent):
+            result = self.call(self.engine.desktop_connected, agent)
+            assert isinstance(result, ActionError) and result.code == "unknown_agent", result
+            return
         if connected:
             result = self.call(self.engine.desktop_connected, agent)
             self.grace[agent] = None
@@ -868,7 +941,7 @@ class EngineMachine(RuleBasedStateMachine):
         before = {sid: s.focus_ms(self.now()) for sid, s in self.engine.sessions.items() if s.occupying}
         looked_at = {
             self.engine.focused_session(a)
-            for a in AGENTS
+            for a in sorted(self.engine.agent_ids())
             if self.desktop[a] and self.presence[a] != "offline" and self.engine.focused_session(a) is not None
         }
         self.clock.advance(seconds)
@@ -897,7 +970,7 @@ class EngineMachine(RuleBasedStateMachine):
         crashed = self.now()
         before = {sid: s.focus_ms(crashed) for sid, s in self.engine.sessions.items() if s.occupying}
         self.clock.advance(down)
-        fresh = self.new_engine()
+        fresh = self.new_engine()  # on the file in force: the last reload's
         fresh.restore(run_sync(self.journal.load(since=self.now() - fresh.dedup_window_s)))
         fresh.drain()
         self.engine = fresh
@@ -911,6 +984,37 @@ class EngineMachine(RuleBasedStateMachine):
                 f"{sid}: focus_ms {focus_before} before a {down} s downtime, {after} after"
             )
         self.synced = False
+
+    @rule(data=st.data(), removed=st.sets(st.sampled_from(REMOVABLE)))
+    @step
+    def reload(self, data: st.DataObject, removed: set[str]) -> None:
+        """A new configuration (issue 10): profiles raised, lowered or reweighted under load,
+        agents removed in the middle of their sessions (and added back later). Applied in one
+        step; nothing open is cut, the rules apply to the next allocation, waiting
+        interactions keep their place (and may be served at once), the waiters of a removed
+        agent are rejected. A later restart uses this configuration."""
+        self.sync()
+        config = copy.deepcopy(CONFIG)
+        for name, variants in PROFILE_VARIANTS.items():
+            config["capacity_profiles"][name] = variants[data.draw(st.integers(0, len(variants) - 1), label=name)]
+        config["agents"] = [a for a in CONFIG["agents"] if a["id"] not in removed]
+        e = self.engine
+        held = {a: {s.id for s in e.open_sessions(a)} for a in e.agent_ids()}
+        # the loads the new caps meet (timers that fired just now included): the baseline of "no more"
+        self.last_load = {a: e.load_of(a) for a in e.agent_ids()}
+        states = {sid: e.sessions[sid].state for ids in held.values() for sid in ids}
+        result = self.call(e.reconfigure, GatewayConfig.model_validate(config), vendor_capabilities=CAPABILITIES)
+        assert not isinstance(result, ActionError), result
+        # the open sessions now weigh what the new profiles say (a recount, not an allocation)
+        self.last_load = {a: replace(load, units=e.load_of(a).units) for a, load in self.last_load.items()}
+        self.config = config
+        self.configured = set(AGENTS) - removed
+        # nothing open was cut: every session is still open, in the state it had (new offers aside)
+        for sid, state in states.items():
+            assert e.sessions[sid].state is state, f"{sid}: {state} -> {e.sessions[sid].state} by a reload"
+        assert set(e.retiring_agents()) == {a for a in removed if held.get(a)}
+        for agent in removed:
+            assert e.availability(agent, Channel.CHAT) is not None
 
     # ------------------------------------------------------------------ vendor events
 
@@ -978,7 +1082,9 @@ class EngineMachine(RuleBasedStateMachine):
         sessions = sorted(e.sessions.values(), key=lambda s: int(s.id[1:]))
         not_offered = [s for s in sessions if s.state is not SessionState.OFFERED]
         not_active = [s for s in sessions if s.state is not SessionState.ACTIVE]
-        offered_or_closed = [s for s in sessions if s.state in (SessionState.OFFERED, SessionState.CLOSED)]
+        offered_or_closed = [
+            s for s in sessions if s.state in (SessionState.OFFERED, SessionState.CLOSED) and e.has_agent(s.agent_id)
+        ]
         movable = [
             s
             for s in sessions
@@ -998,8 +1104,9 @@ class EngineMachine(RuleBasedStateMachine):
         manual = [s for s in sessions if s.state is SessionState.ACTIVE and s.manual]
         mail = [s for s in sessions if s.state is SessionState.ACTIVE and s.vendor == "mail"]
         open_keys = sorted(k for k in self.current if self.open_interaction(k))
-        agent = data.draw(st.sampled_from(AGENTS), label="agent")
-        other = data.draw(st.sampled_from([a for a in AGENTS if a != agent]), label="other agent")
+        present = sorted(e.agent_ids())
+        agent = data.draw(st.sampled_from(present), label="agent")
+        other = data.draw(st.sampled_from([a for a in present if a != agent]), label="other agent")
 
         def pick(pool: list[Any]) -> Any:
             return data.draw(st.sampled_from(pool), label="session")
@@ -1023,7 +1130,7 @@ class EngineMachine(RuleBasedStateMachine):
             def foreign(action: str) -> Callable[[], Any]:
                 def thunk() -> Any:
                     s = pick(sessions)
-                    actor = next(a for a in AGENTS if a != s.agent_id)
+                    actor = next(a for a in present if a != s.agent_id)
                     if action == "focus":
                         return e.focus(actor, s.id, actor=actor)
                     return getattr(e, action)(s.id, actor=actor)
@@ -1094,7 +1201,7 @@ class EngineMachine(RuleBasedStateMachine):
         add("desktop gone of unknown agent", "unknown_agent", lambda: e.desktop_disconnected("ghost"))
         add("manual session of unknown agent", "unknown_agent", lambda: e.new_session("ghost"))
         kind = "wrong state"
-        if e.presence_of(agent) is Presence.OFFLINE:
+        if e.presence_of(agent) is Presence.OFFLINE and agent in self.configured:
             add("manual session while offline", "agent_offline", lambda: e.new_session(agent))
 
         kind = data.draw(st.sampled_from(sorted(choices)), label="kind of mistake")
@@ -1129,9 +1236,11 @@ class EngineMachine(RuleBasedStateMachine):
         assert not e.waiting()
         self.clock.advance(MAX_WRAP_S + 0.001)
         self.sync()
+        assert e.retiring_agents() == [], "removed agents stay although their last session closed"
+        self.note_dropped()
         for agent in AGENTS:
             assert all(v == 0 for v in e.load_of(agent).as_dict().values()), f"{agent} holds {e.load_of(agent)}"
-            assert e.open_sessions(agent) == []
+            assert agent not in self.present or e.open_sessions(agent) == []
         assert not [s.id for s in e.sessions.values() if s.occupying]
         for key, interaction in e.interactions.items():
             assert interaction.phase is Phase.DONE and interaction.holder is None and interaction.pending is None, key
@@ -1158,7 +1267,9 @@ class EngineMachine(RuleBasedStateMachine):
             if s.occupying:
                 occupying[s.agent_id].append(s)
         # -- DESIGN 4: counters equal the occupying sessions, caps hold
-        for agent in AGENTS:
+        assert set(e.agent_ids()) == self.configured | set(e.retiring_agents())
+        assert set(occupying) <= set(e.agent_ids()), f"sessions of agents the engine let go: {set(occupying)}"
+        for agent in sorted(e.agent_ids()):
             held = occupying[agent]
             profile = e.profile_of(agent)
             load = e.load_of(agent)
@@ -1170,11 +1281,20 @@ class EngineMachine(RuleBasedStateMachine):
             for s in held:
                 assert s.units == profile.weight(s.channel), s
             assert load.units == sum(s.units for s in held), f"{agent}: {load} vs weights"
-            assert within_limits(profile, load), f"{agent} over its caps: {load}"
-            assert load.sessions <= profile.max_sessions, f"{agent}: {load}"
-            assert load.units <= (profile.max_units or profile.max_sessions), f"{agent}: {load}"
-            for channel in Channel:
-                assert load.of(channel) <= profile.channels.get(channel, profile.max_sessions), f"{agent}: {load}"
+            if not within_limits(profile, load):
+                # only a reload that lowered the caps leaves an agent above them (no session is
+                # cut); then what is above its cap gets no more (the admission rules check the
+                # total, the units and the channel allocated) until it is below again
+                before = self.last_load.get(agent, Load())
+                over = [c.value for c in Channel if load.of(c) > profile.cap(c)]
+                over += ["sessions"] * (load.sessions > profile.max_sessions) + ["units"] * (
+                    load.units > profile.unit_limit
+                )
+                for dimension in over:
+                    assert getattr(load, dimension) <= getattr(before, dimension), (
+                        f"{agent} above its {dimension} cap and got more: {before} -> {load}"
+                    )
+            self.last_load[agent] = load
         # -- DESIGN 4: one active session per interaction, two only during a consult
         active = Counter(
             (s.vendor, s.interaction_id) for s in e.sessions.values() if s.state is SessionState.ACTIVE and not s.manual
@@ -1241,7 +1361,7 @@ class EngineMachine(RuleBasedStateMachine):
                 )
                 continue
             assert interaction.queue is not None
-            for agent in QUEUE_AGENTS[interaction.queue]:
+            for agent in self.queue_agents(interaction.queue):
                 assert agent in interaction.excluded or not self.has_room(agent, interaction.channel), (
                     f"{key} waits in {interaction.queue} although {agent} has room for {interaction.channel}"
                 )
@@ -1249,7 +1369,7 @@ class EngineMachine(RuleBasedStateMachine):
         for queue in QUEUES:
             for channel in INBOUND_CHANNELS:
                 expected = sorted(
-                    (a for a in QUEUE_AGENTS[queue] if self.has_room(a, channel)),
+                    (a for a in self.queue_agents(queue) if self.has_room(a, channel)),
                     key=lambda a: self.policy_key(queue, a),
                 )
                 assert e.eligible(queue, channel) == expected, (
@@ -1275,18 +1395,17 @@ class EngineMachine(RuleBasedStateMachine):
             )
             times = [t for t in (s.offered_at, s.accepted_at, s.ended_at, s.closed_at) if t is not None]
             assert times == sorted(times) and times[-1] <= now, f"{s.id}: times out of order {times}"
-        for agent in AGENTS:
+        for agent in sorted(self.present):
             assert len(focused[agent]) <= 1, f"{agent} focuses {focused[agent]}"
             assert e.focused_session(agent) == (focused[agent][0] if focused[agent] else None)
         # -- timers: offers expire within their timeout, wrap-up lasts wrap_up_s; due timers fired
         for s in e.sessions.values():
-            profile = e.profile_of(s.agent_id)
             if not s.manual and s.accepted_at is None:
                 end = s.closed_at if s.closed_at is not None else now
                 if self.synced or s.closed_at is not None:
-                    assert end <= s.offered_at + profile.offer_timeout(s.channel), f"{s.id} offered past its timeout"
+                    assert end <= s.offered_at + self.timeout_of[s.id], f"{s.id} offered past its timeout"
             if s.ended_at is not None and s.closed_at is not None:
-                wrap = profile.wrap_up(s.channel)
+                wrap = self.wrap_of[s.id]
                 assert s.wrap_ms == ms_between(s.ended_at, s.ended_at + wrap), (
                     f"{s.id}: wrap {s.wrap_ms} ms, not {wrap} s"
                 )
@@ -1296,7 +1415,7 @@ class EngineMachine(RuleBasedStateMachine):
             for key in waiting:
                 deadline = e.interactions[key].wait_deadline
                 assert deadline is None or deadline > now, f"{key}: queue timeout did not fire"
-            for agent in AGENTS:
+            for agent in sorted(self.present):
                 deadline = self.grace[agent]
                 assert deadline is None or deadline > now, f"{agent}: desktop grace period ended, agent not offline"
 

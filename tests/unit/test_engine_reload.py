@@ -308,3 +308,15 @@ def test_a_reload_journals_the_generation() -> None:
     changes = engine.take_changes()
     assert changes.meta["config_generation"] == 1 and changes.meta["retired_agents"] == {}
     assert changes.meta["config_reloaded_at"] == engine.clock.now()
+
+
+def test_a_removed_agent_going_offline_with_its_last_offer_is_answered_and_gone() -> None:
+    """Found by the stateful test: going offline withdrew the removed agent's last offer, the
+    agent left, and set_presence then failed (unknown_agent) after changing the state."""
+    engine = make_engine(agents=[agent_spec("a1"), agent_spec("a2")])
+    offered = engine.handle_event(offer("i1", agent="a1")).session_id
+    engine.reconfigure(config_with(agents=[agent_spec("a2")]))
+    body = engine.set_presence("a1", "offline")
+    assert body["id"] == "a1" and body["presence"]["state"] == "offline" and body["sessions"] == []
+    assert "a1" not in engine.agent_ids()
+    assert offered is not None and engine.session(offered).outcome is not None
