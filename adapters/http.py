@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import structlog
 from aiohttp import web
 
-from gateway.api.errors import json_error
+from gateway.api.errors import error_response, json_error
+from gateway.errors import GatewayError, InvalidEvent
 
 
 class Refused(Exception):
@@ -49,3 +51,24 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
     if size > limit:
         raise Refused(413, "body_too_large", f"the body exceeds {limit} bytes")
     return b"".join(chunks)
+
+
+def answer_failure(exc: Exception, log: structlog.typing.FilteringBoundLogger, prefix: str) -> web.Response:
+    """The answer to a request that ended in ``exc`` (logged as ``<prefix>_refused``, or
+    ``<prefix>_internal_error`` with the traceback for a bug): the refusal's own response,
+    400 for an invalid event, the gateway error's status (503 with ``Retry-After: 1``), or
+    500 ``internal_error`` (which changed nothing: the runtime rebuilds after a failure)."""
+    if isinstance(exc, Refused):
+        log.info(f"{prefix}_refused", status=exc.status, code=exc.code, reason=exc.message)
+        return exc.response()
+    if isinstance(exc, InvalidEvent):
+        log.info(f"{prefix}_refused", status=400, code=exc.code, field=exc.field, reason=exc.message)
+        return error_response(exc)
+    if isinstance(exc, GatewayError):
+        response = error_response(exc)
+        log.info(f"{prefix}_refused", status=response.status, code=exc.code, reason=exc.message)
+        if response.status == 503:
+            response.headers["Retry-After"] = "1"
+        return response
+    log.exception(f"{prefix}_internal_error")
+    return json_error(500, "internal_error", "the gateway failed to process the request")

@@ -73,7 +73,6 @@ import structlog
 from aiohttp import web
 from pydantic import AnyHttpUrl, ConfigDict, Field, SecretStr, field_validator
 
-from gateway.api.errors import error_response, json_error
 from gateway.errors import GatewayError, InvalidEvent
 from gateway.events import Channel, check_body, drop_unknown_fields, parse_event
 from gateway.notices import DecisionKind, ToVendor
@@ -87,7 +86,7 @@ from .base import (
     Health,
     Route,
 )
-from .http import Refused, read_body
+from .http import Refused, answer_failure, read_body
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -254,23 +253,10 @@ class WebhookAdapter(Adapter):
         tokens = dict(structlog.contextvars.bind_contextvars(vendor=self.vendor))
         try:
             return await self._handle_event(request, tokens)
-        except Refused as refused:
-            log.info("webhook_refused", status=refused.status, code=refused.code, reason=refused.message)
-            return refused.response()
-        except InvalidEvent as exc:
-            log.info("webhook_refused", status=400, code=exc.code, field=exc.field, reason=exc.message)
-            return error_response(exc)
-        except GatewayError as exc:
-            response = error_response(exc)
-            log.info("webhook_refused", status=response.status, code=exc.code, reason=exc.message)
-            if response.status == 503:
-                response.headers["Retry-After"] = "1"
-            return response
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("webhook_internal_error")
-            return json_error(500, "internal_error", "the gateway failed to process the event")
+        except Exception as exc:
+            return answer_failure(exc, log, "webhook")
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
 

@@ -12,13 +12,13 @@ import structlog
 from aiohttp import web
 from pydantic import AnyHttpUrl, ConfigDict, Field, SecretStr, field_validator
 
-from gateway.api.errors import error_response, json_error
-from gateway.errors import ActionError, GatewayError, InvalidEvent
+from gateway.api.errors import json_error
+from gateway.errors import ActionError, GatewayError
 from gateway.events import Channel, parse_event
 from gateway.notices import Decision, DecisionKind
 
 from ..base import Adapter, AdapterConfig, AdapterHost, Capabilities, Health, Route
-from ..http import Refused, read_body
+from ..http import Refused, answer_failure, read_body
 from . import mapping, twiml
 from .signature import SETTINGS_HEADER, SIGNATURE_HEADER, signature_valid
 
@@ -162,20 +162,10 @@ class TwilioAdapter(Adapter):
             except mapping.MissingParameter as exc:
                 log.info("twilio_refused", status=400, code="invalid_event", field=exc.name, reason=str(exc))
                 return json_error(400, "invalid_event", str(exc), field=exc.name)
-            except InvalidEvent as exc:
-                log.info("twilio_refused", status=400, code=exc.code, field=exc.field, reason=exc.message)
-                return error_response(exc)
-            except GatewayError as exc:
-                response = error_response(exc)
-                log.info("twilio_refused", status=response.status, code=exc.code, reason=exc.message)
-                if response.status == 503:
-                    response.headers["Retry-After"] = "1"
-                return response
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("twilio_internal_error")
-                return json_error(500, "internal_error", "the gateway failed to process the request")
+            except Exception as exc:
+                return answer_failure(exc, log, "twilio")
             finally:
                 structlog.contextvars.reset_contextvars(**tokens)
 
