@@ -303,6 +303,43 @@ async def test_a_rotated_webhook_secret_with_a_request_in_flight(
         assert restarted["vendor"] == VENDOR
 
 
+async def test_vendors_added_and_removed_while_the_others_stay_untouched(
+    gateway_process: GatewayFactory, tmp_path: Path
+) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        live = await start(gateway_process, tmp_path, http)
+        added = copy.deepcopy(live.config)
+        added["vendors"].append({"name": "crm2", "adapter": "webhook", "secret": NEW_SECRET})
+        live.rewrite(added)
+        code, out, err = await live.reload()
+        assert code == 0 and "vendors added: crm2" in out, (out, err)
+        live.n += 1
+        body = {"event_id": "v2", "type": "offer", "channel": "chat", "interaction_id": "v2", "queue": "support"}
+        raw = json.dumps(body).encode()
+        status, answer = await live.client.post_raw(
+            raw, signed_headers(NEW_SECRET, int(time.time()), raw), vendor="crm2"
+        )
+        assert (status, answer["decision"]) == (200, "assigned"), answer
+        ready = await live.client.ok("GET", "/readyz")
+        assert set(ready["adapters"]) == {VENDOR, "crm2"}
+
+        removed = copy.deepcopy(added)
+        removed["vendors"] = [v for v in removed["vendors"] if v["name"] != VENDOR]
+        live.rewrite(removed)
+        code, out, err = await live.reload()
+        assert code == 0 and "vendors removed: crm" in out, (out, err)
+        status, answer = await live.offer(queue="support")
+        assert (status, answer["error"]["code"]) == (404, "unknown_vendor")
+        assert not live.proc.log_events("vendor_restarted")  # crm2 was not touched by either reload
+        body["event_id"] = body["interaction_id"] = "v3"
+        raw = json.dumps(body).encode()
+        status, answer = await live.client.post_raw(
+            raw, signed_headers(NEW_SECRET, int(time.time()), raw), vendor="crm2"
+        )
+        assert status == 200, answer
+        assert set((await live.client.ok("GET", "/readyz"))["adapters"]) == {"crm2"}
+
+
 async def test_a_broken_file_changes_nothing_and_exits_2_with_the_errors(
     gateway_process: GatewayFactory, tmp_path: Path
 ) -> None:
