@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -88,6 +89,13 @@ class Postfix:
     def queue(self) -> str:
         """``postqueue -p``: what Postfix still holds, with each deferral's reason."""
         return self._run("postqueue", "-c", str(self.dir), "-p")
+
+    @staticmethod
+    def queue_ids(listing: str) -> set[str]:
+        """The distinct queue IDs in a ``postqueue -p`` listing. One mail can be listed twice
+        while Postfix moves it from the deferred to the active queue (``ID*`` and ``ID``),
+        so count IDs, never the "N Requests" trailer."""
+        return set(re.findall(r"^([0-9A-F]{6,})[*!]?\s+\d+\s", listing, flags=re.MULTILINE))
 
     def flush(self) -> None:
         self._run("postqueue", "-c", str(self.dir), "-f")
