@@ -32,6 +32,9 @@ EXIT_START_FAILED = 1
 #: Exit status of ``simulate`` when the gateway does not answer (nothing was sent).
 EXIT_UNREACHABLE = 3
 
+#: Exit status when stdout's reader closed the pipe early (128 + SIGPIPE, as a shell reports it).
+EXIT_BROKEN_PIPE = 141
+
 #: The configuration ``run`` uses when no --config is given.
 DEFAULT_CONFIG = "config/gateway.yaml"
 
@@ -42,7 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``cti-gateway`` command; ``argv`` defaults to ``sys.argv[1:]``."""
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
-    return handler(args)
+    try:
+        status = handler(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away (``cti-gateway replay ... | head``): stop quietly, as other
+        # command-line tools do, instead of a traceback; stdout is pointed at /dev/null so
+        # the interpreter's final flush cannot raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
