@@ -106,11 +106,19 @@ class Health(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """An HTTP route an adapter adds, relative to ``/v1/vendors/{vendor}``."""
+    """An HTTP route an adapter adds, relative to ``/v1/vendors/{vendor}``.
+
+    ``summary``, ``consumes`` and ``produces`` describe it in the gateway's OpenAPI document
+    (``GET /openapi.json`` lists the routes of the vendors configured now): what it is for,
+    the media type of the request body the vendor sends and of the answer it gets.
+    """
 
     method: str
     path: str
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    summary: str = ""
+    consumes: str = "application/json"
+    produces: str = "application/json"
 
 
 class DeliveryError(AdapterError):

@@ -32,11 +32,11 @@ from .persistence import Journal
 from .records import open_journal
 from .reload import Reloader
 from .runtime import Runtime
+from .vendors import ENDPOINTS as ENDPOINTS
 from .vendors import VendorEndpoints
 from .web import setup_web
 
 RUNTIME = web.AppKey("runtime", Runtime)
-ENDPOINTS = web.AppKey("vendor_endpoints", VendorEndpoints)
 RELOADER = web.AppKey("reloader", Reloader)
 CONFIG = web.AppKey("config", GatewayConfig)
 

@@ -24,7 +24,7 @@ from adapters.base import Adapter, Route
 
 from .api.errors import json_error
 
-__all__ = ["SWAP_WAIT_S", "VendorEndpoints"]
+__all__ = ["ENDPOINTS", "SWAP_WAIT_S", "VendorEndpoints"]
 
 #: How long a request waits for a vendor's adapter being replaced before 503 ``not_ready``.
 SWAP_WAIT_S = 10.0
@@ -63,6 +63,8 @@ class _Slot:
 
 
 class VendorEndpoints:
+    """Which adapter serves each vendor's ``/v1/vendors/{vendor}/...`` requests now."""
+
     def __init__(self) -> None:
         self._slots: dict[str, _Slot] = {}
 
@@ -104,6 +106,16 @@ class VendorEndpoints:
             await asyncio.wait_for(slot.idle.wait(), timeout)
         return slot.idle.is_set()
 
+    def served(self) -> list[tuple[str, str, Route]]:
+        """``(vendor, adapter, route)`` of every vendor endpoint served now (paths relative to
+        ``/v1/vendors/{vendor}``), for the OpenAPI document."""
+        return [
+            (vendor, slot.adapter.name, route)
+            for vendor, slot in self._slots.items()
+            if slot.adapter is not None
+            for route in slot.routes.values()
+        ]
+
     def routes(self) -> list[tuple[str, str, str, str]]:
         """``(vendor, adapter, method, path)`` of every vendor endpoint, full paths."""
         return [
@@ -143,3 +155,7 @@ class VendorEndpoints:
             slot.inflight -= 1
             if slot.inflight == 0:
                 slot.idle.set()
+
+
+#: The application's :class:`VendorEndpoints`.
+ENDPOINTS = web.AppKey("vendor_endpoints", VendorEndpoints)

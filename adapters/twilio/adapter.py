@@ -135,11 +135,41 @@ class TwilioAdapter(Adapter):
         self._prefix = f"{config.base_url}/v1/vendors/{quote(vendor, safe='')}"
 
     def routes(self) -> list[Route]:
+        form, xml = "application/x-www-form-urlencoded", twiml.CONTENT_TYPE
+        signed = "; signed by Twilio (X-Twilio-Signature under the auth token)"
         return [
-            Route("POST", "/voice", self._wrap("voice", self._voice)),
-            Route("POST", "/status", self._wrap("status", self._status)),
-            Route("POST", "/taskrouter/assignment", self._wrap("assignment", self._assignment)),
-            Route("POST", "/taskrouter/events", self._wrap("taskrouter_event", self._taskrouter_event)),
+            Route(
+                "POST",
+                "/voice",
+                self._wrap("voice", self._voice),
+                "Twilio incoming-call URL and the URL of each agent leg and hold loop: answers TwiML" + signed,
+                form,
+                xml,
+            ),
+            Route(
+                "POST",
+                "/status",
+                self._wrap("status", self._status),
+                "Twilio status callbacks of the caller's call and of the agent's leg" + signed,
+                form,
+                xml,
+            ),
+            Route(
+                "POST",
+                "/taskrouter/assignment",
+                self._wrap("assignment", self._assignment),
+                "TaskRouter assignment callback: answers the assignment instruction (JSON)" + signed,
+                form,
+                "application/json",
+            ),
+            Route(
+                "POST",
+                "/taskrouter/events",
+                self._wrap("taskrouter_event", self._taskrouter_event),
+                "TaskRouter event callback (task canceled, completed, ...): answers 204" + signed,
+                form,
+                "",
+            ),
         ]
 
     async def start(self) -> None:

@@ -13,12 +13,14 @@ and schemathesis (``tests/integration/test_openapi_schemathesis.py``).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 
+from adapters.base import Route
 from gateway import __version__ as _version
 from gateway.records.report import REPORT_COLUMNS
 from gateway.web.openapi import WEB_MODELS, web_paths
@@ -343,9 +345,58 @@ def _websockets() -> Schema:
 
 _DOCUMENT: dict[str, Any] | None = None
 
+#: An adapter route as the document lists it: (vendor, adapter name, route).
+VendorRoute = tuple[str, str, Route]
 
-def build_openapi() -> dict[str, Any]:
-    """The OpenAPI document (a fresh deep copy each call)."""
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^{}]*(?:\{[^{}]*\}[^{}]*)*)?\}")
+
+
+def _vendor_operation(vendor: str, adapter: str, route: Route, path: str) -> Schema:
+    """One adapter route of a configured vendor: ``path`` is its full OpenAPI path."""
+    method = route.method.lower()
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{vendor}_{method}{route.path}").strip("_")
+    operation: Schema = {
+        "operationId": f"vendor_{slug}",
+        "summary": route.summary or f"an endpoint of the {adapter} adapter",
+        "description": f"Served by the {adapter} adapter of vendor {vendor}, which checks its vendor's own "
+        "credentials (no gateway token).",
+        "tags": ["vendors"],
+        "security": [],
+        "responses": {
+            **(
+                {"200": {"description": "the adapter's answer", "content": {route.produces: {"schema": {}}}}}
+                if route.produces
+                else {"204": {"description": "taken (no body)"}}
+            ),
+            "default": ERRORS["default"],
+        },
+    }
+    names = re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", path)
+    if names:
+        operation["parameters"] = [_param(name, "path", f"{name}, as the vendor names it", _TEXT) for name in names]
+    if method not in ("get", "head", "delete"):
+        operation["requestBody"] = {"required": True, "content": {route.consumes: {"schema": {}}}}
+    return operation
+
+
+def _with_vendor_routes(document: dict[str, Any], vendor_routes: Sequence[VendorRoute]) -> dict[str, Any]:
+    """Add the routes of the configured vendors' adapters, each under its vendor's own path;
+    a route the generic ``/v1/vendors/{vendor}/...`` operations already describe (the
+    webhook's ``POST /events``) is left to them."""
+    paths = document["paths"]
+    for vendor, adapter, route in vendor_routes:
+        relative = _PLACEHOLDER.sub(lambda match: "{" + match[1] + "}", route.path)
+        method = route.method.lower()
+        if method in paths.get(f"/v1/vendors/{{vendor}}{relative}", {}):
+            continue
+        path = f"/v1/vendors/{vendor}{relative}"
+        paths.setdefault(path, {})[method] = _vendor_operation(vendor, adapter, route, path)
+    return document
+
+
+def build_openapi(vendor_routes: Sequence[VendorRoute] = ()) -> dict[str, Any]:
+    """The OpenAPI document (a fresh deep copy each call), with the routes the configured
+    vendors' adapters serve (``vendor_routes``) under their own paths."""
     global _DOCUMENT
     if _DOCUMENT is None:
         _DOCUMENT = {
@@ -378,4 +429,4 @@ def build_openapi() -> dict[str, Any]:
             },
             "x-websockets": _websockets(),
         }
-    return copy.deepcopy(_DOCUMENT)
+    return _with_vendor_routes(copy.deepcopy(_DOCUMENT), vendor_routes)

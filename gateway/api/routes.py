@@ -47,6 +47,7 @@ from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.records.report import report_rows, to_csv, to_json
 from gateway.runtime import Runtime
 
+from ..vendors import ENDPOINTS
 from . import agent_ws, events_ws
 from .auth import ApiError, Principal
 from .context import API, ApiContext, ApiSettings
@@ -64,7 +65,7 @@ from .models import (
     parse_json,
     validate,
 )
-from .openapi import build_openapi
+from .openapi import VendorRoute, build_openapi
 
 __all__ = ["error_middleware", "read_body", "setup_api"]
 
@@ -221,7 +222,8 @@ class RestApi:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
         self.runtime: Runtime = ctx.runtime
-        self._openapi: dict[str, Any] | None = None
+        #: the document, with the vendor routes it was built for
+        self._openapi: tuple[tuple[VendorRoute, ...], dict[str, Any]] | None = None
 
     @property
     def engine(self) -> Engine:
@@ -371,9 +373,12 @@ class RestApi:
         return web.Response(body=metrics.render(), headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})
 
     async def openapi(self, request: web.Request) -> web.Response:
-        if self._openapi is None:
-            self._openapi = build_openapi()
-        return web.json_response(self._openapi)
+        # the vendors' own routes change with a reload: the document follows them
+        endpoints = request.app.get(ENDPOINTS)
+        served = tuple(endpoints.served()) if endpoints is not None else ()
+        if self._openapi is None or self._openapi[0] != served:
+            self._openapi = (served, build_openapi(served))
+        return web.json_response(self._openapi[1])
 
 
 # ============================================================================ session actions

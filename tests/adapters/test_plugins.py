@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
+from openapi_spec_validator import validate
 
 import adapters.registry
 from adapters.registry import AdapterRegistry, UnknownAdapter
@@ -186,3 +187,14 @@ async def test_the_plugin_serves_its_vendor(ticket_gateway: ContractGateway) -> 
     assert session.outcome is not None and session.outcome.value == "abandoned"
     assert gw.runtime.adapters[VENDOR].describe()["adapter"] == "ticket_http"
     assert adapters.registry.ENTRY_POINT_GROUP == "cti_gateway.adapters"
+
+
+@pytest.mark.asyncio
+async def test_the_openapi_document_lists_the_plugins_routes(ticket_gateway: ContractGateway) -> None:
+    async with aiohttp.ClientSession() as http, http.get(f"{ticket_gateway.base}/openapi.json") as response:
+        doc = await response.json()
+    close = doc["paths"][f"/v1/vendors/{VENDOR}/tickets/{{ticket_id}}/close"]["post"]
+    assert [(p["name"], p["in"], p["required"]) for p in close["parameters"]] == [("ticket_id", "path", True)]
+    assert close["summary"] == "an endpoint of the ticket_http adapter"  # the plugin gave none
+    assert list(doc["paths"][f"/v1/vendors/{VENDOR}/tickets"]["post"]["requestBody"]["content"]) == ["application/json"]
+    validate(doc)

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from openapi_spec_validator import validate
 
 from gateway.sessions import Outcome, SessionState
 
@@ -375,3 +376,22 @@ async def test_a_shared_key_signature_is_refused_with_a_reason(gw: ContractGatew
     assert answer.status == 403 and "SharedKey" in answer.json()["error"]["message"]
     legacy = {"X-Twilio-Webhooks-Signature-Settings": "algorithm=HMAC_SHA1"}
     assert (await twilio.post("voice", params, headers=legacy)).dialed() == A1
+
+
+async def test_the_openapi_document_lists_the_twilio_endpoints(gw: ContractGateway) -> None:
+    async with aiohttp.ClientSession() as http, http.get(f"{gw.base}/openapi.json") as response:
+        doc = await response.json()
+    base = f"/v1/vendors/{VENDOR}"
+    for path in ("/voice", "/status"):
+        operation = doc["paths"][base + path]["post"]
+        assert operation["security"] == [] and operation["tags"] == ["vendors"]
+        assert "X-Twilio-Signature" in operation["summary"]
+        assert list(operation["requestBody"]["content"]) == ["application/x-www-form-urlencoded"]
+        assert list(operation["responses"]["200"]["content"]) == ["text/xml"]
+    assert list(doc["paths"][base + "/taskrouter/assignment"]["post"]["responses"]["200"]["content"]) == [
+        "application/json"
+    ]
+    assert set(doc["paths"][base + "/taskrouter/events"]["post"]["responses"]) == {"204", "default"}
+    operation_ids = [op["operationId"] for item in doc["paths"].values() for op in item.values() if "operationId" in op]
+    assert len(operation_ids) == len(set(operation_ids))
+    validate(doc)  # still a valid OpenAPI 3.1 document
