@@ -16,6 +16,7 @@ import pytest_asyncio
 from openapi_spec_validator import validate
 
 from gateway.sessions import Outcome, SessionState
+from gateway.vendors import ENDPOINTS
 
 from ..contract.harness import VENDOR, ContractGateway, contract_config
 from .client import AUTH_TOKEN, PUBLIC_URL, TwilioClient, incoming
@@ -395,3 +396,7 @@ async def test_the_openapi_document_lists_the_twilio_endpoints(gw: ContractGatew
     operation_ids = [op["operationId"] for item in doc["paths"].values() for op in item.values() if "operationId" in op]
     assert len(operation_ids) == len(set(operation_ids))
     validate(doc)  # still a valid OpenAPI 3.1 document
+
+    gw.app[ENDPOINTS].remove(VENDOR)  # what a reload removing the vendor does
+    async with aiohttp.ClientSession() as http, http.get(f"{gw.base}/openapi.json") as response:
+        assert not [path for path in (await response.json())["paths"] if path.startswith(base)]
