@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from gateway.app import RELOADER
+from gateway.config_loader import load_config
 from gateway.events import Channel, Event, EventType
 from gateway.sessions import SessionState
-from tests.adapters.contract.harness import ContractGateway
+from tests.adapters.contract.harness import VENDOR, ContractGateway
 from tests.adapters.scripted import fixture_bytes
 
 from .conftest import INTERFACES, scenario_config
@@ -351,3 +354,40 @@ async def test_recorded_garbage_on_the_wire_is_skipped(ast: FakeAsterisk, gw: Co
     await ast.agent_called(call, A1)
     await until(gw, lambda: states(gw, call.uniqueid) == [("a1", "offered", None)], "the offer")
     assert gw.health() == "up" and ast.logins == 1  # never reconnected
+
+
+async def test_a_reload_that_changes_the_ami_settings_restarts_the_link_and_keeps_the_call(
+    ast: FakeAsterisk, tmp_path: Path
+) -> None:
+    """Live configuration on a connection adapter: new AMI settings restart the adapter (a
+    new login, a resync), the call in progress keeps its one session, and the new adapter
+    knows it (the caller's hangup still ends it)."""
+    config_file = tmp_path / "gateway.yaml"
+    document = scenario_config(ast, tmp_path / "gw.db").model_dump(mode="json", exclude_none=True)
+    config_file.write_text(yaml.safe_dump(document))
+    gw = ContractGateway(load_config(config_file), base_dir=tmp_path, config_path=config_file)
+    await gw.start()
+    try:
+        await until(gw, lambda: gw.health() == "up", "the AMI link")
+        await gw.ready()
+        call = ast.new_call("reload")
+        await ast.join(call)
+        await ast.agent_called(call, A1)
+        await ast.agent_connect(call, A1)
+        await until(gw, lambda: states(gw, call.uniqueid) == [("a1", "active", None)], "active")
+        assert ast.logins == 1
+        listings = len(ast.actions_named("CoreShowChannels"))
+
+        document["vendors"][0]["ping_interval_s"] = 2
+        config_file.write_text(yaml.safe_dump(document))
+        result = await gw.app[RELOADER].reload() if gw.app is not None else None
+        assert result is not None and result.changes["vendors_changed"] == [VENDOR], result
+        await until(gw, lambda: ast.logins == 2 and gw.health() == "up", "the new adapter logged in")
+        await until(gw, lambda: len(ast.actions_named("CoreShowChannels")) > listings, "resynchronised")
+        await asyncio.sleep(0.2)
+        assert states(gw, call.uniqueid) == [("a1", "active", None)]
+
+        await ast.caller_hangup(call)
+        await until(gw, lambda: states(gw, call.uniqueid) == [("a1", "wrap_up", "completed")], "completed")
+    finally:
+        await gw.stop()

@@ -79,9 +79,11 @@ class ContractGateway:
     runner: web.AppRunner | None = None
     base: str = ""
     port: int = 0
+    #: the file the config was read from, if any (then a reload can re-read it)
+    config_path: Path | None = None
 
     async def start(self) -> None:
-        self.app = build_app(self.config, base_dir=self.base_dir)
+        self.app = build_app(self.config, base_dir=self.base_dir, config_path=self.config_path)
         self.runner = web.AppRunner(self.app, shutdown_timeout=5.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.port)
