@@ -1,0 +1,189 @@
+"""The engine's shared state and the small helpers every concern uses.
+
+:class:`EngineState` holds everything the engine knows: the agents (with their open
+sessions), the sessions and interactions, the timers, the waiting lines and the eligibility
+index, the notices for the edges (:attr:`EngineState.outbox`), what changed for the journal,
+the injected clock and id factory. The concern modules (:mod:`.offers`, :mod:`.sessions`,
+:mod:`.transfers`, :mod:`.focus`, :mod:`.agents`, :mod:`.timers`, :mod:`.restore`,
+:mod:`.inbound`) are functions of this one object; :class:`~gateway.engine.Engine` is the
+facade over them. Nothing here does I/O or reads a clock of its own.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..clock import Clock
+from ..config import AgentConfig, CapacityProfile, GatewayConfig, QueueConfig
+from ..errors import Forbidden, InvalidState, NotFound
+from ..interactions import Interaction, InteractionKey, VendorCapabilities
+from ..notices import Decision, Notice, SessionChanged, ToAgent, ToVendor, VendorAction
+from ..persistence import StateDict
+from ..router import EligibilityIndex, WaitingLists
+from ..sessions import Session, SessionState
+from ..state import StateStore
+
+
+class Timer(StrEnum):
+    OFFER = "offer"
+    WRAP = "wrap"
+    WAIT = "wait"
+    GRACE = "grace"
+    #: while focus time counts: note in the journal that the gateway is alive (see restore)
+    CHECKPOINT = "checkpoint"
+
+
+#: a pending timer: (deadline, sequence, kind, reference: session id, interaction key or agent id)
+TimerEntry = tuple[float, int, Timer, Any]
+
+
+@dataclass(slots=True)
+class AgentEntry:
+    config: AgentConfig
+    profile: CapacityProfile
+    open_sessions: dict[str, Session] = field(default_factory=dict)
+    focused: str | None = None
+    #: (time, sequence) of becoming ready or of the last offer: longest_idle sorts on it
+    idle_since: tuple[float, int] = (0.0, 0)
+    desktop_connected: bool = False
+    grace_deadline: float | None = None
+    #: removed from the configuration by a reload while it held sessions: they finish
+    #: normally, it takes no new work, and it goes when the last one closes
+    retiring: bool = False
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        return () if self.retiring else tuple(self.config.queues)
+
+
+@dataclass(slots=True, eq=False)
+class EngineState:
+    """Everything one engine knows; every concern reads and changes it through this object."""
+
+    config: GatewayConfig
+    clock: Clock
+    store: StateStore
+    new_id: Callable[[], str]
+    caps: dict[str, VendorCapabilities]
+    dedup_window: float
+    closed_retention: float
+    grace_s: float
+    checkpoint_s: float
+    queues: dict[str, QueueConfig]
+    agents: dict[str, AgentEntry]
+    index: EligibilityIndex
+    waiting: WaitingLists = field(default_factory=WaitingLists)
+    sessions: dict[str, Session] = field(default_factory=dict)
+    interactions: dict[InteractionKey, Interaction] = field(default_factory=dict)
+    dedup: OrderedDict[tuple[str, str], tuple[float, Decision]] = field(default_factory=OrderedDict)
+    # what ended, oldest first, for pruning: (at, object)
+    finished_interactions: deque[tuple[float, Interaction]] = field(default_factory=deque)
+    finished_sessions: deque[tuple[float, Session]] = field(default_factory=deque)
+    timers: list[TimerEntry] = field(default_factory=list)
+    timer_seq: int = 0
+    idle_seq: int = 0
+    checkpoint_at: float | None = None
+    alive_due: bool = False
+    outbox: list[Notice] = field(default_factory=list)
+    # what changed since the last take_changes(), for the journal
+    dirty_sessions: dict[str, Session] = field(default_factory=dict)
+    dirty_interactions: dict[InteractionKey, Interaction] = field(default_factory=dict)
+    dirty_agents: set[str] = field(default_factory=set)
+    new_events: list[StateDict] = field(default_factory=list)
+    #: agents whose presence or load changed (for adapters that mirror it to their CMS)
+    touched: set[str] = field(default_factory=set)
+    #: reloads applied (journaled, so it survives restarts) and when the last one was
+    generation: int = 0
+    reloaded_at: float | None = None
+    #: removed agents that still hold sessions: id -> {"agent": ..., "profile": ...}
+    #: (journaled: a restart on the new file keeps them until their sessions close)
+    retired: dict[str, StateDict] = field(default_factory=dict)
+    config_dirty: bool = False
+
+
+def account_id_of(attributes: Mapping[str, Any]) -> str | None:
+    value = attributes.get("account_id")
+    return str(value)[:256] if value not in (None, "") else None
+
+
+# ---------------------------------------------------------------------- lookups
+
+
+def live_sessions(st: EngineState, interaction: Interaction) -> Iterator[Session]:
+    for session_id in (interaction.holder, interaction.pending):
+        session = st.sessions.get(session_id) if session_id else None
+        if session is not None and session.state in (SessionState.OFFERED, SessionState.ACTIVE):
+            yield session
+
+
+def find_agent(st: EngineState, agent_id: str) -> AgentEntry:
+    agent = st.agents.get(agent_id)
+    if agent is None:
+        raise NotFound(f"no agent {agent_id!r}", code="unknown_agent")
+    return agent
+
+
+def authorize(agent_id: str, actor: str | None) -> None:
+    if actor is not None and actor != agent_id:
+        raise Forbidden(f"agent {actor} may not act for agent {agent_id}", code="forbidden")
+
+
+def own_session(st: EngineState, session_id: str, actor: str | None) -> Session:
+    session = st.sessions.get(session_id)
+    if session is None:
+        raise NotFound(f"no session {session_id!r}", code="session_not_found")
+    if actor is not None and session.agent_id != actor:
+        raise Forbidden(f"session {session_id} is not agent {actor}'s", code="forbidden")
+    return session
+
+
+def workable(st: EngineState, session_id: str, actor: str | None) -> Session:
+    """A session the agent may still write on: active or in wrap-up."""
+    session = own_session(st, session_id, actor)
+    if session.state not in (SessionState.ACTIVE, SessionState.WRAP_UP):
+        raise InvalidState(
+            f"session {session_id} is {session.state.value}, not active or in wrap-up",
+            code="session_not_active",
+        )
+    return session
+
+
+def interaction_of(st: EngineState, session: Session) -> Interaction | None:
+    if session.vendor is None or session.interaction_id is None:
+        return None
+    return st.interactions.get((session.vendor, session.interaction_id))
+
+
+# ---------------------------------------------------------------------- notices
+
+
+def changed(
+    st: EngineState, session: Session, transition: str, now: float, *, message: str = "session.updated", **extra: Any
+) -> None:
+    body = session.as_dict(now)
+    st.dirty_sessions[session.id] = session
+    st.outbox.append(SessionChanged(transition, body))
+    st.outbox.append(ToAgent(session.agent_id, {"type": message, "session": body, **extra}))
+
+
+def to_agent(st: EngineState, agent_id: str, message_type: str, /, **fields: Any) -> None:
+    st.outbox.append(ToAgent(agent_id, {"type": message_type, **fields}))
+
+
+def to_vendor(
+    st: EngineState,
+    interaction: Interaction,
+    action: VendorAction,
+    *,
+    session: Session,
+    source: Session | None = None,
+    **fields: Any,
+) -> None:
+    data: dict[str, Any] = {"agent_id": session.agent_id, "session_id": session.id, **fields}
+    if source is not None:
+        data.update(from_agent_id=source.agent_id, from_session_id=source.id)
+    st.outbox.append(ToVendor(interaction.vendor, interaction.interaction_id, action, data))

@@ -1,0 +1,189 @@
+"""Vendor events: offers (see :mod:`.offers`), ends, customer messages, updates, and the
+vendor-side accept and decline; the event-id deduplication."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import InvalidState, NotFound
+from ..events import Event, EventType
+from ..interactions import Interaction, Phase
+from ..notices import Decision, DecisionKind, Routed
+from ..persistence import decision_to_state
+from ..sessions import Account, AccountState, Outcome, Session, SessionState
+from . import core, offers, sessions, timers
+from .core import EngineState
+
+#: chat messages kept per interaction, for agents who get it later
+MAX_TRANSCRIPT = 100
+
+
+def handle_event(st: EngineState, event: Event) -> Decision:
+    """Apply one normalized vendor event and return the decision for it.
+
+    Offers get ``assigned``, ``rejected`` (with reason) or ``queued``; other events get
+    ``accepted``. A repeated ``(vendor, event_id)`` gets ``duplicate`` with the first
+    answer, and changes nothing.
+    """
+    now = timers.fire_due(st)
+    seen = st.dedup.get(event.key)
+    body = event.model_dump(mode="json")
+    if seen is not None:
+        decision = Decision(DecisionKind.DUPLICATE, original=seen[1])
+        _routed(st, event, body, decision)
+        return decision
+    if event.type is EventType.OFFER:
+        decision = offers.offer(st, event, now)
+    elif event.type is EventType.END:
+        decision = _vendor_end(st, event, now)
+    elif event.type is EventType.MESSAGE:
+        decision = _vendor_message(st, event, now)
+    elif event.type is EventType.ACCEPT:
+        decision = _vendor_accept(st, event, now)
+    elif event.type is EventType.DECLINE:
+        decision = _vendor_decline(st, event, now)
+    else:
+        decision = _vendor_update(st, event, now)
+    st.dedup[event.key] = (now, decision)
+    st.new_events.append(
+        {
+            "vendor": event.vendor,
+            "event_id": event.event_id,
+            "at": now,
+            "type": event.type.value,
+            "interaction_id": event.interaction_id,
+            "event": body,
+            "decision": decision_to_state(decision),
+        }
+    )
+    _routed(st, event, body, decision)
+    return decision
+
+
+def _routed(st: EngineState, event: Event, body: dict[str, Any], decision: Decision) -> None:
+    st.outbox.append(
+        Routed(
+            event.vendor,
+            event.event_id,
+            event.type.value,
+            event.interaction_id,
+            event.channel.value if event.channel else None,
+            decision,
+            body,
+        )
+    )
+
+
+def _vendor_end(st: EngineState, event: Event, now: float) -> Decision:
+    interaction = _interaction(st, event)
+    if interaction.phase is Phase.WAITING:
+        st.waiting.remove(interaction.key)
+        sessions.finish(st, interaction, now)
+    elif interaction.phase is not Phase.DONE:
+        sessions.finish(st, interaction, now)  # first, so that withdrawn offers are not re-routed
+        for session_id in (interaction.pending, interaction.holder):
+            session = st.sessions.get(session_id) if session_id else None
+            if session is None:
+                continue
+            if session.state is SessionState.OFFERED:
+                offers.withdraw(st, session, Outcome.ABANDONED, now)
+            elif session.state is SessionState.ACTIVE:
+                sessions.end_session(st, session, Outcome.COMPLETED, now)
+        interaction.holder = interaction.pending = None
+    return Decision(DecisionKind.ACCEPTED)
+
+
+def _vendor_message(st: EngineState, event: Event, now: float) -> Decision:
+    """A customer's message: kept in the interaction's transcript (bounded) and shown on
+    the desktop holding it; an agent offered the interaction later (re-route, transfer,
+    a waiting queue) gets the transcript with the offer."""
+    interaction = _interaction(st, event)
+    message = {
+        "text": event.text,
+        "sender": "customer",
+        "customer": event.customer.model_dump() if event.customer else None,
+        "at": event.occurred_at.isoformat().replace("+00:00", "Z"),
+    }
+    keep_in_transcript(st, interaction, message)
+    for session in core.live_sessions(st, interaction):
+        # the desktop alerts unless the agent is looking at that very session
+        alert = st.agents[session.agent_id].focused != session.id
+        core.to_agent(st, session.agent_id, "chat.message", session_id=session.id, alert=alert, **message)
+    return Decision(DecisionKind.ACCEPTED)
+
+
+def keep_in_transcript(st: EngineState, interaction: Interaction, message: dict[str, Any]) -> None:
+    interaction.transcript.append(message)
+    del interaction.transcript[:-MAX_TRANSCRIPT]
+    st.dirty_interactions[interaction.key] = interaction
+
+
+def _vendor_update(st: EngineState, event: Event, now: float) -> Decision:
+    interaction = _interaction(st, event)
+    if event.customer is not None:
+        interaction.customer = event.customer
+    if event.subject is not None:
+        interaction.subject = event.subject
+    account_id = core.account_id_of(event.attributes)
+    if account_id is not None:
+        interaction.account_id = account_id
+    st.dirty_interactions[interaction.key] = interaction
+    for session in core.live_sessions(st, interaction):
+        if event.customer is not None:
+            session.customer = event.customer
+        if event.subject is not None:
+            session.subject = event.subject
+        if account_id is not None and session.account.state is not AccountState.CONFIRMED:
+            session.account = Account(AccountState.IDENTIFIED, account_id)
+        core.changed(st, session, "updated", now)
+    return Decision(DecisionKind.ACCEPTED)
+
+
+def _vendor_accept(st: EngineState, event: Event, now: float) -> Decision:
+    """The vendor says the agent answered (a phone's 200 OK, AMI ``AgentConnect``): the
+    offered session becomes active, as if the desktop had accepted it. Already active on
+    that agent: nothing to do (the desktop was quicker)."""
+    interaction = _interaction(st, event)
+    session = _vendor_offered(st, interaction, event)
+    if session is None:
+        if any(s.state is SessionState.ACTIVE for s in _vendor_matching(st, interaction, event)):
+            return Decision(DecisionKind.ACCEPTED)
+        raise InvalidState(
+            f"interaction {event.interaction_id!r} has no offered session to accept", code="session_not_offered"
+        )
+    sessions.activate(st, session, now, echo=False)
+    return Decision(DecisionKind.ACCEPTED)
+
+
+def _vendor_decline(st: EngineState, event: Event, now: float) -> Decision:
+    """The vendor says the agent did not answer or refused: the offer is declined (an
+    untargeted interaction is re-routed excluding that agent, a targeted one rejected)."""
+    interaction = _interaction(st, event)
+    session = _vendor_offered(st, interaction, event)
+    if session is None:
+        raise InvalidState(
+            f"interaction {event.interaction_id!r} has no offered session to decline", code="session_not_offered"
+        )
+    offers.withdraw(st, session, Outcome.DECLINED, now)
+    return Decision(DecisionKind.ACCEPTED)
+
+
+def _vendor_matching(st: EngineState, interaction: Interaction, event: Event) -> Iterator[Session]:
+    for session in core.live_sessions(st, interaction):
+        if event.agent_id is None or session.agent_id == event.agent_id:
+            yield session
+
+
+def _vendor_offered(st: EngineState, interaction: Interaction, event: Event) -> Session | None:
+    return next((s for s in _vendor_matching(st, interaction, event) if s.state is SessionState.OFFERED), None)
+
+
+def _interaction(st: EngineState, event: Event) -> Interaction:
+    interaction = st.interactions.get(event.interaction_key)
+    if interaction is None:
+        raise NotFound(
+            f"no interaction {event.interaction_id!r} of vendor {event.vendor!r}",
+            code="interaction_not_found",
+        )
+    return interaction
