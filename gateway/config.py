@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from .events import ALL_CHANNELS, Channel
-from .store_url import parse_store_url
+from .store_url import parse_records_url, parse_store_url, records_problem
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 _SHA256 = r"^[0-9a-fA-F]{64}$"
@@ -225,6 +225,20 @@ class StoreConfig(_Strict):
         return url
 
 
+class RecordsConfig(_Strict):
+    """Where the session records of several instances go (PostgreSQL); README, "Running
+    several instances". The embedded store keeps them in its journal and refuses this section."""
+
+    #: Checked by :func:`gateway.store_url.parse_records_url`, the validator ``run`` uses too.
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _usable(cls, url: str) -> str:
+        parse_records_url(url)  # ValueError: reported at the url's line
+        return url
+
+
 @dataclass(frozen=True, slots=True)
 class Known:
     """The agents and queues a configuration defines: what vendor settings (an adapter's
@@ -254,6 +268,8 @@ class VendorConfig(BaseModel):
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    #: the session records on PostgreSQL (several instances only; see :class:`RecordsConfig`)
+    records: RecordsConfig | None = None
     capacity_profiles: dict[str, CapacityProfile]
     queues: list[QueueConfig] = Field(default_factory=list)
     agents: list[AgentConfig] = Field(default_factory=list)
@@ -281,6 +297,13 @@ def reference_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     are malformed are skipped here (they are reported by the model's validation).
     """
     problems: list[tuple[Loc, str]] = []
+    store = data.get("store")
+    store_url = store.get("url", StoreConfig().url) if isinstance(store, Mapping) else StoreConfig().url
+    if (store is None or isinstance(store, Mapping)) and isinstance(store_url, str):
+        problem = records_problem(store_url, data.get("records") is not None)
+        if problem is not None:
+            where, message = problem
+            problems.append(((where,) if where == "records" else ("store", "url"), message))
     queues = _entries(data.get("queues"))
     agents = _entries(data.get("agents"))
     profiles = data.get("capacity_profiles")
@@ -338,6 +361,7 @@ __all__ = [
     "OnFull",
     "QueueConfig",
     "QueuePolicy",
+    "RecordsConfig",
     "ServerConfig",
     "StoreConfig",
     "VendorConfig",

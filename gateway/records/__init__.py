@@ -2,10 +2,13 @@
 
 * :class:`SqliteJournal` - the embedded store (``store: sqlite:///...``), WAL + group commit.
 * :class:`MemoryJournal` - ``store: memory://``, for tests and demos: nothing survives the process.
+* :class:`PostgresJournal` - ``records: {url: postgresql://...}``, the session records of
+  several instances (same schema and content as SQLite's).
 * :func:`open_journal` - the journal a ``store.url`` names (not opened yet: call ``open()``).
+* :func:`open_records` - the records store a ``records.url`` names (not opened yet).
 * :mod:`gateway.records.report` - report columns, rows, CSV and JSON.
 
-Both journals implement :class:`gateway.persistence.Journal`.
+Every journal implements :class:`gateway.persistence.Journal`.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..persistence import Journal
-from ..store_url import parse_store_url
+from ..store_url import parse_records_url, parse_store_url
 from ._common import JournalSchemaError, JournalUnavailable
 from .lock import JournalLocked
 from .memory import MemoryJournal
+from .postgres import PostgresJournal
 from .report import REPORT_COLUMNS, report_row, report_rows, to_csv, to_json
 from .sqlite import SCHEMA_VERSION, JournalStats, SqliteJournal
 
@@ -29,8 +33,10 @@ __all__ = [
     "JournalLocked",
     "JournalUnavailable",
     "MemoryJournal",
+    "PostgresJournal",
     "SqliteJournal",
     "open_journal",
+    "open_records",
     "report_row",
     "report_rows",
     "sqlite_path",
@@ -81,3 +87,13 @@ def open_journal(url: str, *, base_dir: Path | None = None) -> Journal:
     path, options = sqlite_path(url, base_dir=base_dir)
     synchronous = options.get("synchronous", "normal").upper()
     return SqliteJournal(path, synchronous="FULL" if synchronous == "FULL" else "NORMAL")
+
+
+def open_records(url: str) -> PostgresJournal:
+    """The records store for ``records.url`` (not opened yet). Raises :class:`ConfigError` if
+    unusable, with the words of ``check-config`` (:func:`gateway.store_url.parse_records_url`)."""
+    try:
+        where = parse_records_url(url)
+    except ValueError as exc:
+        raise ConfigError([f"records.url: {exc}"]) from None
+    return PostgresJournal(where)

@@ -1,6 +1,7 @@
 """The journals on real SQLite files: the Journal contract, group commit, failures, crashes.
 
-Contract tests run against both :class:`SqliteJournal` and :class:`MemoryJournal`. The
+Contract tests run against :class:`SqliteJournal`, :class:`MemoryJournal` and
+:class:`PostgresJournal` (a real PostgreSQL server; tests/peers/postgres.py). The
 SQLite-only tests hold the database's write lock from a second, plain ``sqlite3``
 connection to stall the writer deterministically (a real lock, as another process would
 hold it), and the crash test SIGKILLs a committing child process.
@@ -32,6 +33,7 @@ from gateway.records import (
     MemoryJournal,
     SqliteJournal,
     open_journal,
+    open_records,
     sqlite_path,
 )
 from gateway.records import sqlite as sqlite_module
@@ -115,11 +117,16 @@ def assert_not_ready(exc: BaseException, text: str = "") -> None:
 Factory = Callable[[], Journal]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def make_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
-    """A factory: each call is a fresh instance on the same storage (a restart)."""
+    """A factory: each call is a fresh instance on the same storage (a restart).
+
+    ``postgres``: :class:`PostgresJournal` on a new database of a real PostgreSQL server."""
     if request.param == "sqlite":
         return lambda: SqliteJournal(tmp_path / "journal.db")
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return lambda: open_records(url)
     memory = MemoryJournal()
     return lambda: memory
 
