@@ -68,6 +68,22 @@ class Metrics:
             "Times the state was rebuilt from the journal after a failed write or an internal error",
             registry=self.registry,
         )
+        # the shared store (store: redis://); absent with the embedded journal
+        self.store_up = Gauge(
+            "cti_gateway_store_up",
+            "1 while the shared store (Redis) answers this instance; 0 while it does not",
+            registry=self.registry,
+        )
+        self.log_lag_entries = Gauge(
+            "cti_gateway_log_lag_entries",
+            "Entries of the shared log appended but not yet applied by this instance (at the scrape)",
+            registry=self.registry,
+        )
+        self.log_lag_seconds = Gauge(
+            "cti_gateway_log_lag_seconds",
+            "Time between the newest entry of the shared log and the last one this instance applied",
+            registry=self.registry,
+        )
         self.config_generation = Gauge(
             "cti_gateway_config_generation",
             "Configuration reloads applied (0: the file as read at the first start; kept across restarts)",

@@ -37,6 +37,7 @@ import structlog
 from adapters.base import Adapter, AdapterConfig, Health
 from adapters.registry import AdapterRegistry
 
+from . import commands
 from .config import GatewayConfig, Known
 from .config_loader import load_config
 from .errors import ConfigError, GatewayError
@@ -172,7 +173,7 @@ class Reloader:
         runtime = self.runtime
         old_caps = runtime.engine.vendor_capabilities()
         try:
-            summary = await runtime.act(lambda engine: engine.reconfigure(new, vendor_capabilities=caps))
+            summary = await runtime.act(commands.reconfigure(new, caps))
         except GatewayError as exc:
             # not journaled (or not known to be): a rebuild takes the state from the journal
             # with the configuration that is still in force

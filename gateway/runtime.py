@@ -1,7 +1,8 @@
 """The runtime: the engine made safe to drive from asyncio, with durability and delivery.
 
-Every change to the engine goes through :meth:`Runtime.act` (or :meth:`Runtime.submit`
-for vendor events): the engine call runs (synchronously, so no two interleave), its changes
+Every change to the engine is a :class:`~gateway.commands.Command` that goes through
+:meth:`Runtime.act` (or :meth:`Runtime.submit` for vendor events): the command is applied
+(:func:`gateway.commands.apply`, synchronously, so no two interleave), its changes
 are handed to the journal, and only once they are durable are its notices delivered
 (desktops, vendors, the supervisor stream) and the caller answered. Journal writes are
 group-committed, so concurrent callers share transactions while each still waits for its
@@ -16,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
 from adapters.base import Adapter, Health
 
+from . import commands
 from .clock import Clock
+from .commands import Command
 from .engine import Engine
 from .errors import GatewayError, InvalidEvent
 from .events import Channel, Event
@@ -31,8 +34,6 @@ from .metrics import Metrics
 from .notices import Decision, Notice, PresenceChanged, Routed, SessionChanged, ToAgent, ToVendor
 from .oplog import log_notice
 from .persistence import Changes, Journal
-
-T = TypeVar("T")
 
 log = structlog.get_logger("cti_gateway.runtime")
 
@@ -127,7 +128,7 @@ class Runtime:
             vendor=event.vendor, interaction_id=event.interaction_id, event_id=event.event_id
         ):
             try:
-                decision = await self.act(lambda engine: engine.handle_event(event))
+                decision: Decision = await self.act(commands.event(event))
             except Unstorable as exc:
                 raise InvalidEvent("body", exc.message) from None
             self.metrics.observe_routing(event, decision, self._clock.now() - started)
@@ -189,8 +190,11 @@ class Runtime:
 
     # ------------------------------------------------------------------ the one way in
 
-    async def act(self, call: Callable[[Engine], T]) -> T:
-        """Run one engine call, journal what it changed, then deliver and return its result.
+    async def act(self, command: Command | Callable[[Engine], Any]) -> Any:
+        """Apply one command, journal what it changed, then deliver and return its result.
+
+        (A plain engine call instead of a command is taken too, by this embedded runtime
+        only: tests and tools use it; the replicated runtime takes commands alone.)
 
         Nothing is answered before it is durable: every call, one that changed nothing
         included (a ``duplicate``, a read made through here), returns only once the
@@ -215,7 +219,7 @@ class Runtime:
             result: Any = None
             engine = self.engine
             try:
-                result = call(engine)
+                result = commands.apply(engine, command) if isinstance(command, Command) else command(engine)
             except GatewayError as exc:
                 error = exc
             except Exception:  # an engine bug: whatever it changed half-way is undone
@@ -245,7 +249,7 @@ class Runtime:
             self._wake.set()
             if error is not None:
                 raise error
-            return result  # type: ignore[no-any-return]
+            return result
         finally:
             self._inflight -= 1
             if self._inflight == 0:
@@ -411,7 +415,7 @@ class Runtime:
                     await asyncio.wait_for(self._wake.wait(), delay)
                 continue
             try:
-                await self.act(lambda engine: engine.tick())
+                await self.act(commands.tick())
             except NotReady:
                 # until the state is rebuilt (which wakes us) or the gateway takes requests
                 with contextlib.suppress(TimeoutError):
@@ -453,6 +457,9 @@ class Runtime:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._timer_task = self._vendor_task = self._recovery = None
+
+    async def refresh_metrics(self) -> None:
+        """Gauges read when /metrics is scraped (the embedded journal has none)."""
 
     async def check_ready(self) -> dict[str, Any]:
         """Readiness: taking requests, the state matches the journal, the journal answers and

@@ -28,15 +28,13 @@ them is closed with 4008 "too slow" and may reconnect for a fresh ``hello``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from gateway.engine import Engine
+from gateway import commands
 from gateway.errors import GatewayError
-from gateway.sessions import Session
 
 from .auth import ApiError, Principal
 from .context import ApiContext
@@ -97,17 +95,15 @@ class AgentSocket:
         hub = self.runtime.hub
         outbox = SocketOutbox(settings.ws_queue_size, name=f"agent:{agent_id}")
 
-        def join(e: Engine) -> dict[str, Any]:
-            first = hub.add(agent_id, outbox)
-            # one agent, a bounded number of desktops: the newest wins, the oldest are closed
-            for old in hub.trim(agent_id, settings.max_desktops_per_agent):
-                if isinstance(old, SocketOutbox):
-                    old.evict(CLOSE_REPLACED, b"replaced by a newer desktop")
-                log.info("desktop_replaced", agent_id=agent_id, limit=settings.max_desktops_per_agent)
-            return e.desktop_connected(agent_id) if first else e.agent(agent_id)
-
+        first = hub.add(agent_id, outbox)
+        # one agent, a bounded number of desktops: the newest wins, the oldest are closed
+        for old in hub.trim(agent_id, settings.max_desktops_per_agent):
+            if isinstance(old, SocketOutbox):
+                old.evict(CLOSE_REPLACED, b"replaced by a newer desktop")
+            log.info("desktop_replaced", agent_id=agent_id, limit=settings.max_desktops_per_agent)
         try:
-            snapshot = await self.runtime.act(join)
+            # (no await before the runtime applies it: nothing interleaves with the hub change)
+            snapshot = await self.runtime.act(commands.desktop_connected(agent_id, first))
         except BaseException:
             await self._leave(agent_id, outbox)
             raise
@@ -133,13 +129,9 @@ class AgentSocket:
         """Unregister the socket; the agent's last one starts the disconnect grace period."""
         hub = self.runtime.hub
 
-        def leave(e: Engine) -> None:
-            # (an agent a reload removed is gone: nothing to record)
-            if hub.remove(agent_id, outbox) and e.has_agent(agent_id):
-                e.desktop_disconnected(agent_id)
-
         try:
-            await self.runtime.act(leave)
+            if hub.remove(agent_id, outbox):
+                await self.runtime.act(commands.desktop_disconnected(agent_id))
         except asyncio.CancelledError:
             hub.remove(agent_id, outbox)
             raise
@@ -193,48 +185,30 @@ class AgentSocket:
         """Run one client message as the agent; returns the extra fields of its ack."""
         act = self.runtime.act
         actor = agent_id
-        as_session = self._session_ack
         if kind == "ping":
             return {}
         if kind == "presence":
-            await act(lambda e: e.set_presence(agent_id, body.state, body.reason, actor=actor))
+            await act(commands.presence(agent_id, body.state, body.reason, actor))
             return {}
-        if kind == "accept":
-            return await as_session(lambda e: e.accept(body.session_id, actor=actor))
-        if kind == "decline":
-            return await as_session(lambda e: e.decline(body.session_id, actor=actor))
-        if kind == "end":
-            return await as_session(lambda e: e.end(body.session_id, actor=actor))
-        if kind == "focus":
-            return await as_session(lambda e: e.focus(agent_id, body.session_id, actor=actor))
-        if kind == "new_session":
-            return await as_session(lambda e: e.new_session(agent_id, label=body.label, actor=actor))
-        if kind == "note":
-            return await as_session(lambda e: e.note(body.session_id, body.text, actor=actor))
-        if kind == "confirm_account":
-            return await as_session(lambda e: e.confirm_account(body.session_id, body.account_id, actor=actor))
-        if kind == "reset_account":
-            return await as_session(lambda e: e.reset_account(body.session_id, actor=actor))
-        if kind == "send":
-            return await as_session(lambda e: e.send(body.session_id, body.text, actor=actor))
         if kind == "transfer":
-
-            def transfer(e: Engine) -> dict[str, Any]:
-                target = e.transfer(
-                    body.session_id, to_agent=body.to_agent, to_queue=body.to_queue, mode=body.mode, actor=actor
-                )
-                now = e.clock.now()
-                return {"session": e.session(body.session_id).as_dict(now), "target": target.as_dict(now)}
-
-            result: dict[str, Any] = await act(transfer)
+            result: dict[str, Any] = await act(
+                commands.transfer(body.session_id, body.to_agent, body.to_queue, body.mode, actor)
+            )
             return result
-        raise AssertionError(f"unhandled message type {kind}")  # pragma: no cover - WS_MESSAGES is closed
-
-    async def _session_ack(self, call: Callable[[Engine], Session | None]) -> dict[str, Any]:
-        """Run a session action; the ack carries the session after it (None: no session)."""
-        session = await self.runtime.act(lambda e: _dump(e, call(e)))
-        return {"session": session}
-
-
-def _dump(e: Engine, session: Session | None) -> dict[str, Any] | None:
-    return None if session is None else session.as_dict(e.clock.now())
+        if kind == "focus":
+            focused = await act(commands.focus(agent_id, body.session_id, actor))
+            return {"session": focused["session"]}
+        command = {
+            "accept": lambda: commands.accept(body.session_id, actor),
+            "decline": lambda: commands.decline(body.session_id, actor),
+            "end": lambda: commands.end(body.session_id, actor),
+            "new_session": lambda: commands.new_session(agent_id, body.label, actor),
+            "note": lambda: commands.note(body.session_id, body.text, actor),
+            "confirm_account": lambda: commands.confirm_account(body.session_id, body.account_id, actor),
+            "reset_account": lambda: commands.reset_account(body.session_id, actor),
+            "send": lambda: commands.send(body.session_id, body.text, actor),
+        }.get(kind)
+        if command is None:  # pragma: no cover - WS_MESSAGES is closed
+            raise AssertionError(f"unhandled message type {kind}")
+        # the ack carries the session after the action (None: no session)
+        return {"session": await act(command())}

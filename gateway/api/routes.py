@@ -41,6 +41,8 @@ from typing import Any
 import structlog
 from aiohttp import hdrs, web
 
+from gateway import commands
+from gateway.commands import Command
 from gateway.engine import Engine
 from gateway.errors import GatewayError
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -267,9 +269,7 @@ class RestApi:
         agent_id = request.match_info["id"]
         principal.require_agent(agent_id)
         body: PresenceBody = await _body(request, PresenceBody, self.ctx)
-        agent = await self.runtime.act(
-            lambda e: e.set_presence(agent_id, body.state, body.reason, actor=principal.actor)
-        )
+        agent = await self.runtime.act(commands.presence(agent_id, body.state, body.reason, principal.actor))
         return web.json_response(agent)
 
     async def put_focus(self, request: web.Request) -> web.Response:
@@ -277,31 +277,28 @@ class RestApi:
         agent_id = request.match_info["id"]
         principal.require_agent(agent_id)
         body: FocusBody = await _body(request, FocusBody, self.ctx)
-
-        def call(e: Engine) -> dict[str, Any]:
-            e.focus(agent_id, body.session_id, actor=principal.actor)
-            return e.agent(agent_id)
-
-        return web.json_response(await self.runtime.act(call))
+        focused = await self.runtime.act(commands.focus(agent_id, body.session_id, principal.actor))
+        return web.json_response(focused["agent"])
 
     async def post_session(self, request: web.Request) -> web.Response:
         principal = self.auth(request)
         agent_id = request.match_info["id"]
         principal.require_agent(agent_id)
         body: NewSessionBody = await _body(request, NewSessionBody, self.ctx)
-        session = await self.runtime.act(
-            lambda e: e.new_session(agent_id, label=body.label, actor=principal.actor).as_dict(e.clock.now())
-        )
+        session = await self.runtime.act(commands.new_session(agent_id, body.label, principal.actor))
         return web.json_response(session, status=201)
 
     # ------------------------------------------------------------------ sessions
 
-    def session_action(self, model: type[Any], call: Callable[[Engine, str, Any, str | None], Any]) -> Handler:
+    def session_action(self, model: type[Any], command: Callable[[str, Any, str | None], Command]) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             principal = self.auth(request)
             session_id = request.match_info["id"]
             body = await _body(request, model, self.ctx)
-            result = await self.runtime.act(lambda e: call(e, session_id, body, principal.actor))
+            action = command(session_id, body, principal.actor)
+            result = await self.runtime.act(action)
+            if action.name == "focus":  # the focused session (the command also gives its agent)
+                result = result["session"]
             return web.json_response(result)
 
         return handler
@@ -370,6 +367,7 @@ class RestApi:
     async def metrics(self, request: web.Request) -> web.Response:
         metrics = self.runtime.metrics
         metrics.refresh_gauges(self.engine)
+        await self.runtime.refresh_metrics()
         return web.Response(body=metrics.render(), headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -384,58 +382,23 @@ class RestApi:
 # ============================================================================ session actions
 
 
-def _accept(e: Engine, sid: str, body: SessionBody, actor: str | None) -> dict[str, Any]:
-    return e.accept(sid, actor=actor).as_dict(e.clock.now())
-
-
-def _decline(e: Engine, sid: str, body: SessionBody, actor: str | None) -> dict[str, Any]:
-    return e.decline(sid, actor=actor).as_dict(e.clock.now())
-
-
-def _end(e: Engine, sid: str, body: SessionBody, actor: str | None) -> dict[str, Any]:
-    return e.end(sid, actor=actor).as_dict(e.clock.now())
-
-
-def _focus(e: Engine, sid: str, body: SessionBody, actor: str | None) -> dict[str, Any]:
-    session = e.session(sid, actor=actor)
-    focused = e.focus(session.agent_id, sid, actor=actor)
-    assert focused is not None
-    return focused.as_dict(e.clock.now())
-
-
-def _transfer(e: Engine, sid: str, body: TransferBody, actor: str | None) -> dict[str, Any]:
-    target = e.transfer(sid, to_agent=body.to_agent, to_queue=body.to_queue, mode=body.mode, actor=actor)
-    now = e.clock.now()
-    return {"session": e.session(sid).as_dict(now), "target": target.as_dict(now)}
-
-
-def _note(e: Engine, sid: str, body: NoteBody, actor: str | None) -> dict[str, Any]:
-    return e.note(sid, body.text, actor=actor).as_dict(e.clock.now())
-
-
-def _confirm_account(e: Engine, sid: str, body: ConfirmAccountBody, actor: str | None) -> dict[str, Any]:
-    return e.confirm_account(sid, body.account_id, actor=actor).as_dict(e.clock.now())
-
-
-def _reset_account(e: Engine, sid: str, body: SessionBody, actor: str | None) -> dict[str, Any]:
-    return e.reset_account(sid, actor=actor).as_dict(e.clock.now())
-
-
-def _send(e: Engine, sid: str, body: SendBody, actor: str | None) -> dict[str, Any]:
-    return e.send(sid, body.text, actor=actor).as_dict(e.clock.now())
-
-
-#: action name -> (body model, engine call); POST /v1/sessions/{id}/{action}
-SESSION_ACTIONS: dict[str, tuple[type[Any], Callable[[Engine, str, Any, str | None], Any]]] = {
-    "accept": (SessionBody, _accept),
-    "decline": (SessionBody, _decline),
-    "end": (SessionBody, _end),
-    "focus": (SessionBody, _focus),
-    "transfer": (TransferBody, _transfer),
-    "note": (NoteBody, _note),
-    "confirm_account": (ConfirmAccountBody, _confirm_account),
-    "reset_account": (SessionBody, _reset_account),
-    "send": (SendBody, _send),
+#: action name -> (body model, command); POST /v1/sessions/{id}/{action}
+SESSION_ACTIONS: dict[str, tuple[type[Any], Callable[[str, Any, str | None], Command]]] = {
+    "accept": (SessionBody, lambda sid, body, actor: commands.accept(sid, actor)),
+    "decline": (SessionBody, lambda sid, body, actor: commands.decline(sid, actor)),
+    "end": (SessionBody, lambda sid, body, actor: commands.end(sid, actor)),
+    "focus": (SessionBody, lambda sid, body, actor: commands.focus(None, sid, actor)),
+    "transfer": (
+        TransferBody,
+        lambda sid, body, actor: commands.transfer(sid, body.to_agent, body.to_queue, body.mode, actor),
+    ),
+    "note": (NoteBody, lambda sid, body, actor: commands.note(sid, body.text, actor)),
+    "confirm_account": (
+        ConfirmAccountBody,
+        lambda sid, body, actor: commands.confirm_account(sid, body.account_id, actor),
+    ),
+    "reset_account": (SessionBody, lambda sid, body, actor: commands.reset_account(sid, actor)),
+    "send": (SendBody, lambda sid, body, actor: commands.send(sid, body.text, actor)),
 }
 
 
