@@ -2,9 +2,10 @@
 the HTTP API are wired together.
 
 Resources open in order and close in reverse (aiohttp ``cleanup_ctx``): the journal opens
-and restores first; the runtime starts taking requests; the adapters start taking vendor
-traffic last. On shutdown (SIGTERM) the adapters stop first (no more intake), then the
-runtime finishes what is in flight, then the journal flushes and closes.
+and restores first (then a records store of its own, if configured); the runtime starts
+taking requests; the adapters start taking vendor traffic last. On shutdown (SIGTERM) the
+adapters stop first (no more intake), then the runtime finishes what is in flight, then the
+journal flushes and closes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .errors import ConfigError
 from .interactions import VendorCapabilities
 from .metrics import Metrics
 from .persistence import Journal
-from .records import open_journal
+from .records import open_journal, open_records
 from .reload import Reloader
 from .runtime import Runtime
 from .vendors import ENDPOINTS as ENDPOINTS
@@ -51,6 +52,7 @@ def build_app(
     *,
     clock: Clock | None = None,
     journal: Journal | None = None,
+    records: Journal | None = None,
     base_dir: Path | None = None,
     registry: AdapterRegistry | None = None,
     config_path: str | os.PathLike[str] | None = None,
@@ -73,7 +75,9 @@ def build_app(
         vendor_capabilities={name: vendor_capabilities(cls, settings[name]) for name, cls in adapter_classes.items()},
     )
     journal = journal if journal is not None else open_journal(config.store.url, base_dir=base_dir)
-    runtime = Runtime(engine, journal, clock=clock, metrics=Metrics())
+    if records is None and config.records is not None:
+        records = open_records(config.records.url)
+    runtime = Runtime(engine, journal, clock=clock, metrics=Metrics(), records=records)
 
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[CONFIG] = config
@@ -103,6 +107,7 @@ def build_app(
     setup_web(app)  # /desk, /board and what they read (gateway/web)
 
     app.cleanup_ctx.append(_journal_ctx)
+    app.cleanup_ctx.append(_records_ctx)
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_adapters_ctx)
     return app
@@ -129,6 +134,17 @@ async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
     await journal.open()
     yield
     await journal.close()
+
+
+async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A records store of its own (PostgreSQL) opens after the journal and closes before it."""
+    runtime = app[RUNTIME]
+    if not runtime.separate_records:
+        yield
+        return
+    await runtime.records.open()
+    yield
+    await runtime.records.close()
 
 
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:

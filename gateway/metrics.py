@@ -63,6 +63,13 @@ class Metrics:
             registry=self.registry,
         )
         self.journal_up.set(1)
+        self.records_up = Gauge(
+            "cti_gateway_records_up",
+            "1 while the session records answer: a records store of its own (PostgreSQL), its last "
+            "call reached it; the embedded store, as cti_gateway_journal_up",
+            registry=self.registry,
+        )
+        self.records_up.set(1)  # the runtime binds it to its records store
         self.state_rebuilds = Counter(
             "cti_gateway_state_rebuilds_total",
             "Times the state was rebuilt from the journal after a failed write or an internal error",

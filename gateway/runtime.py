@@ -81,9 +81,15 @@ class Runtime:
         metrics: Metrics,
         hub: DesktopHub | None = None,
         bus: EventBus | None = None,
+        records: Journal | None = None,
     ) -> None:
         self.engine = engine
         self.journal = journal
+        #: where session records and reports are read: the journal itself (embedded store),
+        #: or a records store of its own (``records: {url: postgresql://...}``)
+        self.records: Journal = records if records is not None else journal
+        #: whether :attr:`records` is a store of its own (opened, pinged and shown apart)
+        self.separate_records = records is not None and records is not journal
         self._clock = clock
         self.metrics = metrics
         self.hub = hub or DesktopHub()
@@ -110,6 +116,7 @@ class Runtime:
         self.recoveries = 0
         #: adapters' durable bookkeeping (e.g. IMAP UIDVALIDITY), journaled under meta keys
         self._adapter_state: dict[str, Any] = {}
+        metrics.records_up.set_function(self._records_up)
 
     # ------------------------------------------------------------------ AdapterHost
 
@@ -461,16 +468,32 @@ class Runtime:
     async def refresh_metrics(self) -> None:
         """Gauges read when /metrics is scraped (the embedded journal has none)."""
 
+    def _records_up(self) -> float:
+        """``cti_gateway_records_up``: a records store of its own: whether its last call
+        reached it; else the journal's (as ``cti_gateway_journal_up``)."""
+        if self.separate_records:
+            return 1.0 if getattr(self.records, "healthy", True) else 0.0
+        return 1.0 if self._consistent else 0.0
+
     async def check_ready(self) -> dict[str, Any]:
-        """Readiness: taking requests, the state matches the journal, the journal answers and
-        every adapter is up; with each vendor's details (:meth:`Adapter.describe`) and
-        warnings (:meth:`Adapter.warnings`)."""
+        """Readiness: taking requests, the state matches the journal, the journal (and a
+        records store of its own) answers and every adapter is up; with each vendor's
+        details (:meth:`Adapter.describe`) and warnings (:meth:`Adapter.warnings`)."""
         store = await self.journal.ping()
+        records = await self.records.ping() if self.separate_records else store and self._consistent
         adapters = {name: adapter.health.value for name, adapter in self.adapters.items()}
-        ok = store and self._accepting and self._consistent and all(h == Health.UP.value for h in adapters.values())
+        ok = (
+            store
+            and records
+            and self._accepting
+            and self._consistent
+            and all(h == Health.UP.value for h in adapters.values())
+        )
         checks: dict[str, Any] = {
             "ready": ok,
             "store": "up" if store and self._consistent else "down",
+            # the session records (reports): the journal's own, or the records store's
+            "records": "up" if records else "down",
             "adapters": adapters,
             "accepting": self._accepting,
             # details: what each vendor can do, its callbacks, and what its settings leave out

@@ -311,7 +311,7 @@ class RestApi:
             if not principal.may_act_for(session.agent_id):
                 raise ApiError(403, "forbidden", f"session {session_id} is not agent {principal.agent_id}'s")
             return web.json_response(session.as_dict(self._now()))
-        state = await self.runtime.journal.record(session_id)
+        state = await self.runtime.records.record(session_id)
         if state is None:
             raise ApiError(404, "session_not_found", f"no session {session_id!r}")
         record = state["record"]
@@ -329,7 +329,7 @@ class RestApi:
             raise ApiError(400, "invalid_request", "format: json or csv", field="format")
         start = _time_param(request, "from")
         end = _time_param(request, "to")
-        rows = report_rows(await self.runtime.journal.records(start=start, end=end))
+        rows = report_rows(await self.runtime.records.records(start=start, end=end))
         if fmt == "csv":
             return web.Response(
                 text=to_csv(rows),
@@ -358,6 +358,8 @@ class RestApi:
         reasons = []
         if checks.get("store") != "up":
             reasons.append("store down")
+        if checks.get("records") != "up" and checks.get("store") == "up":
+            reasons.append("records store down")
         if not checks.get("accepting"):
             reasons.append("not taking requests")
         if down:

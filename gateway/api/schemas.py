@@ -194,6 +194,9 @@ class Ready(_Out):
     status: Literal["ready"]
     ready: bool
     store: Literal["up", "down"]
+    records: Literal["up", "down"] = Field(
+        description="the session records (reports): the journal's own, or a records store of its own (PostgreSQL)"
+    )
     adapters: dict[str, Literal["up", "down"]]
     accepting: bool
     vendors: dict[str, dict[str, Any]] = Field(
