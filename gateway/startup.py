@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterable
 
 from .config import GatewayConfig
+from .store_url import parse_records_url
 
 __all__ = ["SAMPLE_SECRETS", "SAMPLE_TOKENS", "banner", "exposed_warning", "is_loopback", "sample_credentials"]
 
@@ -77,7 +78,8 @@ def banner(
     base = f"http://{_url_host(host)}:{port}"
     where = " (all addresses)" if host in _WILDCARDS else ""
     lines = [
-        f"cti-gateway {version} listening on {base}{where} (config {config_path}, store {config.store.url})",
+        f"cti-gateway {version} listening on {base}{where} (config {config_path}, store {config.store.url}"
+        + (f", records {parse_records_url(config.records.url).describe()})" if config.records else ")"),
         f"  agent desktops: ws://{_url_host(host)}:{port}/v1/agents/{{id}}/ws   "
         f"supervisor stream: ws://{_url_host(host)}:{port}/v1/events/ws",
     ]

@@ -1,4 +1,5 @@
-"""What every journal shares: JSON encoding, checking and flattening :class:`Changes`, errors.
+"""What every journal shares: JSON encoding, checking and flattening :class:`Changes`, errors,
+and the group-commit writer (:class:`GroupCommit`).
 
 :func:`prepare` runs in the caller of ``commit()``: it validates the state dicts and encodes
 them to JSON *at that moment*, so that
@@ -11,10 +12,12 @@ them to JSON *at that moment*, so that
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,3 +191,192 @@ def check_range(start: float | None, end: float | None, limit: int | None) -> No
     for name, value in (("start", start), ("end", end)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"{name} must be epoch seconds or None, got {value!r}")
+
+
+# ---------------------------------------------------------------------------- group commit
+
+
+@dataclass(slots=True)
+class JournalStats:
+    """Counters, for tests, benchmarks and metrics."""
+
+    #: commits acknowledged (their futures resolved with success)
+    commits: int = 0
+    #: transactions committed (each holds one or more commits)
+    transactions: int = 0
+    #: transactions that failed (each failing every commit it held)
+    failed_transactions: int = 0
+    #: commits failed by a failed transaction
+    failed_commits: int = 0
+    #: rows written (after merging rows with the same key inside a transaction)
+    rows: int = 0
+    #: most commits ever held by one transaction
+    largest_batch: int = 0
+
+
+class _Stop:
+    """Queue sentinel: the writer exits once it reaches it."""
+
+
+class GroupCommit:
+    """The group-commit writer of a journal (SQLite's and PostgreSQL's alike).
+
+    Callers of :meth:`submit` queue their encoded rows and wait on a future. One writer task
+    takes *everything* queued at once, merges it by key (the later row winning) and hands it
+    to ``write`` (one transaction), then resolves the futures in queue order. If ``write``
+    raises, each of those futures gets a :class:`JournalUnavailable` (``not_ready``,
+    retryable), and so does every commit queued behind them at that moment (made after the
+    failed ones, it may build on them); ``on_failure(batch, behind, exc)`` is told. The
+    writer goes on with later commits. The queue is bounded (``max_pending`` commits not yet
+    resolved: beyond it :meth:`submit` fails at once); each wait is bounded by
+    ``commit_timeout_s`` (a commit that timed out stays queued and may still be written).
+    ``what`` names the store in messages (``journal``, ``records store``).
+    """
+
+    def __init__(
+        self,
+        write: Callable[[Merged], Awaitable[None]],
+        *,
+        what: str,
+        stats: JournalStats,
+        max_pending: int,
+        commit_timeout_s: float,
+        on_failure: Callable[[int, int, BaseException], None] | None = None,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be >= 1")
+        self._write = write
+        self.what = what
+        self.stats = stats
+        self.max_pending = max_pending
+        self.commit_timeout_s = commit_timeout_s
+        self._on_failure = on_failure
+        self._queue: deque[tuple[Prepared, asyncio.Future[None]] | _Stop] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: commits queued or being written, not yet resolved
+        self.pending = 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def queue(self) -> deque[tuple[Prepared, asyncio.Future[None]] | _Stop]:
+        """Commits waiting for the writer (not those it is writing), for tests."""
+        return self._queue
+
+    def start(self, name: str) -> None:
+        self._queue = deque()
+        self.pending = 0
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=name)
+
+    async def stop(self) -> None:
+        """Write every commit already queued, then end the writer."""
+        task = self._task
+        if task is None:
+            return
+        assert self._wakeup is not None
+        self._queue.append(_Stop())
+        self._wakeup.set()
+        try:
+            await task
+        finally:
+            self._task = None
+
+    async def submit(self, rows: Prepared) -> None:
+        """Return once ``rows`` and every commit queued before are written (see the class doc)."""
+        if not self.running:
+            raise JournalUnavailable(f"{self.what} writer is not running")
+        if not rows and self.pending == 0:
+            return  # nothing to write and nothing earlier still in flight
+        if self.pending >= self.max_pending:
+            raise JournalUnavailable(f"{self.what} overloaded: {self.pending} commits pending")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        self._queue.append((rows, future))
+        self.pending += 1
+        assert self._wakeup is not None
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.commit_timeout_s)
+        except TimeoutError:
+            raise JournalUnavailable(
+                f"{self.what} commit not confirmed within {self.commit_timeout_s:g}s (it may still be written)"
+            ) from None
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        batch: list[tuple[Prepared, asyncio.Future[None]]] = []
+        try:
+            while True:
+                if not self._queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                stop = False
+                batch = []
+                while self._queue:
+                    item = self._queue.popleft()
+                    if isinstance(item, _Stop):
+                        stop = True
+                        break
+                    batch.append(item)
+                if batch:
+                    await self._write_batch(batch)
+                    batch = []
+                if stop:
+                    return
+        finally:
+            # Only reached with work left if the task was cancelled or hit a bug. The batch
+            # in hand is already uncounted by _write_batch; what is still queued is not.
+            queued = [item for item in self._queue if not isinstance(item, _Stop)]
+            self._queue.clear()
+            self.pending -= len(queued)
+            for _, future in batch + queued:
+                if not future.done():
+                    future.set_exception(JournalUnavailable(f"{self.what} writer stopped"))
+
+    async def _write_batch(self, batch: list[tuple[Prepared, asyncio.Future[None]]]) -> None:
+        merged = Merged()
+        for rows, _ in batch:
+            merged.add(rows)
+        try:
+            if merged.row_count():
+                await self._write(merged)
+        except Exception as exc:  # noqa: BLE001 - any failure fails the batch; the writer lives on
+            # Every commit queued behind the failed ones was made after them, so it may
+            # build on them: it fails too rather than being stored without them. The caller
+            # (the runtime) rebuilds its state from what is stored before committing again.
+            behind = [item for item in self._queue if not isinstance(item, _Stop)]
+            self._queue = deque(item for item in self._queue if isinstance(item, _Stop))
+            self.pending -= len(behind)
+            failed = batch + behind
+            self.stats.failed_transactions += 1
+            self.stats.failed_commits += len(failed)
+            if self._on_failure is not None:
+                self._on_failure(len(batch), len(behind), exc)
+            message = str(exc) if isinstance(exc, JournalUnavailable) else f"{self.what} write failed: {exc}"
+            for _, future in failed:
+                if not future.done():
+                    error = JournalUnavailable(message)
+                    error.__cause__ = exc
+                    future.set_exception(error)
+        else:
+            if merged.row_count():
+                self.stats.transactions += 1
+                self.stats.rows += merged.row_count()
+            self.stats.commits += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+        finally:
+            self.pending -= len(batch)
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    """Mark the outcome as retrieved, so a waiter that timed out leaves no asyncio warning."""
+    if not future.cancelled():
+        future.exception()

@@ -11,7 +11,8 @@ byte for byte, as the SQLite journal's for the same commits; ``records()`` sorts
 does (``offered_at``, NULLs first, then ``id`` by bytes: ``COLLATE "C"``).
 
 Group commit: callers of :meth:`PostgresJournal.commit` queue their encoded changes and
-wait; one writer task takes everything queued and writes it in ONE transaction. A failed
+wait; one writer task (:class:`gateway.records._common.GroupCommit`, SQLite's too) takes
+everything queued and writes it in ONE transaction. A failed
 transaction fails its commits and those queued behind it (``not_ready``), as SQLite's. A
 transaction that failed because the connection broke (PostgreSQL restarted, a pooled
 connection gone stale) is tried once more on a fresh connection first: the upserts are
@@ -37,8 +38,6 @@ advisory lock so that instances starting together do not race.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Self, TypeVar
 
@@ -47,8 +46,17 @@ import structlog
 
 from ..persistence import Changes, Snapshot, StateDict
 from ..store_url import PostgresUrl
-from ._common import JournalSchemaError, JournalUnavailable, Merged, Prepared, check_range, loads, prepare
-from .sqlite import JournalStats
+from ._common import (
+    GroupCommit,
+    JournalSchemaError,
+    JournalStats,
+    JournalUnavailable,
+    Merged,
+    Prepared,
+    check_range,
+    loads,
+    prepare,
+)
 
 __all__ = ["SCHEMA_VERSION", "PostgresJournal"]
 
@@ -142,10 +150,6 @@ _LOAD_META = "SELECT key, value FROM meta"
 T = TypeVar("T")
 
 
-class _Stop:
-    """Queue sentinel: the writer exits once it reaches it."""
-
-
 def _check_text(rows: Prepared) -> None:
     """What SQLite stores but a PostgreSQL ``text`` column refuses: fail the caller, not the batch.
 
@@ -193,18 +197,21 @@ class PostgresJournal:
         ping_timeout_s: float = 2.0,
         max_connections: int = 4,
     ) -> None:
-        if max_pending < 1:
-            raise ValueError("max_pending must be >= 1")
         if max_connections < 2:
             raise ValueError("max_connections must be >= 2 (the writer and a reader)")
         self.where = where
         self.connect_timeout_s = connect_timeout_s
         self.query_timeout_s = query_timeout_s
-        self.commit_timeout_s = commit_timeout_s
-        self.max_pending = max_pending
         self.ping_timeout_s = ping_timeout_s
         self.max_connections = max_connections
         self.stats = JournalStats()
+        self._group = GroupCommit(
+            self._write,
+            what="records store",
+            stats=self.stats,
+            max_pending=max_pending,
+            commit_timeout_s=commit_timeout_s,
+        )
         #: whether the last call reached PostgreSQL (for /readyz and /metrics)
         self.healthy = True
         #: calls that failed because PostgreSQL could not be reached
@@ -214,10 +221,20 @@ class PostgresJournal:
         self._schema_ok = False
         self._schema_lock: asyncio.Lock | None = None
         self._life_lock: asyncio.Lock | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._queue: deque[tuple[Prepared, asyncio.Future[None]] | _Stop] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._pending = 0
+
+    @property
+    def commit_timeout_s(self) -> float:
+        """How long ``commit()`` waits for its transaction before raising ``not_ready``."""
+        return self._group.commit_timeout_s
+
+    @commit_timeout_s.setter
+    def commit_timeout_s(self, value: float) -> None:
+        self._group.commit_timeout_s = value
+
+    @property
+    def max_pending(self) -> int:
+        """Commits queued or in flight beyond which ``commit()`` raises ``not_ready`` at once."""
+        return self._group.max_pending
 
     def __repr__(self) -> str:
         return f"PostgresJournal({self.where.describe()!r}, state={self._state})"
@@ -270,10 +287,7 @@ class PostgresJournal:
                 raise
             except JournalUnavailable:
                 pass  # logged once by _call; the schema is made by the first call that reaches the server
-            self._queue = deque()
-            self._pending = 0
-            self._wakeup = asyncio.Event()
-            self._writer = asyncio.create_task(self._run_writer(), name=f"records-writer:{where.describe()}")
+            self._group.start(name=f"records-writer:{where.describe()}")
             self._state = "open"
 
     async def close(self) -> None:
@@ -284,13 +298,9 @@ class PostgresJournal:
             if self._state != "open":
                 return
             self._state = "closing"
-            assert self._writer is not None and self._wakeup is not None
-            self._queue.append(_Stop())
-            self._wakeup.set()
             try:
-                await self._writer
+                await self._group.stop()
             finally:
-                self._writer = None
                 await self._close_pool()
                 self._state = "closed"
 
@@ -409,91 +419,12 @@ class PostgresJournal:
         """
         if self._state != "open":
             raise JournalUnavailable(f"records store {self.where.describe()} is {self._state}, not open")
-        writer = self._writer
-        if writer is None or writer.done():
-            raise JournalUnavailable("records writer is not running")
         rows = prepare(changes)
         _check_text(rows)
-        if not rows and self._pending == 0:
-            return
-        if self._pending >= self.max_pending:
-            raise JournalUnavailable(f"records store overloaded: {self._pending} commits pending")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_consume)
-        self._queue.append((rows, future))
-        self._pending += 1
-        assert self._wakeup is not None
-        self._wakeup.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(future), self.commit_timeout_s)
-        except TimeoutError:
-            raise JournalUnavailable(
-                f"records commit not confirmed within {self.commit_timeout_s:g}s (it may still be written)"
-            ) from None
+        await self._group.submit(rows)
 
-    async def _run_writer(self) -> None:
-        assert self._wakeup is not None
-        batch: list[tuple[Prepared, asyncio.Future[None]]] = []
-        try:
-            while True:
-                if not self._queue:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    continue
-                stop = False
-                batch = []
-                while self._queue:
-                    item = self._queue.popleft()
-                    if isinstance(item, _Stop):
-                        stop = True
-                        break
-                    batch.append(item)
-                if batch:
-                    await self._write_batch(batch)
-                    batch = []
-                if stop:
-                    return
-        finally:
-            queued = [item for item in self._queue if not isinstance(item, _Stop)]
-            self._queue.clear()
-            self._pending -= len(queued)
-            for _, future in batch + queued:
-                if not future.done():
-                    future.set_exception(JournalUnavailable("records writer stopped"))
-
-    async def _write_batch(self, batch: list[tuple[Prepared, asyncio.Future[None]]]) -> None:
-        merged = Merged()
-        for rows, _ in batch:
-            merged.add(rows)
-        try:
-            if merged.row_count():
-                await self._call(lambda: self._transaction(merged), retry=True)
-        except Exception as exc:  # noqa: BLE001 - any failure fails the batch; the writer lives on
-            # as SQLite's: commits queued behind the failed ones may build on them, they fail too
-            behind = [item for item in self._queue if not isinstance(item, _Stop)]
-            self._queue = deque(item for item in self._queue if isinstance(item, _Stop))
-            self._pending -= len(behind)
-            failed = batch + behind
-            self.stats.failed_transactions += 1
-            self.stats.failed_commits += len(failed)
-            for _, future in failed:
-                if not future.done():
-                    error = JournalUnavailable(
-                        str(exc) if isinstance(exc, JournalUnavailable) else f"records write failed: {exc}"
-                    )
-                    error.__cause__ = exc
-                    future.set_exception(error)
-        else:
-            if merged.row_count():
-                self.stats.transactions += 1
-                self.stats.rows += merged.row_count()
-            self.stats.commits += len(batch)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
-        finally:
-            self._pending -= len(batch)
+    async def _write(self, merged: Merged) -> None:
+        await self._call(lambda: self._transaction(merged), retry=True)
 
     async def _transaction(self, merged: Merged) -> None:
         pool = self._open_pool()
@@ -570,7 +501,7 @@ class PostgresJournal:
 
     async def ping(self) -> bool:
         """Whether PostgreSQL answers within ``ping_timeout_s`` with this code's schema version."""
-        if self._state != "open" or self._writer is None or self._writer.done():
+        if self._state != "open" or not self._group.running:
             return False
 
         async def work(conn: asyncpg.Connection) -> Any:
@@ -590,10 +521,3 @@ def _describe(exc: BaseException) -> str:
     """An error for logs and messages (asyncpg's never carry the password)."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _consume(future: asyncio.Future[None]) -> None:
-    """Mark the outcome as retrieved, so a waiter that timed out leaves no asyncio warning."""
-    if not future.cancelled():
-        with contextlib.suppress(BaseException):
-            future.exception()

@@ -18,7 +18,8 @@ at the time, see ``tests/bench/bench_journal.py`` for the cost on a given machin
 Group commit
 ------------
 Callers of :meth:`SqliteJournal.commit` put their encoded changes in a queue and wait on a
-future. One writer task takes *everything* queued at once, writes it in ONE transaction
+future. One writer task (:class:`gateway.records._common.GroupCommit`, shared with the
+PostgreSQL records store) takes *everything* queued at once, writes it in ONE transaction
 (upserts, the later row for a key winning), commits, and then resolves the futures in queue
 order. If the transaction fails, each of those futures gets a :class:`JournalUnavailable`
 (``not_ready``, retryable) and nothing of the batch is written; so does every commit queued
@@ -41,8 +42,6 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self, cast
 
@@ -50,10 +49,11 @@ import aiosqlite
 
 from ..persistence import Changes, Snapshot, StateDict
 from ._common import (
+    GroupCommit,
     JournalSchemaError,
+    JournalStats,
     JournalUnavailable,
     Merged,
-    Prepared,
     check_range,
     loads,
     prepare,
@@ -154,26 +154,7 @@ def _decode_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Any:
     return (*row[:-1], loads(row[-1]))
 
 
-@dataclass(slots=True)
-class JournalStats:
-    """Counters, for tests, benchmarks and metrics."""
-
-    #: commits acknowledged (their futures resolved with success)
-    commits: int = 0
-    #: transactions committed (each holds one or more commits)
-    transactions: int = 0
-    #: transactions that failed (each failing every commit it held)
-    failed_transactions: int = 0
-    #: commits failed by a failed transaction
-    failed_commits: int = 0
-    #: rows written (after merging rows with the same key inside a transaction)
-    rows: int = 0
-    #: most commits ever held by one transaction
-    largest_batch: int = 0
-
-
-class _Stop:
-    """Queue sentinel: the writer exits once it reaches it."""
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "JournalStats", "SqliteJournal"]
 
 
 class SqliteJournal:
@@ -200,27 +181,49 @@ class SqliteJournal:
         sync = synchronous.upper()
         if sync not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
-        if max_pending < 1:
-            raise ValueError("max_pending must be >= 1")
         self.path = Path(path)
         self.synchronous = sync
         self.busy_timeout_s = busy_timeout_s
-        self.commit_timeout_s = commit_timeout_s
-        self.max_pending = max_pending
         self.ping_timeout_s = ping_timeout_s
         self.stats = JournalStats()
+        self._group = GroupCommit(
+            self._write,
+            what="journal",
+            stats=self.stats,
+            max_pending=max_pending,
+            commit_timeout_s=commit_timeout_s,
+            on_failure=_log_failure,
+        )
         #: the single-writer guard (``gateway.db.lock``), held while the journal is open
         self._lock = JournalLock(self.path)
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._queue: deque[tuple[Prepared, asyncio.Future[None]] | _Stop] = deque()
-        self._wakeup: asyncio.Event | None = None
         self._read_lock: asyncio.Lock | None = None
         self._life_lock: asyncio.Lock | None = None
-        #: commits queued or being written, not yet resolved
-        self._pending = 0
+
+    @property
+    def commit_timeout_s(self) -> float:
+        """How long ``commit()`` waits for its transaction before raising ``not_ready``."""
+        return self._group.commit_timeout_s
+
+    @commit_timeout_s.setter
+    def commit_timeout_s(self, value: float) -> None:
+        self._group.commit_timeout_s = value
+
+    @property
+    def max_pending(self) -> int:
+        """Commits queued or in flight beyond which ``commit()`` raises ``not_ready`` at once."""
+        return self._group.max_pending
+
+    # the writer's state, as the tests observe it
+    @property
+    def _pending(self) -> int:
+        return self._group.pending
+
+    @property
+    def _queue(self) -> Any:
+        return self._group.queue
 
     def __repr__(self) -> str:
         return f"SqliteJournal({str(self.path)!r}, state={self._state})"
@@ -262,11 +265,8 @@ class SqliteJournal:
                     raise JournalUnavailable(f"cannot open journal {self.path}: {exc}") from exc
                 raise
             self._writer_conn, self._reader_conn = writer, reader
-            self._queue = deque()
-            self._pending = 0
-            self._wakeup = asyncio.Event()
             self._read_lock = asyncio.Lock()
-            self._writer = asyncio.create_task(self._run_writer(writer), name=f"journal-writer:{self.path.name}")
+            self._group.start(name=f"journal-writer:{self.path.name}")
             self._state = "open"
 
     async def close(self) -> None:
@@ -277,15 +277,11 @@ class SqliteJournal:
             if self._state != "open":
                 return
             self._state = "closing"  # commit() refuses from now on
-            assert self._writer is not None and self._wakeup is not None
-            self._queue.append(_Stop())
-            self._wakeup.set()
             try:
-                await self._writer
+                await self._group.stop()
             except Exception:  # pragma: no cover - the writer catches its own errors
                 log.exception("journal writer ended with an error")
             finally:
-                self._writer = None
                 assert self._read_lock is not None
                 async with self._read_lock:
                     for conn in (self._reader_conn, self._writer_conn):
@@ -374,100 +370,15 @@ class SqliteJournal:
         """
         if self._state != "open":
             raise JournalUnavailable(f"journal {self.path.name} is {self._state}, not open")
-        writer = self._writer
-        if writer is None or writer.done():
+        if not self._group.running:
             raise JournalUnavailable("journal writer is not running")
-        rows = prepare(changes)
-        if not rows and self._pending == 0:
-            return  # nothing to write and nothing earlier still in flight
-        if self._pending >= self.max_pending:
-            raise JournalUnavailable(f"journal overloaded: {self._pending} commits pending")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_consume)
-        self._queue.append((rows, future))
-        self._pending += 1
-        assert self._wakeup is not None
-        self._wakeup.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(future), self.commit_timeout_s)
-        except TimeoutError:
-            raise JournalUnavailable(
-                f"journal commit not confirmed within {self.commit_timeout_s:g}s (it may still be written)"
-            ) from None
+        await self._group.submit(prepare(changes))
 
-    async def _run_writer(self, conn: aiosqlite.Connection) -> None:
-        assert self._wakeup is not None
-        batch: list[tuple[Prepared, asyncio.Future[None]]] = []
-        try:
-            while True:
-                if not self._queue:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    continue
-                stop = False
-                batch = []
-                while self._queue:
-                    item = self._queue.popleft()
-                    if isinstance(item, _Stop):
-                        stop = True
-                        break
-                    batch.append(item)
-                if batch:
-                    await self._write_batch(conn, batch)
-                    batch = []
-                if stop:
-                    return
-        finally:
-            # Only reached with work left if the task was cancelled or hit a bug. The batch
-            # in hand is already uncounted by _write_batch; what is still queued is not.
-            queued = [item for item in self._queue if not isinstance(item, _Stop)]
-            self._queue.clear()
-            self._pending -= len(queued)
-            for _, future in batch + queued:
-                if not future.done():
-                    future.set_exception(JournalUnavailable("journal writer stopped"))
-
-    async def _write_batch(
-        self, conn: aiosqlite.Connection, batch: list[tuple[Prepared, asyncio.Future[None]]]
-    ) -> None:
-        merged = Merged()
-        for rows, _ in batch:
-            merged.add(rows)
-        try:
-            if merged.row_count():
-                await self._transaction(conn, merged)
-        except Exception as exc:  # noqa: BLE001 - any failure fails the batch; the writer lives on
-            # Every commit queued behind the failed ones was made after them, so it may
-            # build on them: it fails too rather than being stored without them. The caller
-            # (the runtime) rebuilds its state from what is stored before committing again.
-            behind = [item for item in self._queue if not isinstance(item, _Stop)]
-            self._queue = deque(item for item in self._queue if isinstance(item, _Stop))
-            self._pending -= len(behind)
-            failed = batch + behind
-            self.stats.failed_transactions += 1
-            self.stats.failed_commits += len(failed)
-            log.error(
-                "journal transaction of %d commits failed (%d more queued behind it fail too): %s",
-                len(batch),
-                len(behind),
-                exc,
-            )
-            for _, future in failed:
-                if not future.done():
-                    error = JournalUnavailable(f"journal write failed: {exc}")
-                    error.__cause__ = exc
-                    future.set_exception(error)
-        else:
-            if merged.row_count():
-                self.stats.transactions += 1
-                self.stats.rows += merged.row_count()
-            self.stats.commits += len(batch)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
-        finally:
-            self._pending -= len(batch)
+    async def _write(self, merged: Merged) -> None:
+        conn = self._writer_conn
+        if conn is None:  # pragma: no cover - the writer runs only while the file is open
+            raise JournalUnavailable("journal is not open")
+        await self._transaction(conn, merged)
 
     async def _transaction(self, conn: aiosqlite.Connection, merged: Merged) -> None:
         await conn.execute("BEGIN IMMEDIATE")
@@ -560,7 +471,7 @@ class SqliteJournal:
         a writer stuck on a lock (another process holding the file) makes ping fail.
         """
         conn = self._writer_conn
-        if self._state != "open" or conn is None or self._writer is None or self._writer.done():
+        if self._state != "open" or conn is None or not self._group.running:
             return False
         try:
             version = await asyncio.wait_for(_scalar(conn, "PRAGMA user_version"), self.ping_timeout_s)
@@ -575,7 +486,10 @@ async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
     return row[0] if row else None
 
 
-def _consume(future: asyncio.Future[None]) -> None:
-    """Mark the outcome as retrieved, so a waiter that timed out leaves no asyncio warning."""
-    if not future.cancelled():
-        future.exception()
+def _log_failure(batch: int, behind: int, exc: BaseException) -> None:
+    log.error(
+        "journal transaction of %d commits failed (%d more queued behind it fail too): %s",
+        batch,
+        behind,
+        exc,
+    )

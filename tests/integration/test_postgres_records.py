@@ -146,6 +146,54 @@ async def test_stopped_postgres_is_not_ready_then_recovers_losing_and_doubling_n
         assert (await again.load(since=0)).meta == {"n": 2}
 
 
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+@pytest.mark.asyncio
+async def test_commits_racing_an_outage_every_acknowledged_one_kept_retried_ones_once(
+    own_server: PostgresServer, own_url: str, quick: Callable[[str], PostgresJournal], mode: str
+) -> None:
+    """Writers commit without pause while PostgreSQL goes down (``immediate``: as a crash)
+    and comes back: every commit acknowledged is there afterwards; every refused one, sent
+    again (as vendors retry), is there once."""
+    acked: list[str] = []
+    refused: list[str] = []
+    stop = asyncio.Event()
+
+    async def writer(journal: PostgresJournal, name: str) -> None:
+        n = 0
+        while not stop.is_set():
+            sid = f"{name}-{n:05}"
+            n += 1
+            try:
+                await journal.commit(Changes(sessions=[session(sid, T0 + n)]))
+            except JournalUnavailable:
+                refused.append(sid)
+                await asyncio.sleep(0.02)
+            else:
+                acked.append(sid)
+
+    async with quick(own_url) as journal:
+        tasks = [asyncio.create_task(writer(journal, f"w{i}")) for i in range(3)]
+        await eventually(lambda: _at_least(acked, 30))
+        await asyncio.to_thread(own_server.stop, mode)
+        await eventually(lambda: _at_least(refused, 3))
+        acked_before_start = len(acked)
+        await asyncio.to_thread(own_server.start)
+        await eventually(lambda: _at_least(acked, acked_before_start + 30))
+        stop.set()
+        await asyncio.gather(*tasks)
+        for sid in refused:  # the retries
+            await journal.commit(Changes(sessions=[session(sid, T0)]))
+        rows = await journal.records(start=None, end=None)
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids))  # nothing doubled
+    assert set(acked) <= set(ids)  # nothing acknowledged lost
+    assert set(ids) == set(acked) | set(refused)
+
+
+async def _at_least(items: list[str], n: int) -> bool:
+    return len(items) >= n
+
+
 @pytest.mark.asyncio
 async def test_a_restart_between_two_calls_costs_no_error(
     own_server: PostgresServer, own_url: str, quick: Callable[[str], PostgresJournal]

@@ -166,12 +166,14 @@ class PostgresServer:
             args += ["-c", statement]
         self._run(*args)
 
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT) by PID and wait; SIGKILL if it does not end in 20 s."""
+    def stop(self, mode: str = "fast") -> None:
+        """Shut down by PID and wait: ``fast`` (SIGINT: sessions cut, a clean checkpoint) or
+        ``immediate`` (SIGQUIT: everything quits at once, crash recovery at the next start);
+        SIGKILL if it does not end in 20 s."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal({"fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode])
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
+from gateway.config import GatewayConfig
 from gateway.config_loader import load_config
 from gateway.errors import ConfigError
 from gateway.records import PostgresJournal, open_records
+from gateway.startup import banner
 from gateway.store_url import (
     PostgresUrl,
     parse_records_url,
@@ -159,3 +161,20 @@ def test_how_store_and_records_combine() -> None:
     # an invalid store URL is reported on its own, not as a combination problem
     assert records_problem("ftp://x", True) is None
     assert records_problem("memory://", True) == refused[:1] + (refused[1].replace("sqlite", "memory"),)
+
+
+def test_the_start_banner_names_the_records_store_without_its_password() -> None:
+    config = GatewayConfig.model_validate(
+        {
+            "store": {"url": "memory://"},
+            "records": {"url": "postgresql://gw:s3cret@db.internal:6432/cti?sslmode=require"},
+            "capacity_profiles": {"p": {"max_sessions": 1}},
+        }
+    )
+    first = banner(config, version="1", host="127.0.0.1", port=8080, config_path="g.yaml", vendor_routes=[])[0]
+    assert first.endswith("(config g.yaml, store memory://, records postgresql://gw@db.internal:6432/cti)")
+    assert "s3cret" not in first
+    without = config.model_copy(update={"records": None})
+    assert banner(without, version="1", host="127.0.0.1", port=8080, config_path="g.yaml", vendor_routes=[])[
+        0
+    ].endswith("(config g.yaml, store memory://)")
