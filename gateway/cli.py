@@ -17,7 +17,7 @@ from importlib.metadata import version
 from typing import Any
 
 from .config import GatewayConfig
-from .config_loader import load_config
+from .config_loader import load_config, load_config_apart
 from .errors import ConfigError, GatewayError
 
 __all__ = ["build_parser", "main"]
@@ -75,13 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str) -> GatewayConfig | None:
+def _load(path: str, *, apart: bool = False) -> GatewayConfig | None:
     """The validated configuration, vendors' adapter settings included; or None after
-    printing every problem as ``file:line: field: message`` to stderr."""
+    printing every problem as ``file:line: field: message`` to stderr.
+
+    ``apart``: a large file is checked in a child process (:func:`load_config_apart`), so
+    that a long-running gateway does not keep the memory the check needed."""
     from adapters.registry import default_registry  # imported here: only commands reading a config need it
 
+    load = load_config_apart if apart else load_config
     try:
-        return load_config(path, vendor_check=default_registry().vendor_problems)
+        return load(path, vendor_check=default_registry().vendor_problems)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -107,7 +111,7 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _run(args: argparse.Namespace) -> int:
     from adapters.registry import default_registry
 
-    config = _load(args.config)
+    config = _load(args.config, apart=True)
     if config is None:
         return EXIT_INVALID
     # imported here: check-config must not need the server's dependencies loaded

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine import Engine
+from .engine import Engine, Recalled
 from .events import Event
 from .notices import Decision
 
@@ -94,8 +94,13 @@ class Command:
 # ---------------------------------------------------------------------------- constructors
 
 
-def event(ev: Event) -> Command:
-    return Command("event", {"event": ev})
+def event(ev: Event, recalled: Mapping[str, Any] | None = None) -> Command:
+    """A vendor event; ``recalled``: what the journal holds of what the engine no longer
+    keeps in memory for it (``{"event": row or None, "interaction": state or None}``, see
+    :meth:`Engine.missing`)."""
+    if recalled is None:
+        return Command("event", {"event": ev})
+    return Command("event", {"event": ev, "recalled": dict(recalled)})
 
 
 def tick() -> Command:
@@ -178,7 +183,12 @@ def _session(e: Engine, session: Any) -> dict[str, Any] | None:
 
 
 def _event(e: Engine, a: Mapping[str, Any]) -> Decision:
-    return e.handle_event(a["event"])
+    recalled = a.get("recalled")
+    if recalled is None:
+        return e.handle_event(a["event"])
+    return e.handle_event(
+        a["event"], recalled=Recalled(event=recalled.get("event"), interaction=recalled.get("interaction"))
+    )
 
 
 def _tick(e: Engine, a: Mapping[str, Any]) -> None:

@@ -239,6 +239,25 @@ class RecordsConfig(_Strict):
         return url
 
 
+class RetentionConfig(_Strict):
+    """How long the gateway remembers what it decided, and how much of it stays in memory.
+
+    Everything is journaled; memory holds the open work plus the most recent finished work
+    (bounded by the ``cached_*`` sizes), and the rest is read from the journal when needed.
+    """
+
+    #: a repeated event id is answered ``duplicate`` (with the first decision) this long after
+    #: the first copy; older, it is a new event. Late vendor events on a finished interaction
+    #: (an ``end`` after the agent ended it, a message) are taken this long too.
+    dedup_window_s: float = Field(default=86_400.0, ge=60, le=30 * 86_400)
+    #: event ids (with their first decision) kept in memory, the most recent ones; older ones
+    #: inside the window are looked up in the journal
+    cached_events: int = Field(default=10_000, ge=100, le=10_000_000)
+    #: finished interactions and closed sessions kept in memory (each), the most recent ones;
+    #: older ones are read from the journal when a request or a late event names them
+    cached_finished: int = Field(default=1_000, ge=10, le=1_000_000)
+
+
 @dataclass(frozen=True, slots=True)
 class Known:
     """The agents and queues a configuration defines: what vendor settings (an adapter's
@@ -270,6 +289,7 @@ class GatewayConfig(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     #: the session records on PostgreSQL (several instances only; see :class:`RecordsConfig`)
     records: RecordsConfig | None = None
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     capacity_profiles: dict[str, CapacityProfile]
     queues: list[QueueConfig] = Field(default_factory=list)
     agents: list[AgentConfig] = Field(default_factory=list)
@@ -362,6 +382,7 @@ __all__ = [
     "QueueConfig",
     "QueuePolicy",
     "RecordsConfig",
+    "RetentionConfig",
     "ServerConfig",
     "StoreConfig",
     "VendorConfig",

@@ -28,11 +28,13 @@ called with each vendor entry that is valid on its own and its index, returning
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -48,7 +50,7 @@ from .config import (
 )
 from .errors import ConfigError
 
-__all__ = ["MAX_DEPTH", "VendorCheck", "load_config", "load_config_text"]
+__all__ = ["MAX_DEPTH", "VendorCheck", "load_config", "load_config_apart", "load_config_text"]
 
 Loc = tuple[str | int, ...]
 #: Checks one vendor's adapter settings: ``(vendor, index) -> [(loc from the root, message)]``.
@@ -105,6 +107,78 @@ def load_config(
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError([f"{filename}:{line}: yaml: not valid UTF-8 text"]) from exc
     return load_config_text(text, filename, environ=environ, vendor_check=vendor_check)
+
+
+#: Files at least this large are read in a child process by :func:`load_config_apart`.
+APART_MIN_BYTES = 256 * 1024
+
+
+def load_config_apart(
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    vendor_check: VendorCheck | None = None,
+    min_bytes: int = APART_MIN_BYTES,
+) -> GatewayConfig:
+    """:func:`load_config`, for a long-running process: a large file is read and checked in
+    a forked child, which hands the validated configuration back as JSON.
+
+    Checking a file keeps its whole YAML node tree (with line numbers) in memory: several
+    KB per configured agent, freed afterwards but never given back to the operating system
+    (the allocator's arenas stay fragmented by the objects kept). A gateway with 10,000
+    agents would carry ~80 MB of it for its whole life. Here the parent only parses the
+    child's JSON (pydantic's own parser, no Python tree). Same result, same errors: the
+    child runs :func:`load_config` itself, and its configuration is used only if it
+    survives the round trip unchanged; otherwise (or without ``fork``, or if the child
+    fails) the file is read here as usual.
+    """
+    filename = os.fspath(path)
+    try:
+        size = os.stat(filename).st_size
+    except OSError:
+        size = 0
+    if size < min_bytes or not hasattr(os, "fork"):
+        return load_config(filename, environ=environ, vendor_check=vendor_check)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child (coverage does not follow the fork)
+        code = 0
+        try:
+            os.close(read_end)
+            try:
+                config = load_config(filename, environ=environ, vendor_check=vendor_check)
+                dumped = config.model_dump_json()
+                if GatewayConfig.model_validate_json(dumped) != config:
+                    answer: dict[str, object] = {"fallback": "not exact through JSON"}
+                else:
+                    answer = {"config": dumped}
+            except ConfigError as exc:
+                answer = {"problems": exc.problems}
+            with os.fdopen(write_end, "w", encoding="utf-8") as out:
+                json.dump(answer, out)
+        except BaseException:  # noqa: BLE001 - whatever happened, the parent reads the file itself
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "r", encoding="utf-8") as answer_in:
+        raw = answer_in.read()
+    _, status = os.waitpid(pid, 0)
+    got: dict[str, Any] = {}
+    try:
+        if os.waitstatus_to_exitcode(status) == 0:
+            got = dict(json.loads(raw))
+    except (ValueError, TypeError):
+        got = {}
+    problems, text = got.get("problems"), got.get("config")
+    if isinstance(problems, list):
+        raise ConfigError([str(problem) for problem in problems])
+    if isinstance(text, str):
+        try:
+            return GatewayConfig.model_validate_json(text)
+        except ValidationError:  # pragma: no cover - the child checked the round trip
+            pass
+    return load_config(filename, environ=environ, vendor_check=vendor_check)
 
 
 def load_config_text(

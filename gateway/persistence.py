@@ -59,10 +59,12 @@ class Changes:
 class Snapshot:
     #: sessions that were not closed (state offered, active or wrap_up)
     sessions: list[StateDict] = field(default_factory=list)
-    #: interactions not done, and done ones with ``done_at`` inside the window
+    #: interactions not done, and done ones with ``done_at`` inside the window (the most
+    #: recent ``recent`` of them when :meth:`Journal.load` is given a bound), oldest first
     interactions: list[StateDict] = field(default_factory=list)
     agents: list[StateDict] = field(default_factory=list)
-    #: events with ``at`` inside the de-duplication window, oldest first
+    #: events with ``at`` inside the de-duplication window (the most recent ``recent`` of
+    #: them when bounded), oldest first
     events: list[StateDict] = field(default_factory=list)
     meta: StateDict = field(default_factory=dict)
 
@@ -83,8 +85,25 @@ class Journal(Protocol):
         """
         ...
 
-    async def load(self, *, since: float) -> Snapshot:
-        """Open state, plus done interactions and events with time >= ``since``."""
+    async def load(self, *, since: float, recent: int | None = None) -> Snapshot:
+        """Open state, plus done interactions and events with time >= ``since``.
+
+        ``recent``: at most that many done interactions and that many events, the most
+        recent ones (None: all of them). What is left out stays readable one by one
+        (:meth:`event`, :meth:`interaction`).
+        """
+        ...
+
+    async def event(self, vendor: str, event_id: str) -> StateDict | None:
+        """The journaled inbound event (with its ``at`` and first ``decision``), or None.
+
+        An indexed lookup: the engine keeps only recent event ids in memory, and the runtime
+        asks here for the others before deciding (duplicates over the whole window).
+        """
+        ...
+
+    async def interaction(self, vendor: str, interaction_id: str) -> StateDict | None:
+        """One interaction's state dict (open or done), or None (indexed lookup)."""
         ...
 
     async def record(self, session_id: str) -> StateDict | None:

@@ -25,7 +25,7 @@ LIVE_SERVER_SETTINGS = (
     "max_desktops_per_agent",
     "remote_admin",
 )
-#: settings that only a restart applies (the listening socket, its limits, the store)
+#: settings that only a restart applies (the listening socket, its limits, the store, retention)
 RESTART_SETTINGS = (
     "server.host",
     "server.port",
@@ -33,6 +33,9 @@ RESTART_SETTINGS = (
     "server.max_connections_per_address",
     "server.access_log",
     "store.url",
+    "retention.dedup_window_s",
+    "retention.cached_events",
+    "retention.cached_finished",
 )
 
 

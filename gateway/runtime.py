@@ -27,7 +27,7 @@ from . import commands
 from .clock import Clock
 from .commands import Command
 from .engine import Engine
-from .errors import GatewayError, InvalidEvent
+from .errors import GatewayError, InvalidEvent, NotFound
 from .events import Channel, Event
 from .hub import DesktopHub, EventBus
 from .metrics import Metrics
@@ -112,6 +112,8 @@ class Runtime:
         self._vendor_task: asyncio.Task[None] | None = None
         self._health: dict[str, Health] = {}
         self._unknown_fields: dict[str, set[str]] = {}
+        #: event keys being submitted: a second copy waits for the first (see submit)
+        self._submitting: dict[tuple[str, str], asyncio.Future[None]] = {}
         #: times the state was rebuilt from the journal after a failure (tests, metrics)
         self.recoveries = 0
         #: adapters' durable bookkeeping (e.g. IMAP UIDVALIDITY), journaled under meta keys
@@ -134,12 +136,67 @@ class Runtime:
         with structlog.contextvars.bound_contextvars(
             vendor=event.vendor, interaction_id=event.interaction_id, event_id=event.event_id
         ):
+            key = event.key
+            # one copy of an event id at a time: a second copy waits until the first is
+            # answered (so it finds the first decision in memory or the journal, never
+            # decides again); its own failure or cancellation does not touch the first
+            while (first := self._submitting.get(key)) is not None:
+                await asyncio.wait([first])
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._submitting[key] = done
             try:
-                decision: Decision = await self.act(commands.event(event))
+                recalled = await self._recall(event)
+                decision: Decision = await self.act(commands.event(event, recalled))
             except Unstorable as exc:
                 raise InvalidEvent("body", exc.message) from None
+            finally:
+                del self._submitting[key]
+                done.set_result(None)
             self.metrics.observe_routing(event, decision, self._clock.now() - started)
             return decision
+
+    async def _recall(self, event: Event) -> dict[str, Any] | None:
+        """What the journal holds of what the engine no longer keeps in memory for ``event``
+        (an older copy of its id, its finished interaction): see :meth:`Engine.missing`.
+
+        A journal that cannot answer fails the event (503 ``not_ready``): the gateway never
+        guesses whether an event is a duplicate."""
+        missing = self.engine.missing(event)
+        if not missing:
+            return None
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                row = await self.journal.event(event.vendor, event.event_id) if missing.event else None
+                interaction = (
+                    await self.journal.interaction(event.vendor, event.interaction_id) if missing.interaction else None
+                )
+        except (TimeoutError, GatewayError, OSError) as exc:
+            raise NotReady(f"the journal cannot be read: {exc or 'timeout'}") from exc
+        if row is None and interaction is None:
+            return None
+        return {"event": row, "interaction": interaction}
+
+    async def act_on_session(self, command: Command) -> Any:
+        """:meth:`act` for a command that names a session (``session_id``): a closed session
+        that left memory is read back from the journal and the command applied again, so it
+        is refused as on any closed session (``session_not_active`` ...), never answered
+        ``session_not_found`` while the journal has the session."""
+        session_id = command.args.get("session_id")
+        if not isinstance(session_id, str):
+            return await self.act(command)
+        try:
+            return await self.act(command)
+        except NotFound as exc:
+            if exc.code != "session_not_found":
+                raise
+            try:
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    state = await self.journal.record(session_id)
+            except (TimeoutError, GatewayError, OSError):
+                raise exc from None  # cannot tell more than the engine did
+            if state is None or not self.engine.recall_session(state):
+                raise
+        return await self.act(command)
 
     def availability(self, agent_id: str, channel: Channel, vendor: str | None = None) -> str | None:
         reason = self.engine.availability(agent_id, channel, vendor)
@@ -323,7 +380,9 @@ class Runtime:
         """
         async with asyncio.timeout(COMMIT_TIMEOUT_S):
             await self.journal.commit(Changes(meta={"restored_at": self._clock.now()}))
-            snapshot = await self.journal.load(since=self._clock.now() - self.engine.dedup_window_s)
+            snapshot = await self.journal.load(
+                since=self._clock.now() - self.engine.dedup_window_s, recent=self.engine.cached_events
+            )
         engine = self.engine.blank()
         engine.restore(snapshot)
         engine.drain()
@@ -435,7 +494,9 @@ class Runtime:
 
     async def start(self) -> None:
         """Restore from the journal, then start taking requests and firing timers."""
-        snapshot = await self.journal.load(since=self._clock.now() - self.engine.dedup_window_s)
+        snapshot = await self.journal.load(
+            since=self._clock.now() - self.engine.dedup_window_s, recent=self.engine.cached_events
+        )
         self.engine.restore(snapshot)
         self.engine.drain()
         self.engine.take_touched_agents()

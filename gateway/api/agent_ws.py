@@ -183,7 +183,7 @@ class AgentSocket:
 
     async def _act(self, kind: str, body: Any, agent_id: str) -> dict[str, Any]:
         """Run one client message as the agent; returns the extra fields of its ack."""
-        act = self.runtime.act
+        act = self.runtime.act_on_session  # (a closed session that left memory: from the journal)
         actor = agent_id
         if kind == "ping":
             return {}

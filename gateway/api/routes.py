@@ -296,7 +296,7 @@ class RestApi:
             session_id = request.match_info["id"]
             body = await _body(request, model, self.ctx)
             action = command(session_id, body, principal.actor)
-            result = await self.runtime.act(action)
+            result = await self.runtime.act_on_session(action)
             if action.name == "focus":  # the focused session (the command also gives its agent)
                 result = result["session"]
             return web.json_response(result)

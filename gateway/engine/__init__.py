@@ -25,8 +25,17 @@ one shared :class:`~.core.EngineState`:
 * :mod:`.slots`: capacity reservations and the eligibility index.
 """
 
+from .core import Missing, Recalled
 from .facade import FOCUS_CHECKPOINT_S, Engine
 from .inbound import MAX_TRANSCRIPT
 from .sessions import MAX_NOTE_CHARS, MAX_NOTES_PER_SESSION
 
-__all__ = ["FOCUS_CHECKPOINT_S", "MAX_NOTE_CHARS", "MAX_NOTES_PER_SESSION", "MAX_TRANSCRIPT", "Engine"]
+__all__ = [
+    "FOCUS_CHECKPOINT_S",
+    "MAX_NOTE_CHARS",
+    "MAX_NOTES_PER_SESSION",
+    "MAX_TRANSCRIPT",
+    "Engine",
+    "Missing",
+    "Recalled",
+]

@@ -71,6 +71,10 @@ class EngineState:
     caps: dict[str, VendorCapabilities]
     dedup_window: float
     closed_retention: float
+    #: event ids (with their first decision) kept in :attr:`dedup`, the most recent ones
+    cached_events: int
+    #: finished interactions and closed sessions kept in memory (each), the most recent ones
+    cached_finished: int
     grace_s: float
     checkpoint_s: float
     queues: dict[str, QueueConfig]
@@ -79,8 +83,10 @@ class EngineState:
     waiting: WaitingLists = field(default_factory=WaitingLists)
     sessions: dict[str, Session] = field(default_factory=dict)
     interactions: dict[InteractionKey, Interaction] = field(default_factory=dict)
+    #: recent event ids -> (first seen, first decision); older ones are in the journal only
+    #: (the runtime looks them up and passes them in: :class:`Recalled`)
     dedup: OrderedDict[tuple[str, str], tuple[float, Decision]] = field(default_factory=OrderedDict)
-    # what ended, oldest first, for pruning: (at, object)
+    # what ended, oldest first, for pruning (by age and by count): (at, object)
     finished_interactions: deque[tuple[float, Interaction]] = field(default_factory=deque)
     finished_sessions: deque[tuple[float, Session]] = field(default_factory=deque)
     timers: list[TimerEntry] = field(default_factory=list)
@@ -103,6 +109,31 @@ class EngineState:
     #: (journaled: a restart on the new file keeps them until their sessions close)
     retired: dict[str, StateDict] = field(default_factory=dict)
     config_dirty: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """What the journal holds about an event that the engine no longer keeps in memory,
+    read by the runtime before the engine decides (the engine itself does no I/O).
+
+    ``event``: the journaled row of the same ``(vendor, event_id)`` (with ``at`` and the
+    first ``decision``), or None: never seen. ``interaction``: the journaled state dict of
+    the event's interaction, or None. Rows outside the de-duplication window are ignored.
+    """
+
+    event: StateDict | None = None
+    interaction: StateDict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """What :class:`Recalled` should bring for one event (nothing: the engine knows all)."""
+
+    event: bool
+    interaction: bool
+
+    def __bool__(self) -> bool:
+        return self.event or self.interaction
 
 
 def account_id_of(attributes: Mapping[str, Any]) -> str | None:

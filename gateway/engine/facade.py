@@ -19,12 +19,12 @@ from ..config import CapacityProfile, GatewayConfig, QueueConfig
 from ..events import Channel, Event
 from ..interactions import Interaction, InteractionKey, Phase, VendorCapabilities
 from ..notices import Decision, Notice
-from ..persistence import Changes, Snapshot
+from ..persistence import Changes, Snapshot, StateDict, session_from_state
 from ..router import EligibilityIndex
-from ..sessions import Session
+from ..sessions import Session, SessionState
 from ..state import MemoryStateStore, StateStore
 from . import agents, core, focus, inbound, restore, sessions, slots, timers, transfers
-from .core import AgentEntry, EngineState
+from .core import AgentEntry, EngineState, Missing, Recalled
 
 #: How often, while some session's focus time is counting, the journal learns that the
 #: gateway is alive: after a crash no more than this much focus time before it is lost,
@@ -43,18 +43,24 @@ class Engine:
         store: StateStore | None = None,
         new_id: Callable[[], str] | None = None,
         vendor_capabilities: Mapping[str, VendorCapabilities] | None = None,
-        dedup_window_s: float = 86_400.0,
+        dedup_window_s: float | None = None,
         closed_retention_s: float = 3_600.0,
         focus_checkpoint_s: float = FOCUS_CHECKPOINT_S,
+        cached_events: int | None = None,
+        cached_finished: int | None = None,
     ) -> None:
+        # the retention settings: ``retention`` of the configuration unless given here
+        retention = config.retention
         self._st = st = EngineState(
             config=config,
             clock=clock,
             store=store if store is not None else MemoryStateStore(),
             new_id=new_id or (lambda: uuid.uuid4().hex),
             caps=dict(vendor_capabilities or {}),
-            dedup_window=dedup_window_s,
+            dedup_window=retention.dedup_window_s if dedup_window_s is None else dedup_window_s,
             closed_retention=closed_retention_s,
+            cached_events=retention.cached_events if cached_events is None else cached_events,
+            cached_finished=retention.cached_finished if cached_finished is None else cached_finished,
             grace_s=config.server.desktop_grace_s,
             checkpoint_s=focus_checkpoint_s,
             queues={q.name: q for q in config.queues},
@@ -80,6 +86,8 @@ class Engine:
             dedup_window_s=st.dedup_window,
             closed_retention_s=st.closed_retention,
             focus_checkpoint_s=st.checkpoint_s,
+            cached_events=st.cached_events,
+            cached_finished=st.cached_finished,
         )
 
     # ------------------------------------------------------------------ state
@@ -163,9 +171,37 @@ class Engine:
 
     # ------------------------------------------------------------------ inbound events
 
-    def handle_event(self, event: Event) -> Decision:
-        """Apply one normalized vendor event and return the decision for it (see :mod:`.inbound`)."""
-        return inbound.handle_event(self._st, event)
+    @property
+    def cached_events(self) -> int:
+        """Event ids kept in memory (the most recent); the others are read from the journal."""
+        return self._st.cached_events
+
+    @property
+    def cached_finished(self) -> int:
+        """Finished interactions and closed sessions kept in memory (each)."""
+        return self._st.cached_finished
+
+    def missing(self, event: Event) -> Missing:
+        """What to read from the journal before :meth:`handle_event` (see :func:`.inbound.missing`)."""
+        return inbound.missing(self._st, event)
+
+    def handle_event(self, event: Event, *, recalled: Recalled | None = None) -> Decision:
+        """Apply one normalized vendor event and return the decision for it (see :mod:`.inbound`).
+
+        ``recalled``: what the journal holds of what :meth:`missing` named."""
+        return inbound.handle_event(self._st, event, recalled)
+
+    def recall_session(self, state: StateDict) -> bool:
+        """Take a closed session that left memory back from its journaled state dict (so that
+        an action on it is refused exactly as on any closed session). Changes nothing else;
+        False (nothing done) for a session in memory or not closed."""
+        st = self._st
+        if state.get("state") != SessionState.CLOSED.value or state.get("id") in st.sessions:
+            return False
+        session = session_from_state(state)
+        st.sessions[session.id] = session
+        st.finished_sessions.append((session.closed_at or st.clock.now(), session))
+        return True
 
     # ------------------------------------------------------------------ agent actions
 

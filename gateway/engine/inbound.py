@@ -10,24 +10,41 @@ from ..errors import InvalidState, NotFound
 from ..events import Event, EventType
 from ..interactions import Interaction, Phase
 from ..notices import Decision, DecisionKind, Routed
-from ..persistence import decision_to_state
+from ..persistence import decision_from_state, decision_to_state, interaction_from_state
 from ..sessions import Account, AccountState, Outcome, Session, SessionState
 from . import core, offers, sessions, timers
-from .core import EngineState
+from .core import EngineState, Missing, Recalled
 
 #: chat messages kept per interaction, for agents who get it later
 MAX_TRANSCRIPT = 100
 
 
-def handle_event(st: EngineState, event: Event) -> Decision:
+def missing(st: EngineState, event: Event) -> Missing:
+    """What the engine does not hold in memory to decide ``event`` exactly: whether it saw
+    the event id (only the most recent ids are kept) and, for events on an existing
+    interaction, the interaction (finished ones leave memory). The runtime reads those from
+    the journal and passes them to :func:`handle_event` as :class:`Recalled`."""
+    return Missing(
+        event=event.key not in st.dedup,
+        interaction=event.type is not EventType.OFFER and event.interaction_key not in st.interactions,
+    )
+
+
+def handle_event(st: EngineState, event: Event, recalled: Recalled | None = None) -> Decision:
     """Apply one normalized vendor event and return the decision for it.
 
     Offers get ``assigned``, ``rejected`` (with reason) or ``queued``; other events get
-    ``accepted``. A repeated ``(vendor, event_id)`` gets ``duplicate`` with the first
-    answer, and changes nothing.
+    ``accepted``. A repeated ``(vendor, event_id)`` inside the de-duplication window gets
+    ``duplicate`` with the first answer, and changes nothing: the engine keeps the most
+    recent event ids; ``recalled`` brings the journal's row for an older one (and a
+    finished interaction that left memory), see :func:`missing`.
     """
     now = timers.fire_due(st)
+    if recalled is not None:
+        _recall(st, recalled, now)
     seen = st.dedup.get(event.key)
+    if seen is not None and seen[0] <= now - st.dedup_window:
+        seen = None  # outside the window (not pruned yet): a new event
     body = event.model_dump(mode="json")
     if seen is not None:
         decision = Decision(DecisionKind.DUPLICATE, original=seen[1])
@@ -59,6 +76,24 @@ def handle_event(st: EngineState, event: Event) -> Decision:
     )
     _routed(st, event, body, decision)
     return decision
+
+
+def _recall(st: EngineState, recalled: Recalled, now: float) -> None:
+    """Take back into memory what the journal holds and the engine forgot, if still inside
+    the window (and not known otherwise meanwhile)."""
+    horizon = now - st.dedup_window
+    row = recalled.event
+    if row is not None and float(row["at"]) > horizon:
+        key = (str(row["vendor"]), str(row["event_id"]))
+        if key not in st.dedup:
+            st.dedup[key] = (float(row["at"]), decision_from_state(row["decision"]))
+    state = recalled.interaction
+    if state is not None and state.get("phase") == Phase.DONE.value:
+        done_at = state.get("done_at")
+        interaction = interaction_from_state(state)
+        if done_at is not None and float(done_at) > horizon and interaction.key not in st.interactions:
+            st.interactions[interaction.key] = interaction
+            st.finished_interactions.append((float(done_at), interaction))
 
 
 def _routed(st: EngineState, event: Event, body: dict[str, Any], decision: Decision) -> None:
@@ -181,6 +216,13 @@ def _vendor_offered(st: EngineState, interaction: Interaction, event: Event) -> 
 
 def _interaction(st: EngineState, event: Event) -> Interaction:
     interaction = st.interactions.get(event.interaction_key)
+    if (
+        interaction is not None
+        and interaction.phase is Phase.DONE
+        and interaction.done_at is not None
+        and interaction.done_at <= st.clock.now() - st.dedup_window
+    ):
+        interaction = None  # finished before the window (still in memory until pruned)
     if interaction is None:
         raise NotFound(
             f"no interaction {event.interaction_id!r} of vendor {event.vendor!r}",

@@ -172,6 +172,8 @@ def restore(st: EngineState, snapshot: Snapshot) -> None:
             timers.arm(st, interaction.wait_deadline, Timer.WAIT, interaction.key)
     for row in sorted(snapshot.events, key=lambda r: r["at"]):
         st.dedup[(row["vendor"], row["event_id"])] = (row["at"], decision_from_state(row["decision"]))
+    # no more than the caches hold (a journal may give more): the rest stays in the journal
+    timers.prune(st, now)
     for agent_id in [a for a, agent in st.agents.items() if agent.retiring and not agent.open_sessions]:
         agents.drop_if_retired(st, agent_id, now)
     for agent_id in st.agents:

@@ -48,7 +48,7 @@ def fire_due(st: EngineState) -> float:
         timer = heapq.heappop(st.timers)
         if _timer_live(st, timer):
             _fire(st, timer)
-    _prune(st, now)
+    prune(st, now)
     return now
 
 
@@ -78,20 +78,26 @@ def _fire(st: EngineState, timer: TimerEntry) -> None:
                 core.changed(st, session, "flagged", at)
 
 
-def _prune(st: EngineState, now: float) -> None:
-    """Forget old event ids, finished interactions and closed sessions (bounded memory)."""
+def prune(st: EngineState, now: float) -> None:
+    """Forget old event ids, finished interactions and closed sessions: those older than
+    their window, and beyond the cache sizes the oldest (bounded memory; every one of them
+    is in the journal, where the runtime reads it again when a request names it)."""
     horizon = now - st.dedup_window
     while st.dedup:
         key, (at, _decision) = next(iter(st.dedup.items()))
         if at > horizon:
             break
         del st.dedup[key]
-    while st.finished_interactions and st.finished_interactions[0][0] <= horizon:
-        _at, interaction = st.finished_interactions.popleft()
+    while len(st.dedup) > st.cached_events:  # the oldest leave memory; the journal has them
+        st.dedup.popitem(last=False)
+    finished = st.finished_interactions
+    while finished and (finished[0][0] <= horizon or len(finished) > st.cached_finished):
+        _at, interaction = finished.popleft()
         if st.interactions.get(interaction.key) is interaction and interaction.phase is Phase.DONE:
             del st.interactions[interaction.key]
     closed_horizon = now - st.closed_retention
-    while st.finished_sessions and st.finished_sessions[0][0] <= closed_horizon:
-        _at, session = st.finished_sessions.popleft()
-        if session.state is SessionState.CLOSED:
-            st.sessions.pop(session.id, None)
+    closed = st.finished_sessions
+    while closed and (closed[0][0] <= closed_horizon or len(closed) > st.cached_finished):
+        _at, session = closed.popleft()
+        if session.state is SessionState.CLOSED and st.sessions.get(session.id) is session:
+            del st.sessions[session.id]

@@ -146,6 +146,18 @@ _LOAD_INTERACTIONS = "SELECT data FROM interactions WHERE phase <> 'done' OR don
 _LOAD_AGENTS = "SELECT data FROM agents ORDER BY seq"
 _LOAD_EVENTS = "SELECT data FROM events WHERE at >= $1 ORDER BY at, seq"
 _LOAD_META = "SELECT key, value FROM meta"
+# bounded loads (``recent``): the open interactions, then the newest done ones and events
+_LOAD_OPEN_INTERACTIONS = "SELECT data FROM interactions WHERE phase <> 'done' ORDER BY seq"
+_LOAD_RECENT_DONE = (
+    "SELECT data FROM (SELECT data, done_at, seq FROM interactions WHERE done_at >= $1 AND phase = 'done' "
+    "ORDER BY done_at DESC, seq DESC LIMIT $2) AS recent ORDER BY done_at, seq"
+)
+_LOAD_RECENT_EVENTS = (
+    "SELECT data FROM (SELECT data, at, seq FROM events WHERE at >= $1 ORDER BY at DESC, seq DESC LIMIT $2) "
+    "AS recent ORDER BY at, seq"
+)
+_EVENT = "SELECT data FROM events WHERE vendor = $1 AND event_id = $2"
+_INTERACTION = "SELECT data FROM interactions WHERE vendor = $1 AND interaction_id = $2"
 
 T = TypeVar("T")
 
@@ -453,14 +465,22 @@ class PostgresJournal:
 
         return await self._call(attempt, retry=True)
 
-    async def load(self, *, since: float) -> Snapshot:
+    async def load(self, *, since: float, recent: int | None = None) -> Snapshot:
+        if recent is not None and recent < 0:
+            raise ValueError(f"recent must be >= 0, got {recent}")
+
         async def work(conn: asyncpg.Connection) -> Snapshot:
             # one consistent snapshot across the tables
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 sessions = [loads(r[0]) for r in await conn.fetch(_LOAD_SESSIONS)]
-                interactions = [loads(r[0]) for r in await conn.fetch(_LOAD_INTERACTIONS, float(since))]
+                if recent is None:
+                    interactions = [loads(r[0]) for r in await conn.fetch(_LOAD_INTERACTIONS, float(since))]
+                    events = [loads(r[0]) for r in await conn.fetch(_LOAD_EVENTS, float(since))]
+                else:
+                    interactions = [loads(r[0]) for r in await conn.fetch(_LOAD_OPEN_INTERACTIONS)]
+                    interactions += [loads(r[0]) for r in await conn.fetch(_LOAD_RECENT_DONE, float(since), recent)]
+                    events = [loads(r[0]) for r in await conn.fetch(_LOAD_RECENT_EVENTS, float(since), recent)]
                 agents = [loads(r[0]) for r in await conn.fetch(_LOAD_AGENTS)]
-                events = [loads(r[0]) for r in await conn.fetch(_LOAD_EVENTS, float(since))]
                 meta = {r[0]: loads(r[1]) for r in await conn.fetch(_LOAD_META)}
             return Snapshot(sessions=sessions, interactions=interactions, agents=agents, events=events, meta=meta)
 
@@ -472,6 +492,22 @@ class PostgresJournal:
 
         async def work(conn: asyncpg.Connection) -> StateDict | None:
             data = await conn.fetchval("SELECT data FROM sessions WHERE id = $1", session_id)
+            return None if data is None else dict(loads(data))
+
+        return await self._read(work)
+
+    async def event(self, vendor: str, event_id: str) -> StateDict | None:
+        return await self._one(_EVENT, vendor, event_id)
+
+    async def interaction(self, vendor: str, interaction_id: str) -> StateDict | None:
+        return await self._one(_INTERACTION, vendor, interaction_id)
+
+    async def _one(self, sql: str, *key: str) -> StateDict | None:
+        if any("\x00" in part for part in key):
+            return None  # no key holds one (commit refuses them)
+
+        async def work(conn: asyncpg.Connection) -> StateDict | None:
+            data = await conn.fetchval(sql, *key)
             return None if data is None else dict(loads(data))
 
         return await self._read(work)

@@ -33,7 +33,9 @@ Reads use a second, read-only connection, so that they never see a transaction t
 has not committed yet and (thanks to WAL) never wait for it.
 
 Retention: session records, interactions and events are kept forever (the records are the
-reporting data). There is no pruning; archive or delete rows offline if a site needs to.
+reporting data); the gateway keeps only open work and a bounded set of recent rows in
+memory and reads the others here one by one (``event``, ``interaction``, ``record``: each
+a primary-key lookup). There is no pruning; archive or delete rows offline if a site needs to.
 """
 
 from __future__ import annotations
@@ -142,8 +144,21 @@ _LOAD_SESSIONS = "SELECT data FROM sessions WHERE state < 'closed' OR state > 'c
 _LOAD_INTERACTIONS = (
     "SELECT data FROM interactions WHERE phase < 'done' OR phase > 'done' OR done_at >= ? ORDER BY +rowid"
 )
+# bounded loads (``recent``): the open interactions, then the most recent done ones (and
+# events) by the index on their time, oldest first
+_LOAD_OPEN_INTERACTIONS = "SELECT data FROM interactions WHERE phase < 'done' OR phase > 'done' ORDER BY +rowid"
+_LOAD_RECENT_DONE = (
+    "SELECT data FROM (SELECT data, done_at, rowid AS r FROM interactions WHERE done_at >= ? AND +phase = 'done' "
+    "ORDER BY done_at DESC LIMIT ?) ORDER BY done_at, r"
+)
 _LOAD_AGENTS = "SELECT data FROM agents ORDER BY rowid"
 _LOAD_EVENTS = "SELECT data FROM events WHERE at >= ? ORDER BY at, rowid"
+_LOAD_RECENT_EVENTS = (
+    "SELECT data FROM (SELECT data, at, rowid AS r FROM events WHERE at >= ? ORDER BY at DESC LIMIT ?) ORDER BY at, r"
+)
+# one row by its primary key
+_EVENT = "SELECT data FROM events WHERE vendor = ? AND event_id = ?"
+_INTERACTION = "SELECT data FROM interactions WHERE vendor = ? AND interaction_id = ?"
 _LOAD_META = "SELECT key, value FROM meta"
 
 
@@ -409,7 +424,9 @@ class SqliteJournal:
             raise JournalUnavailable(f"journal {self.path.name} is {self._state}, not open")
         return self._reader_conn, self._read_lock
 
-    async def load(self, *, since: float) -> Snapshot:
+    async def load(self, *, since: float, recent: int | None = None) -> Snapshot:
+        if recent is not None and recent < 0:
+            raise ValueError(f"recent must be >= 0, got {recent}")
         conn, lock = self._reader()
         async with lock:
             try:
@@ -417,11 +434,20 @@ class SqliteJournal:
                 try:
                     # rows are already decoded by _decode_row
                     sessions = cast(list[StateDict], list(await conn.execute_fetchall(_LOAD_SESSIONS)))
-                    interactions = cast(
-                        list[StateDict], list(await conn.execute_fetchall(_LOAD_INTERACTIONS, (since,)))
-                    )
+                    if recent is None:
+                        interactions = cast(
+                            list[StateDict], list(await conn.execute_fetchall(_LOAD_INTERACTIONS, (since,)))
+                        )
+                        events = cast(list[StateDict], list(await conn.execute_fetchall(_LOAD_EVENTS, (since,))))
+                    else:
+                        interactions = cast(list[StateDict], list(await conn.execute_fetchall(_LOAD_OPEN_INTERACTIONS)))
+                        interactions += cast(
+                            list[StateDict], list(await conn.execute_fetchall(_LOAD_RECENT_DONE, (since, recent)))
+                        )
+                        events = cast(
+                            list[StateDict], list(await conn.execute_fetchall(_LOAD_RECENT_EVENTS, (since, recent)))
+                        )
                     agents = cast(list[StateDict], list(await conn.execute_fetchall(_LOAD_AGENTS)))
-                    events = cast(list[StateDict], list(await conn.execute_fetchall(_LOAD_EVENTS, (since,))))
                     meta = cast(StateDict, dict(cast(Any, await conn.execute_fetchall(_LOAD_META))))
                 finally:
                     await conn.execute("COMMIT")
@@ -434,6 +460,23 @@ class SqliteJournal:
         async with lock:
             try:
                 rows = await conn.execute_fetchall("SELECT data FROM sessions WHERE id = ?", (session_id,))
+            except sqlite3.Error as exc:
+                raise JournalUnavailable(f"journal read failed: {exc}") from exc
+        for row in rows:
+            return cast(StateDict, row)
+        return None
+
+    async def event(self, vendor: str, event_id: str) -> StateDict | None:
+        return await self._one(_EVENT, (vendor, event_id))
+
+    async def interaction(self, vendor: str, interaction_id: str) -> StateDict | None:
+        return await self._one(_INTERACTION, (vendor, interaction_id))
+
+    async def _one(self, sql: str, params: tuple[Any, ...]) -> StateDict | None:
+        conn, lock = self._reader()
+        async with lock:
+            try:
+                rows = await conn.execute_fetchall(sql, params)
             except sqlite3.Error as exc:
                 raise JournalUnavailable(f"journal read failed: {exc}") from exc
         for row in rows:

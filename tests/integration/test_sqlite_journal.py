@@ -201,6 +201,57 @@ async def test_load_filters_closed_sessions_done_interactions_and_old_events(mak
 
 
 @pytest.mark.asyncio
+async def test_a_bounded_load_keeps_open_work_and_only_the_most_recent_done_rows(make_journal: Factory) -> None:
+    """``recent``: every open interaction, and only the newest done interactions and events
+    inside the window, oldest first (the rest is read one by one)."""
+    since = T0 + 100
+    async with make_journal() as journal:  # type: ignore[attr-defined]
+        await journal.commit(
+            Changes(
+                interactions=[
+                    interaction("i-waiting", "waiting"),
+                    *(interaction(f"i-done-{n}", "done", since + n) for n in (4, 1, 3, 2)),
+                    interaction("i-done-old", "done", since - 1),
+                    interaction("i-active", "active"),
+                ],
+                events=[event(f"e{n}", since + n) for n in (3, 1, 4, 2)] + [event("e-old", since - 1)],
+            )
+        )
+        snap = await journal.load(since=since, recent=2)
+        assert ids(snap.interactions, "interaction_id") == ["i-waiting", "i-active", "i-done-3", "i-done-4"]
+        assert ids(snap.events, "event_id") == ["e3", "e4"]
+        nothing_done = await journal.load(since=since, recent=0)
+        assert ids(nothing_done.interactions, "interaction_id") == ["i-waiting", "i-active"]
+        assert nothing_done.events == []
+        everything = await journal.load(since=since, recent=100)
+        assert ids(everything.events, "event_id") == ["e1", "e2", "e3", "e4"]
+        with pytest.raises(ValueError, match="recent"):
+            await journal.load(since=since, recent=-1)
+
+
+@pytest.mark.asyncio
+async def test_one_event_or_interaction_by_its_key_also_after_a_restart(make_journal: Factory) -> None:
+    async with make_journal() as journal:  # type: ignore[attr-defined]
+        await journal.commit(
+            Changes(
+                interactions=[interaction("i1", "done", T0 + 1), interaction("i1", "done", T0 + 2, vendor="other")],
+                events=[event("e1", T0 + 1), event("e1", T0 + 9, vendor="other")],
+            )
+        )
+    async with make_journal() as journal:  # type: ignore[attr-defined]
+        first = await journal.event("crm", "e1")
+        assert first is not None and first["at"] == T0 + 1
+        assert first["decision"] == {"kind": "assigned", "agent_id": "a1"}
+        other = await journal.event("other", "e1")
+        assert other is not None and other["at"] == T0 + 9
+        assert await journal.event("crm", "e2") is None
+        assert await journal.event("nobody", "e1") is None
+        found = await journal.interaction("crm", "i1")
+        assert found is not None and found["done_at"] == T0 + 1
+        assert await journal.interaction("crm", "i2") is None
+
+
+@pytest.mark.asyncio
 async def test_records_by_offered_at_range_oldest_first(make_journal: Factory) -> None:
     async with make_journal() as journal:  # type: ignore[attr-defined]
         await journal.commit(
@@ -367,6 +418,18 @@ async def test_start_up_queries_use_the_indexes(tmp_path: Path) -> None:
             plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
             assert "SCAN" not in plan.replace("SCAN CONSTANT", ""), plan
             assert "USING INDEX" in plan, plan
+        # the bounded loads scan only their own (bounded) subquery; the lookups are one search
+        # (the newest done rows by the index on their time, not all done rows sorted)
+        for sql, params, search in (
+            (sqlite_module._LOAD_OPEN_INTERACTIONS, (), "SEARCH interactions USING INDEX interactions_phase"),
+            (sqlite_module._LOAD_RECENT_DONE, (T0, 10), "SEARCH interactions USING INDEX interactions_done_at"),
+            (sqlite_module._LOAD_RECENT_EVENTS, (T0, 10), "SEARCH events USING INDEX events_at"),
+            (sqlite_module._EVENT, ("crm", "e1"), "SEARCH events USING INDEX sqlite_autoindex_events_1"),
+            (sqlite_module._INTERACTION, ("crm", "i1"), "SEARCH interactions USING INDEX sqlite_autoindex_inter"),
+        ):
+            plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+            assert "SCAN events" not in plan and "SCAN interactions" not in plan, plan
+            assert search in plan, plan
 
 
 @pytest.mark.asyncio

@@ -66,6 +66,8 @@ def make_engine(
     dedup_window_s: float = 86_400.0,
     closed_retention_s: float = 3_600.0,
     desktops: Iterable[str] = (),
+    cached_events: int | None = None,
+    cached_finished: int | None = None,
 ) -> Engine:
     """An engine on a ManualClock at T0; ``ready`` agents (default: all, in order) made ready;
     the ``desktops`` agents have a desktop connected (focus time counts only then)."""
@@ -78,6 +80,8 @@ def make_engine(
         vendor_capabilities=capabilities,
         dedup_window_s=dedup_window_s,
         closed_retention_s=closed_retention_s,
+        cached_events=cached_events,
+        cached_finished=cached_finished,
     )
     for agent_id in engine.agent_ids() if ready is None else ready:
         engine.set_presence(agent_id, "ready")

@@ -14,8 +14,8 @@ import pytest
 
 from adapters.registry import default_registry
 from gateway.cli import main
-from gateway.config import GatewayConfig, OnFull, QueuePolicy
-from gateway.config_loader import load_config, load_config_text
+from gateway.config import GatewayConfig, Known, OnFull, QueuePolicy, VendorConfig
+from gateway.config_loader import load_config, load_config_apart, load_config_text
 from gateway.errors import ConfigError
 from gateway.events import Channel
 from gateway.records import open_journal
@@ -268,6 +268,98 @@ def test_server_limits_have_defaults_and_bounds_reported_at_their_lines() -> Non
         capacity_profiles: {p: {max_sessions: 1}}
     """).server
     assert (off.max_connections_per_address, off.idle_timeout_s, off.max_desktops_per_agent) == (0, 3600, 64)
+
+
+def test_retention_has_defaults_and_bounds_reported_at_their_lines() -> None:
+    defaults = load("""\
+        capacity_profiles: {p: {max_sessions: 1}}
+    """).retention
+    assert (defaults.dedup_window_s, defaults.cached_events, defaults.cached_finished) == (86_400.0, 10_000, 1_000)
+    assert problems("""\
+        retention:
+          dedup_window_s: 59
+          cached_events: 99
+          cached_finished: 9
+          keep: forever
+        capacity_profiles: {p: {max_sessions: 1}}
+    """) == [
+        "gateway.yaml:2: retention.dedup_window_s: input should be greater than or equal to 60",
+        "gateway.yaml:3: retention.cached_events: input should be greater than or equal to 100",
+        "gateway.yaml:4: retention.cached_finished: input should be greater than or equal to 10",
+        "gateway.yaml:5: retention.keep: unknown key",
+    ]
+    assert problems("""\
+        retention: {dedup_window_s: 2592001, cached_events: 10000001, cached_finished: many}
+        capacity_profiles: {p: {max_sessions: 1}}
+    """) == [
+        "gateway.yaml:1: retention.cached_events: input should be less than or equal to 10000000",
+        "gateway.yaml:1: retention.cached_finished: input should be a valid integer, "
+        "unable to parse string as an integer",
+        "gateway.yaml:1: retention.dedup_window_s: input should be less than or equal to 2592000",
+    ]
+    chosen = load("""\
+        retention: {dedup_window_s: 3600, cached_events: 100, cached_finished: 10}
+        capacity_profiles: {p: {max_sessions: 1}}
+    """).retention
+    assert (chosen.dedup_window_s, chosen.cached_events, chosen.cached_finished) == (3600.0, 100, 10)
+
+
+LARGE = """\
+    store: {url: "${STORE}"}
+    capacity_profiles: {p: {max_sessions: 2}}
+    queues: [{name: q}]
+    vendors: [{name: crm, adapter: webhook, secret: "0123456789abcdef0123", tolerance_s: 60}]
+    agents:
+"""
+
+
+def test_load_config_apart_gives_what_load_config_gives_without_keeping_the_tree() -> None:
+    """A large file is checked in a child process: the same configuration comes back (and
+    the same problems, every one), vendor settings and interpolation included."""
+    registry = default_registry()
+    agents = "".join(f"      - {{id: a{n}, profile: p, queues: [q], name: 'Agent {n}'}}\n" for n in range(300))
+    path = write(LARGE + agents)
+    environ = {"STORE": "memory://"}
+    checked: list[str] = []
+
+    def check(vendor: VendorConfig, index: int, known: Known) -> list[tuple[tuple[str | int, ...], str]]:
+        checked.append(vendor.name)
+        return list(registry.vendor_problems(vendor, index, known))
+
+    direct = load_config(path, environ=environ, vendor_check=check)
+    assert checked == ["crm"]
+    apart = load_config_apart(path, environ=environ, vendor_check=check, min_bytes=0)
+    assert checked == ["crm"]  # checked in the child process, whose memory is gone with it
+    assert apart == direct
+    small = load_config_apart(path, environ=environ, vendor_check=check)  # below the size: read here
+    assert checked == ["crm", "crm"] and small == direct
+    assert len(apart.agents) == 300 and apart.store.url == "memory://"
+    assert apart.vendors[0].settings() == {"secret": "0123456789abcdef0123", "tolerance_s": 60}
+    # problems: the same list, in the same order
+    bad = Path("bad.yaml")
+    broken = LARGE.replace("tolerance_s: 60", "tolerance_s: soon")
+    bad.write_text(textwrap.dedent(broken + agents + "      - {id: a0, profile: nope}\n"))
+    with pytest.raises(ConfigError) as direct_info:
+        load_config(bad, environ=environ, vendor_check=registry.vendor_problems)
+    with pytest.raises(ConfigError) as apart_info:
+        load_config_apart(bad, environ=environ, vendor_check=registry.vendor_problems, min_bytes=0)
+    assert apart_info.value.problems == direct_info.value.problems
+    assert len(apart_info.value.problems) == 3  # tolerance_s, duplicate agent, unknown profile
+    with pytest.raises(ConfigError) as missing:
+        load_config_apart(path, environ={}, min_bytes=0)
+    assert missing.value.problems == ["gateway.yaml:1: store.url: environment variable STORE is not set"]
+
+
+def test_load_config_apart_reads_a_file_that_does_not_survive_json_itself() -> None:
+    """A value JSON cannot carry exactly (infinity) never comes back changed: the file is
+    then read in this process."""
+    path = write("""\
+        capacity_profiles: {p: {max_sessions: 2}}
+        vendors: [{name: crm, adapter: custom, limit: .inf}]
+    """)
+    apart = load_config_apart(path, environ={}, min_bytes=0)
+    assert apart == load_config(path, environ={})
+    assert apart.vendors[0].settings() == {"limit": float("inf")}
 
 
 @pytest.mark.parametrize(

@@ -288,6 +288,7 @@ def test_diff_names_what_changed_and_what_needs_a_restart() -> None:
     raw["agents"].pop(2)
     raw["queues"].append({"name": "sales"})
     raw["capacity_profiles"]["std"]["max_sessions"] = 4
+    raw["retention"]["cached_events"] = 500
     got = diff(old, GatewayConfig.model_validate(raw))
     assert got.compact() == {
         "agents_removed": ["a3"],
@@ -296,7 +297,7 @@ def test_diff_names_what_changed_and_what_needs_a_restart() -> None:
         "profiles_changed": ["std"],
         "queues_added": ["sales"],
         "server_changed": ["desktop_grace_s"],
-        "needs_restart": ["server.port"],
+        "needs_restart": ["server.port", "retention.cached_events"],
     }
     assert diff(old, old).empty
 
