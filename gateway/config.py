@@ -164,6 +164,9 @@ def _profile_field_adapters() -> dict[str, TypeAdapter[Any]]:
 class QueuePolicy(StrEnum):
     LONGEST_IDLE = "longest_idle"
     LEAST_BUSY = "least_busy"
+    #: parallel offers: up to ``offer_to`` eligible agents at once (longest idle first); the
+    #: first accept wins, the other offers are withdrawn
+    OFFER_ALL = "offer_all"
 
 
 class OnFull(StrEnum):
@@ -179,6 +182,9 @@ class QueueConfig(_Strict):
     max_wait_s: float = Field(default=60.0, gt=0, le=86_400)
     #: With ``on_full: wait``: at most this many interactions wait; more are rejected.
     max_waiting: int = Field(default=1000, ge=1, le=1_000_000)
+    #: With ``policy: offer_all``: offer each interaction to at most this many agents at once
+    #: (default: every eligible agent of the queue with room).
+    offer_to: int | None = Field(default=None, ge=1, le=1000)
 
 
 class AgentConfig(_Strict):
@@ -341,6 +347,12 @@ def reference_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
         and len(queues) == len(raw_queues)
         and all(isinstance(queue.get("name"), str) for _, queue in queues)
     )
+    for i, queue in queues:
+        if queue.get("offer_to") is not None and queue.get("policy") != QueuePolicy.OFFER_ALL.value:
+            policy = queue.get("policy", QueuePolicy.LONGEST_IDLE.value)
+            problems.append(
+                (("queues", i, "offer_to"), f"offer_to applies to policy: offer_all only (this queue's is {policy})")
+            )
     agent_ids: set[str] = set()
     for i, agent in agents:
         agent_id = agent.get("id")

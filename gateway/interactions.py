@@ -25,7 +25,7 @@ class VendorCapabilities:
 
 class Phase(StrEnum):
     WAITING = "waiting"  # in a waiting list, no session
-    OFFERED = "offered"  # its holder session is offered
+    OFFERED = "offered"  # its holder session is offered (or its parallel offers are out)
     ACTIVE = "active"  # its holder session is active (a consult target may be offered)
     DONE = "done"  # ended, rejected, or completed by the agent
 
@@ -49,6 +49,9 @@ class Interaction:
     holder: str | None = None
     #: a consult transfer's target session, while it is offered
     pending: str | None = None
+    #: a parallel offer's sessions (queue ``policy: offer_all``), all offered, while no agent
+    #: has accepted it (``holder`` is None meanwhile); the first accept wins
+    parallel: list[str] = field(default_factory=list)
     wait_deadline: float | None = None
     #: arrival order in its waiting list (kept so a restart restores the same order)
     wait_seq: int | None = None

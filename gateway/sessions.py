@@ -38,6 +38,8 @@ class Outcome(StrEnum):
     EXPIRED = "expired"
     ABANDONED = "abandoned"
     TRANSFERRED = "transferred"
+    #: a parallel offer another agent accepted first
+    WITHDRAWN = "withdrawn"
 
 
 class AccountState(StrEnum):

@@ -145,7 +145,7 @@ def account_id_of(attributes: Mapping[str, Any]) -> str | None:
 
 
 def live_sessions(st: EngineState, interaction: Interaction) -> Iterator[Session]:
-    for session_id in (interaction.holder, interaction.pending):
+    for session_id in (interaction.holder, interaction.pending, *interaction.parallel):
         session = st.sessions.get(session_id) if session_id else None
         if session is not None and session.state in (SessionState.OFFERED, SessionState.ACTIVE):
             yield session

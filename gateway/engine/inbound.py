@@ -117,7 +117,7 @@ def _vendor_end(st: EngineState, event: Event, now: float) -> Decision:
         sessions.finish(st, interaction, now)
     elif interaction.phase is not Phase.DONE:
         sessions.finish(st, interaction, now)  # first, so that withdrawn offers are not re-routed
-        for session_id in (interaction.pending, interaction.holder):
+        for session_id in (interaction.pending, interaction.holder, *interaction.parallel):
             session = st.sessions.get(session_id) if session_id else None
             if session is None:
                 continue
@@ -126,6 +126,7 @@ def _vendor_end(st: EngineState, event: Event, now: float) -> Decision:
             elif session.state is SessionState.ACTIVE:
                 sessions.end_session(st, session, Outcome.COMPLETED, now)
         interaction.holder = interaction.pending = None
+        interaction.parallel = []
     return Decision(DecisionKind.ACCEPTED)
 
 

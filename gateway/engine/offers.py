@@ -16,7 +16,7 @@ from ..interactions import Interaction, InteractionKey, Phase
 from ..notices import Decision, DecisionKind, ToVendor, VendorAction
 from ..router import agent_line
 from ..sessions import Account, AccountState, Outcome, Session, SessionState, default_label
-from . import agents, core, slots, timers
+from . import agents, core, parallel, slots, timers
 from .core import EngineState, Timer
 
 #: rejected even to a vendor that cannot take a rejection: no waiting can ever serve them
@@ -63,10 +63,16 @@ def offer(st: EngineState, event: Event, now: float) -> Decision:
 
 def route_to_queue(st: EngineState, interaction: Interaction, now: float, *, late: bool) -> Decision:
     assert interaction.queue is not None
-    agent_id = select(st, interaction.queue, interaction.channel, interaction.vendor, interaction.excluded)
-    if agent_id is not None:
-        session = open_offer(st, interaction, agent_id, now)
-        return decide_assign(st, interaction, session, late=late)
+    count = parallel.width(st, interaction)
+    if count is not None:
+        chosen = parallel.select_many(st, interaction, count, set())
+        if chosen:
+            return parallel.offer_round(st, interaction, chosen, now, late=late)
+    else:
+        agent_id = select(st, interaction.queue, interaction.channel, interaction.vendor, interaction.excluded)
+        if agent_id is not None:
+            session = open_offer(st, interaction, agent_id, now)
+            return decide_assign(st, interaction, session, late=late)
     if not can_reject(st, interaction.vendor):
         return _hold(st, interaction, now, late=late)
     queue = st.queues.get(interaction.queue)
@@ -82,7 +88,7 @@ def route_to_queue(st: EngineState, interaction: Interaction, now: float, *, lat
         ).seq
         timers.arm(st, interaction.wait_deadline, Timer.WAIT, interaction.key)
         decision = Decision(DecisionKind.QUEUED)
-        _record_decision(st, interaction, decision, late=late)
+        record_decision(st, interaction, decision, late=late)
         return decision
     return decide_reject(st, interaction, Reason.NO_AGENT_AVAILABLE, now, late=late)
 
@@ -91,7 +97,7 @@ def decide_assign(st: EngineState, interaction: Interaction, session: Session, *
     interaction.phase = Phase.OFFERED
     interaction.holder = session.id
     decision = Decision(DecisionKind.ASSIGNED, agent_id=session.agent_id, session_id=session.id)
-    _record_decision(st, interaction, decision, late=late)
+    record_decision(st, interaction, decision, late=late)
     return decision
 
 
@@ -115,7 +121,7 @@ def _hold(st: EngineState, interaction: Interaction, now: float, *, late: bool) 
         interaction.key, line(interaction), interaction.channel, interaction.priority, interaction.wait_seq
     ).seq
     decision = Decision(DecisionKind.QUEUED)
-    _record_decision(st, interaction, decision, late=late)
+    record_decision(st, interaction, decision, late=late)
     return decision
 
 
@@ -138,11 +144,14 @@ def decide_reject(
     interaction.done_at = now
     st.finished_interactions.append((now, interaction))
     decision = Decision(DecisionKind.REJECTED, reason=reason.value)
-    _record_decision(st, interaction, decision, late=late)
+    record_decision(st, interaction, decision, late=late)
     return decision
 
 
-def _record_decision(st: EngineState, interaction: Interaction, decision: Decision, *, late: bool) -> None:
+def record_decision(st: EngineState, interaction: Interaction, decision: Decision, *, late: bool) -> None:
+    if late and decision.kind is DecisionKind.QUEUED and interaction.decisions:
+        if interaction.decisions[-1].kind is DecisionKind.QUEUED:
+            return  # the vendor knows it waits (a parallel offer's new round, or back in the line)
     interaction.decisions.append(decision)
     st.dirty_interactions[interaction.key] = interaction
     if late:
@@ -207,7 +216,7 @@ def open_offer(
 
 
 def withdraw(st: EngineState, session: Session, outcome: Outcome, now: float) -> None:
-    """An offer ends unaccepted (declined, expired, abandoned): free the slot, then re-route."""
+    """An offer ends unaccepted (declined, expired, abandoned, withdrawn): free the slot, then re-route."""
     session.state = SessionState.CLOSED
     session.closed_at = now
     session.outcome = outcome
@@ -229,6 +238,8 @@ def withdraw(st: EngineState, session: Session, outcome: Outcome, now: float) ->
                 decide_reject(st, interaction, Reason.OFFER_TIMEOUT, now, late=True)
             else:
                 route_to_queue(st, interaction, now, late=True)
+        elif session.id in interaction.parallel:
+            parallel.left(st, interaction, session, now)
     serve_waiting(st, session.agent_id, now)
     agents.drop_if_retired(st, session.agent_id, now)
 
@@ -261,5 +272,10 @@ def serve_waiting(st: EngineState, agent_id: str, now: float) -> None:
             return
         st.waiting.remove(waiter.key)
         interaction.wait_deadline = None
-        session = open_offer(st, interaction, agent_id, now)
-        decide_assign(st, interaction, session, late=True)
+        count = parallel.width(st, interaction)
+        if count is not None:  # this agent and up to count - 1 more at once
+            others = parallel.select_many(st, interaction, count - 1, {agent_id})
+            parallel.offer_round(st, interaction, [agent_id, *others], now, late=True)
+        else:
+            session = open_offer(st, interaction, agent_id, now)
+            decide_assign(st, interaction, session, late=True)

@@ -156,6 +156,8 @@ def restore(st: EngineState, snapshot: Snapshot) -> None:
     for row in snapshot.interactions:
         interaction = interaction_from_state(row)
         st.interactions[interaction.key] = interaction
+        # a parallel offer's sessions are back with their slots (those of agents gone are not)
+        interaction.parallel = [s for s in interaction.parallel if s in st.sessions]
         if interaction.phase is Phase.DONE:
             st.finished_interactions.append((interaction.done_at or now, interaction))
         elif interaction.phase is Phase.WAITING:

@@ -8,7 +8,7 @@ from ..events import Channel
 from ..interactions import Interaction, Phase
 from ..notices import VendorAction
 from ..sessions import Account, AccountState, Note, Outcome, Session, SessionState, iso
-from . import agents, core, focus, inbound, offers, slots, timers
+from . import agents, core, focus, inbound, offers, parallel, slots, timers
 from .core import EngineState, Timer
 
 MAX_NOTE_CHARS = 10_000
@@ -18,6 +18,11 @@ MAX_NOTES_PER_SESSION = 500
 def accept(st: EngineState, session_id: str, *, actor: str | None = None) -> Session:
     now = timers.fire_due(st)
     session = core.own_session(st, session_id, actor)
+    if session.outcome is Outcome.WITHDRAWN:
+        raise InvalidState(
+            f"session {session_id} was withdrawn: another agent accepted the interaction first",
+            code="session_not_offered",
+        )
     if session.state is not SessionState.OFFERED:
         raise InvalidState(f"session {session_id} is {session.state.value}, not offered", code="session_not_offered")
     activate(st, session, now, echo=True)
@@ -38,6 +43,8 @@ def activate(st: EngineState, session: Session, now: float, *, echo: bool) -> No
         end_session(st, source, Outcome.TRANSFERRED, now, transferred_to=session.id)
         core.to_vendor(st, interaction, VendorAction.TRANSFERRED, mode="consult", session=session, source=source)
     else:
+        if session.id in interaction.parallel:  # the first accept of a parallel offer wins
+            parallel.settle(st, interaction, session, now)
         interaction.phase = Phase.ACTIVE
         if echo:
             core.to_vendor(st, interaction, VendorAction.ACCEPTED, session=session)

@@ -9,7 +9,10 @@ connects/disconnects, re-sent event ids, illegal actions, restarts (every step i
 journaled to a memory journal, as the runtime does; a restart restores a fresh engine from
 it after some downtime and the history goes on) and configuration reloads (issue 10:
 profiles raised, lowered and reweighted under load, agents removed in the middle of their
-sessions and added back; a later restart runs on the reloaded configuration).
+sessions and added back; a later restart runs on the reloaded configuration), and
+parallel offers (issue 13: queues with ``policy: offer_all``, with and without ``offer_to``;
+accept races where several desktops accept in the same instant, declines, timeouts,
+desktop drops and restarts while the offers are out).
 
 After every step it checks, from the engine's observable state:
 
@@ -40,6 +43,13 @@ After every step it checks, from the engine's observable state:
   nothing; nothing is decided about an interaction that has ended.
 * Illegal actions raise :class:`~gateway.errors.ActionError` with the expected code and
   change nothing (state fingerprint before/after, empty outbox).
+* Parallel offers: an offer to an ``offer_all`` queue goes at once to the first ``offer_to``
+  agents with room in the policy's order (longest idle) and is answered ``queued``; each
+  offer holds its slot (the counters above include them); the first accept wins, every other
+  offer of the round is closed ``withdrawn`` in the same step; a declined or expired offer
+  excludes its agent; the vendor hears exactly one more decision: ``assigned`` naming the
+  winner (whose session is active) or ``rejected`` (``queue_timeout``, ``no_agent_available``),
+  never ``queued`` twice in a row; a new round never offers to an excluded agent.
 
 Where DESIGN leaves room, the machine holds the engine to the reading it implements:
 
@@ -98,7 +108,7 @@ from gateway.notices import (
     VendorAction,
 )
 from gateway.records.memory import MemoryJournal
-from gateway.sessions import SessionState
+from gateway.sessions import Outcome, SessionState
 
 #: Steps per history. On a 2-core machine 2000 histories (ci) take about 2.5 minutes when
 #: nothing fails, 200 (dev) about 15 s; shrinking a failure adds a few minutes.
@@ -152,12 +162,16 @@ CONFIG: dict[str, Any] = {
         {"name": "busy", "policy": "least_busy", "on_full": "reject"},
         {"name": "wait", "policy": "least_busy", "on_full": "wait", "max_wait_s": 20, "max_waiting": 2},
         {"name": "lobby", "policy": "longest_idle", "on_full": "wait", "max_wait_s": 6, "max_waiting": 1},
+        # parallel offers (issue 13): to two agents at once, waiting when nobody has room ...
+        {"name": "rush", "policy": "offer_all", "offer_to": 2, "on_full": "wait", "max_wait_s": 8, "max_waiting": 2},
+        # ... and to every agent of the queue with room, rejected when nobody has any
+        {"name": "blast", "policy": "offer_all", "on_full": "reject"},
     ],
     "agents": [
-        {"id": "a1", "profile": "reserved", "queues": ["idle", "busy"]},
-        {"id": "a2", "profile": "voice_whole", "queues": ["idle", "wait"]},
-        {"id": "a3", "profile": "wrapper", "queues": ["busy", "wait"]},
-        {"id": "a4", "profile": "weighted", "queues": ["idle", "busy", "lobby"]},
+        {"id": "a1", "profile": "reserved", "queues": ["idle", "busy", "rush", "blast"]},
+        {"id": "a2", "profile": "voice_whole", "queues": ["idle", "wait", "rush"]},
+        {"id": "a3", "profile": "wrapper", "queues": ["busy", "wait", "rush", "blast"]},
+        {"id": "a4", "profile": "weighted", "queues": ["idle", "busy", "lobby", "blast"]},
     ],
 }
 
@@ -185,7 +199,9 @@ PROFILE_VARIANTS: dict[str, list[dict[str, Any]]] = {
         {"max_sessions": 2, "units": {"chat": 2}, "max_units": 2, "wrap_up_s": {"email": 2.5}},
     ],
 }
-QUEUES = ("idle", "busy", "wait", "lobby")
+QUEUES = ("idle", "busy", "wait", "lobby", "rush", "blast")
+#: the offer_all queues and their offer_to (None: every agent with room)
+PARALLEL: dict[str, int | None] = {"rush": 2, "blast": None}
 VENDORS = ("crm", "pbx", "mail", "inbox")
 CAPABILITIES = {
     "pbx": VendorCapabilities(channels=frozenset({Channel.VOICE, Channel.CHAT})),
@@ -287,6 +303,8 @@ class OfferModel:
     done: bool = False
     #: agents who declined or missed it (DESIGN 5: re-routed excluding them)
     excluded: set[str] = field(default_factory=set)
+    #: its parallel offers out (offer_all queues), as the model followed them
+    round: set[str] = field(default_factory=set)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -399,6 +417,7 @@ class EngineMachine(RuleBasedStateMachine):
                 i.phase,
                 i.holder,
                 i.pending,
+                tuple(i.parallel),
                 frozenset(i.excluded),
                 i.target_agent,
                 i.queue,
@@ -457,6 +476,9 @@ class EngineMachine(RuleBasedStateMachine):
 
     def process(self, notices: list[Notice]) -> None:
         """Follow the notices in order: idle order, presence, holders, late decisions."""
+        #: sessions offered by this step; parallel offers won by this step (offer -> winner)
+        offered_now: set[str] = set()
+        winners: dict[tuple[str, str], str] = {}
         for notice in notices:
             if isinstance(notice, SessionChanged):
                 s = notice.session
@@ -471,6 +493,7 @@ class EngineMachine(RuleBasedStateMachine):
                     self.wrap_of.setdefault(s["id"], 0.0)  # closed at its end: no wrap-up
                 if notice.transition == "offered":
                     self.touch(s["agent_id"])
+                    offered_now.add(s["id"])
                 elif notice.transition in ("declined", "expired", "abandoned") and s["vendor"] is not None:
                     offer_key = self.current.get((s["vendor"], s["interaction_id"]))
                     offer = self.offers[offer_key] if offer_key else None
@@ -479,6 +502,25 @@ class EngineMachine(RuleBasedStateMachine):
                         if notice.transition != "abandoned":
                             offer.credit += 1
                             offer.excluded.add(s["agent_id"])
+                    elif offer is not None and (s["id"] in offer.round or s["id"] in offered_now):
+                        # one parallel offer gone (no decision owed); one offered in this very step
+                        # (timers firing in turn: a new round's offers may expire at once) is one too,
+                        # as any other offer made here was announced to the vendor (its holder)
+                        offer.round.discard(s["id"])
+                        if notice.transition != "abandoned":
+                            offer.excluded.add(s["agent_id"])
+                elif notice.transition == "accepted" and s["vendor"] is not None:
+                    offer_key = self.current.get((s["vendor"], s["interaction_id"]))
+                    offer = self.offers[offer_key] if offer_key else None
+                    if offer is not None and s["id"] in offer.round:
+                        offer.round.discard(s["id"])
+                        winners[offer_key] = s["id"]  # type: ignore[index]
+                elif notice.transition == "withdrawn":
+                    offer_key = self.current.get((s["vendor"], s["interaction_id"]))
+                    assert offer_key in winners, f"{s['id']} withdrawn although nobody accepted its interaction"
+                    offer = self.offers[offer_key]
+                    assert s["id"] in offer.round, f"{s['id']} withdrawn but not a parallel offer out"
+                    offer.round.discard(s["id"])
             elif isinstance(notice, PresenceChanged):
                 if notice.state == "ready" and self.presence[notice.agent_id] != "ready":
                     self.touch(notice.agent_id)
@@ -494,6 +536,18 @@ class EngineMachine(RuleBasedStateMachine):
                 elif notice.action is VendorAction.TRANSFERRED:
                     offer_key = self.current[(notice.vendor, notice.interaction_id)]
                     self.offers[offer_key].holder = notice.data["session_id"]
+        for offer_key, winner in winners.items():
+            offer = self.offers[offer_key]
+            assert not offer.round, f"{offer_key}: {winner} won, but {offer.round} are still offered"
+            assert offer.holder == winner, f"{offer_key}: {winner} won, the vendor was told {offer.answers[-1]}"
+        for key, offer_key in self.current.items():
+            offer = self.offers[offer_key]
+            interaction = self.engine.interactions.get(key)
+            current = interaction is not None and interaction.offer_event_id == offer_key[1]
+            out = set(interaction.parallel) if current and interaction.phase is not Phase.DONE else set()  # type: ignore[union-attr]
+            assert offer.round <= out, f"{offer_key}: parallel offers {offer.round - out} ended unannounced"
+            assert out - offer.round <= offered_now, f"{offer_key}: parallel offers {out} were not offered now"
+            offer.round = out
         for offer_key, offer in self.offers.items():
             assert offer.credit == 0, (
                 f"offer {offer_key}: its holder offer was declined/expired but no decision followed "
@@ -513,11 +567,18 @@ class EngineMachine(RuleBasedStateMachine):
         )
         last = offer.answers[-1]
         assert last["decision"] != "rejected", f"{offer_key}: decision {notice.data} after rejection {offer.answers}"
+        interaction = self.engine.interactions[offer.key]
+        parallel = interaction.target_agent is None and interaction.queue in PARALLEL
         if last["decision"] == "queued":
             assert offer.credit == 0
             assert kind in ("assigned", "rejected"), f"{offer_key}: {kind} follows queued ({offer.answers})"
             if kind == "rejected":  # (unknown_agent: the agent it waited for was removed by a reload)
-                assert notice.data["reason"] in ("queue_timeout", "unknown_agent"), notice.data
+                # (no_agent_available: every parallel offer of the last round declined or expired)
+                reasons = {"queue_timeout", "unknown_agent"} | ({"no_agent_available"} if parallel else set())
+                assert notice.data["reason"] in reasons, notice.data
+            elif parallel:  # a parallel offer's winner: the first accept
+                winner = self.engine.sessions[notice.data["session_id"]]
+                assert winner.state is SessionState.ACTIVE, f"{offer_key}: assigned to {winner}, who did not accept"
         else:
             assert offer.credit > 0, (
                 f"{offer_key}: late decision {notice.data} although its holder offer was not declined or "
@@ -528,7 +589,6 @@ class EngineMachine(RuleBasedStateMachine):
             if kind == "rejected":
                 assert notice.data["reason"] in ("offer_timeout", "no_agent_available"), notice.data
         if kind == "assigned":
-            interaction = self.engine.interactions[offer.key]
             if not can_reject(notice.vendor) and interaction.target_agent is not None:
                 # held for its agent: offered to that agent again, declined or not
                 assert notice.data["agent_id"] == interaction.target_agent, (
@@ -618,6 +678,10 @@ class EngineMachine(RuleBasedStateMachine):
             assert decision.reason == detail, f"expected reason {detail}, got {decision}"
         elif kind == "assigned":
             assert decision.agent_id in detail, f"assigned to {decision.agent_id}, the policy says {detail}"
+        elif detail is not None:  # a parallel offer: out to exactly the agents the policy orders first
+            interaction = self.engine.interactions[key]
+            out = {self.engine.sessions[s].agent_id for s in interaction.parallel}
+            assert out == detail, f"offer {event.event_id} went out to {out}, the policy says {detail}"
         previous = self.current.get(key)
         if previous is not None:
             self.offers[previous].done = True  # its interaction was done (not was_open): a new incarnation
@@ -626,6 +690,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.current[key] = event.key
         if decision.kind is DecisionKind.ASSIGNED:
             self.check_assigned(offer, decision.as_dict())
+        offer.round = set(self.engine.interactions[key].parallel)
         self.sent.append((event, decision))
         if accept_now and decision.session_id is not None:
             accepted = self.call(self.engine.accept, decision.session_id, actor=decision.agent_id)
@@ -645,6 +710,14 @@ class EngineMachine(RuleBasedStateMachine):
                 return ("assigned", {event.agent_id})
             return ("rejected", reason) if can_reject(event.vendor) else ("queued", None)
         assert event.queue is not None
+        if event.queue in PARALLEL:  # offered at once to the first offer_to agents with room, answered queued
+            room = sorted(
+                (a for a in self.queue_agents(event.queue) if self.has_room(a, event.channel)),
+                key=lambda a: self.policy_key(event.queue, a),  # type: ignore[arg-type]
+            )
+            width = PARALLEL[event.queue]
+            if room:
+                return ("queued", set(room if width is None else room[:width]))
         best = self.best_of(event.queue, event.channel, exclude=set())
         if best is not None:
             return ("assigned", {best})
@@ -787,6 +860,33 @@ class EngineMachine(RuleBasedStateMachine):
         result = self.call(self.engine.decline, sid)
         assert not isinstance(result, ActionError), f"declining offered {sid} failed: {result!r}"
         assert result.state is SessionState.CLOSED
+
+    @rule(data=st.data(), vendor_side=st.booleans())
+    @step
+    def accept_race(self, data: st.DataObject, vendor_side: bool) -> None:
+        """Every desktop offered one parallel offer accepts it in the same instant, in some order
+        (vendor_side: the first to arrive is the vendor's accept for that agent): the first one
+        wins, the others are refused (``session_not_offered``) and find their offer withdrawn."""
+        self.sync()
+        e = self.engine
+        out = sorted(k for k, i in e.interactions.items() if i.parallel)
+        if not out:
+            return
+        key = data.draw(st.sampled_from(out), label="parallel offer")
+        sessions = data.draw(st.permutations(e.interactions[key].parallel), label="accept order")
+        first, *others = sessions
+        if vendor_side:
+            agent = e.sessions[first].agent_id
+            result = self.send(self.new_event(EventType.ACCEPT, key[0], key[1], agent_id=agent))
+        else:
+            result = self.call(e.accept, first, actor=e.sessions[first].agent_id)
+        assert not isinstance(result, ActionError), f"the first accept of {key} ({first}) failed: {result!r}"
+        assert e.sessions[first].state is SessionState.ACTIVE
+        assert e.interactions[key].holder == first
+        for sid in others:
+            late = self.call(e.accept, sid, actor=e.sessions[sid].agent_id)
+            assert isinstance(late, ActionError) and late.code == "session_not_offered", late
+            assert e.sessions[sid].outcome is Outcome.WITHDRAWN and not e.sessions[sid].occupying
 
     @rule(data=st.data())
     @step
@@ -1244,6 +1344,7 @@ class EngineMachine(RuleBasedStateMachine):
         assert not [s.id for s in e.sessions.values() if s.occupying]
         for key, interaction in e.interactions.items():
             assert interaction.phase is Phase.DONE and interaction.holder is None and interaction.pending is None, key
+            assert interaction.parallel == [], key
 
     def teardown(self) -> None:
         if self.healthy:
@@ -1316,19 +1417,36 @@ class EngineMachine(RuleBasedStateMachine):
                 )
             phase = interaction.phase
             assert (phase is Phase.WAITING) == (key in waiting), f"{key}: phase {phase}, waiting {key in waiting}"
+            if interaction.parallel:  # a parallel offer out: each holds its own agent's slot, nobody won yet
+                assert phase is Phase.OFFERED and holder is None and pending is None, (
+                    f"{key}: parallel offers {interaction.parallel} while {phase}, {interaction.holder}"
+                )
+                assert interaction.target_agent is None and interaction.queue in PARALLEL, key
+                round_ = [e.sessions[s] for s in interaction.parallel]
+                assert all(s.state is SessionState.OFFERED and (s.vendor, s.interaction_id) == key for s in round_)
+                agents_out = [s.agent_id for s in round_]
+                assert len(set(agents_out)) == len(agents_out), f"{key}: offered twice to one agent {agents_out}"
+                assert not set(agents_out) & interaction.excluded, f"{key}: offered to excluded {agents_out}"
+                width = PARALLEL[interaction.queue]
+                assert width is None or len(agents_out) <= width, f"{key}: offered to {agents_out}, offer_to {width}"
             if phase is Phase.WAITING or phase is Phase.DONE:
-                assert holder is None and pending is None, (
-                    f"{key} {phase} holds {interaction.holder}/{interaction.pending}"
+                assert holder is None and pending is None and not interaction.parallel, (
+                    f"{key} {phase} holds {interaction.holder}/{interaction.pending}/{interaction.parallel}"
                 )
             elif phase is Phase.OFFERED:
-                assert holder is not None and holder.state is SessionState.OFFERED, f"{key} offered, holder {holder}"
+                assert (holder is not None and holder.state is SessionState.OFFERED) or interaction.parallel, (
+                    f"{key} offered, holder {holder}"
+                )
             else:
                 assert holder is not None and holder.state is SessionState.ACTIVE, f"{key} active, holder {holder}"
         for s in e.sessions.values():
             if s.state in (SessionState.OFFERED, SessionState.ACTIVE) and not s.manual:
                 interaction = e.interactions.get((s.vendor, s.interaction_id))  # type: ignore[arg-type]
-                assert interaction is not None and s.id in (interaction.holder, interaction.pending), (
-                    f"{s.id} ({s.state}) is neither holder nor consult target of {s.vendor}/{s.interaction_id}"
+                assert interaction is not None and (
+                    s.id in (interaction.holder, interaction.pending) or s.id in interaction.parallel
+                ), (
+                    f"{s.id} ({s.state}) is neither holder, consult target nor parallel offer of "
+                    f"{s.vendor}/{s.interaction_id}"
                 )
         # -- the vendor's picture agrees with the engine's
         for key, offer_key in self.current.items():
@@ -1342,6 +1460,7 @@ class EngineMachine(RuleBasedStateMachine):
             if interaction.holder is not None:
                 assert offer.holder == interaction.holder, f"{key}: vendor believes {offer.holder} holds it"
             assert interaction.excluded == offer.excluded, f"{key}: excluded {interaction.excluded} vs {offer.excluded}"
+            assert set(interaction.parallel) == offer.round, f"{key}: out {interaction.parallel} vs {offer.round}"
             if interaction.phase is Phase.DONE:
                 offer.done = True
         # -- waiting lists: bounded, and nobody waits while an agent of the queue has room

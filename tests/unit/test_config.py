@@ -239,7 +239,7 @@ def test_type_errors_name_the_value_line_and_drop_pydantic_prefixes() -> None:
         "gateway.yaml:2: server.port: input should be a valid integer, unable to parse string as an integer",
         "gateway.yaml:6: capacity_profiles.p.channels.fax: "
         "invalid key: input should be 'voice', 'chat', 'email' or 'manual'",
-        "gateway.yaml:9: queues.0.policy: input should be 'longest_idle' or 'least_busy'",
+        "gateway.yaml:9: queues.0.policy: input should be 'longest_idle', 'least_busy' or 'offer_all'",
     ]
 
 
@@ -662,7 +662,7 @@ def test_one_pass_reports_shape_errors_references_profile_rules_store_and_vendor
         "input should be 'voice', 'chat', 'email' or 'manual'",
         "gateway.yaml:11: capacity_profiles.q.max_sessions: input should be less than or equal to 64",
         "gateway.yaml:13: capacity_profiles.q.max_units: input should be greater than or equal to 1",
-        "gateway.yaml:15: queues.0.policy: input should be 'longest_idle' or 'least_busy'",
+        "gateway.yaml:15: queues.0.policy: input should be 'longest_idle', 'least_busy' or 'offer_all'",
         "gateway.yaml:16: queues.1.name: duplicate queue 'support'",
         "gateway.yaml:18: agents.0.profile: unknown capacity profile 'r'",
         "gateway.yaml:18: agents.0.queues.1: unknown queue 'sails'",
@@ -734,7 +734,7 @@ def test_python_dash_m_gateway(tmp_path: Path) -> None:
     good = check_config("config/gateway.yaml")
 
     assert (bad.returncode, bad.stdout) == (2, "")
-    policies = "'longest_idle' or 'least_busy'"
+    policies = "'longest_idle', 'least_busy' or 'offer_all'"
     assert bad.stderr == f"{tmp_path / NAME}:2: queues.0.policy: input should be {policies}\n"
     assert (good.returncode, good.stderr) == (0, "")
     assert good.stdout == "config/gateway.yaml: OK (2 capacity profiles, 2 queues, 2 agents, 1 vendor)\n"
@@ -758,3 +758,41 @@ def test_a_mapping_where_a_number_belongs_is_an_error_at_its_line_not_a_tracebac
     with pytest.raises(ConfigError) as info:
         load_config_text(text, "gw.yaml", environ={})
     assert info.value.problems == [f"gw.yaml:2: capacity_profiles.p.{field}: input should be a valid integer"]
+
+
+# -- parallel offers (issue 13) --------------------------------------------------------------
+
+
+def test_offer_all_queues_load_with_and_without_offer_to() -> None:
+    config = load("""\
+        capacity_profiles: {p: {max_sessions: 2}}
+        queues:
+          - {name: vip, policy: offer_all, offer_to: 3, on_full: wait, max_wait_s: 20}
+          - {name: urgent, policy: offer_all}
+    """)
+    vip, urgent = config.queues
+    assert (vip.policy, vip.offer_to, vip.on_full) == (QueuePolicy.OFFER_ALL, 3, OnFull.WAIT)
+    assert (urgent.policy, urgent.offer_to) == (QueuePolicy.OFFER_ALL, None)
+
+
+def test_offer_to_problems_are_reported_at_their_line_by_check_config(capsys: pytest.CaptureFixture[str]) -> None:
+    write("""\
+        capacity_profiles: {p: {max_sessions: 2}}
+        queues:
+          - name: a
+            offer_to: 2
+          - name: b
+            policy: least_busy
+            offer_to: 2
+          - name: c
+            policy: offer_all
+            offer_to: 0
+          - {name: d, policy: offer_all, offer_to: many}
+    """)
+    assert main(["check-config", NAME]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "gateway.yaml:4: queues.0.offer_to: offer_to applies to policy: offer_all only (this queue's is longest_idle)",
+        "gateway.yaml:7: queues.1.offer_to: offer_to applies to policy: offer_all only (this queue's is least_busy)",
+        "gateway.yaml:10: queues.2.offer_to: input should be greater than or equal to 1",
+        "gateway.yaml:11: queues.3.offer_to: input should be a valid integer, unable to parse string as an integer",
+    ]
