@@ -21,44 +21,39 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import fastjson
 from ..errors import GatewayError
 from ..persistence import Changes, StateDict
-
-try:  # optional speed-up; stdlib json is the default
-    import orjson as _orjson  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
 
 #: A lone surrogate: JSON can spell it ("\\ud800"), UTF-8 (and so SQLite) cannot store it.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-if _orjson is not None:  # pragma: no cover - depends on the environment
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
-    def dumps(obj: Any) -> str:
-        try:
-            return str(_orjson.dumps(obj).decode())
-        except _orjson.JSONEncodeError as exc:
-            raise ValueError(f"cannot be stored as JSON: {exc}") from None
 
-    loads: Callable[[str | bytes], Any] = _orjson.loads
-else:
-    _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+def dumps(obj: Any) -> str:
+    """JSON text that SQLite can store; ``ValueError`` / ``TypeError`` if there is none.
 
-    def dumps(obj: Any) -> str:
-        """JSON text that SQLite can store; ``ValueError`` / ``TypeError`` if there is none.
+    Checked here, in the caller of ``commit()``, so that such data fails only its own
+    commit: a lone surrogate would otherwise fail the whole group-commit transaction.
+    orjson encodes what it encodes exactly as :mod:`json` would (:mod:`gateway.fastjson`);
+    the rest (and every error) takes :mod:`json`'s path.
+    """
+    fast = fastjson.dumps(obj)
+    if fast is not None:
+        return fast.decode()
+    try:
+        text = _encoder.encode(obj)
+    except RecursionError:
+        raise ValueError("cannot be stored as JSON: nested too deeply") from None
+    if _SURROGATE.search(text):
+        raise ValueError("cannot be stored: a string holds a lone surrogate (not valid Unicode)")
+    return text
 
-        Checked here, in the caller of ``commit()``, so that such data fails only its own
-        commit: a lone surrogate would otherwise fail the whole group-commit transaction.
-        """
-        try:
-            text = _encoder.encode(obj)
-        except RecursionError:
-            raise ValueError("cannot be stored as JSON: nested too deeply") from None
-        if _SURROGATE.search(text):
-            raise ValueError("cannot be stored: a string holds a lone surrogate (not valid Unicode)")
-        return text
 
-    loads = json.loads
+#: Rows are read back with :mod:`json`: orjson would turn an integer beyond 64 bits (which
+#: :func:`dumps` stores as written) into a float, and a restart would not be exact.
+loads: Callable[[str | bytes], Any] = json.loads
 
 
 class JournalUnavailable(GatewayError):

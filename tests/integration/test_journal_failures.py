@@ -194,6 +194,27 @@ async def test_a_lone_surrogate_does_not_poison_the_journal(gw: Live, tmp_path: 
     assert status == 200, agent
 
 
+async def test_an_integer_beyond_64_bits_is_journaled_and_restored_exactly(tmp_path: Path) -> None:
+    """Valid JSON that orjson cannot write (an integer beyond 64 bits) takes the standard
+    library's path: it is assigned (no journal failure, no rebuild), and the journal gives
+    back the same integer, not a float (orjson reads such integers as floats)."""
+    runner, gw = await start(tmp_path)
+    big = 2**70 + 1
+    try:
+        await ready(gw, "a1")
+        status, body = await gw.webhook(offer("big", attributes={"account": big, "list": [big, -big]}))
+        assert (status, body["decision"]) == (200, "assigned"), body
+        assert gw.runtime.ready and gw.runtime.recoveries == 0
+    finally:
+        await stop(runner, gw)
+    async with SqliteJournal(gw.db) as journal:
+        snapshot = await journal.load(since=0)
+    (event,) = [e for e in snapshot.events if e["event_id"] == "big"]
+    attributes = event["event"]["attributes"]
+    assert attributes == {"account": big, "list": [big, -big]}
+    assert type(attributes["account"]) is int
+
+
 # ---------------------------------------------------------------------------- A1: the safety net
 
 

@@ -1,0 +1,79 @@
+"""JSON encoding on the hot path: orjson where it says exactly what the standard library says.
+
+Journal rows, desktop and supervisor WebSocket messages and the webhook's HTTP answers are
+encoded here. orjson is several times faster than :mod:`json`, but it does not refuse
+everything :mod:`json` (with ``allow_nan=False``) refuses, nor accept everything it accepts:
+
+* it writes NaN and the infinities as ``null`` (``json`` raises ``ValueError``): checked
+  here, so a non-finite number is never stored or sent as ``null``;
+* it refuses integers beyond 64 bits, dict keys that are not ``str`` and lone surrogates
+  (``json`` writes the first two; for the third each caller has its own rule);
+* it writes dataclasses, datetimes, UUIDs and enums that ``json`` refuses.
+
+:func:`dumps` returns orjson's bytes only when neither applies, else ``None``: the caller
+then takes the standard library's path, which gives the answer (or the error) it always
+gave. Decoding stays with :mod:`json`: orjson reads an integer beyond 64 bits as a float,
+which would change what a vendor sent (and what a restart restores).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+__all__ = ["dumps", "json_response", "plain"]
+
+_isfinite = math.isfinite
+
+
+def plain(obj: Any) -> bool:
+    """Whether ``obj`` is made of what :mod:`json` writes the way orjson does: dicts, lists,
+    tuples, strings, ints, bools, None and *finite* floats (subclasses included). A NaN, an
+    infinity, a dataclass, a datetime or anything else: False."""
+    stack = [obj]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float:
+            if not _isfinite(item):
+                return False
+        elif kind is dict:
+            extend(item.values())
+        elif kind is list or kind is tuple:
+            extend(item)
+        elif isinstance(item, (str, int)):  # StrEnum, IntEnum, bool: as json writes them
+            continue
+        elif isinstance(item, float):
+            if not _isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            extend(item)
+        else:
+            return False
+    return True
+
+
+def dumps(obj: Any) -> bytes | None:
+    """Compact UTF-8 JSON of ``obj``, or None where orjson cannot answer as :mod:`json` would
+    (see the module doc): the caller then encodes with :mod:`json`."""
+    try:
+        data = orjson.dumps(obj)
+    except TypeError:  # orjson.JSONEncodeError: surrogates, big ints, non-str keys, unknown types
+        return None
+    return data if plain(obj) else None
+
+
+def json_response(data: Any, *, status: int = 200) -> web.Response:
+    """``web.json_response`` with the encoding above (the standard library's where needed)."""
+    body = dumps(data)
+    if body is None:
+        return web.json_response(data, status=status)
+    return web.Response(body=body, status=status, content_type="application/json")
