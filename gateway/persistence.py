@@ -70,7 +70,12 @@ class Snapshot:
 
 
 class Journal(Protocol):
-    """Durable storage for the engine's state and the session records."""
+    """Durable storage for the engine's state and the session records.
+
+    Optional attribute ``commit_wait_bound_s``: the longest ``commit()`` itself waits before
+    it raises ``not_ready`` (None or absent: unbounded). Where it is within the runtime's
+    commit timeout, the runtime sets no timer of its own around each commit.
+    """
 
     async def open(self) -> None: ...
 

@@ -295,8 +295,7 @@ class Runtime:
             try:
                 # awaited directly (no task in between): the changes are encoded and queued
                 # before any other call can reach the engine
-                async with asyncio.timeout(COMMIT_TIMEOUT_S):
-                    await self.journal.commit(changes)
+                await self._commit(changes)
             except (ValueError, TypeError) as exc:
                 self._lost(f"a change could not be stored: {exc}", journal=False)
                 raise Unstorable(f"the request cannot be stored: {exc}") from None
@@ -318,6 +317,18 @@ class Runtime:
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
+
+    async def _commit(self, changes: Changes) -> None:
+        """``journal.commit`` bounded by :data:`COMMIT_TIMEOUT_S`: by the journal itself where
+        it says it waits no longer (``commit_wait_bound_s``: one timer for the journal, not
+        one per call), else here."""
+        journal = self.journal
+        bound = getattr(journal, "commit_wait_bound_s", None)
+        if bound is not None and bound <= COMMIT_TIMEOUT_S:
+            await journal.commit(changes)
+        else:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                await journal.commit(changes)
 
     def _lost(self, reason: str, *, journal: bool = True) -> None:
         """The engine may hold state the journal has not: refuse calls and rebuild it.

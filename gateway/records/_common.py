@@ -213,6 +213,15 @@ class _Stop:
     """Queue sentinel: the writer exits once it reaches it."""
 
 
+@dataclass(slots=True)
+class _Waiter:
+    """One commit: its encoded rows, the future its caller awaits, when its wait is over."""
+
+    rows: Prepared
+    future: asyncio.Future[None]
+    deadline: float  # the loop's clock
+
+
 class GroupCommit:
     """The group-commit writer of a journal (SQLite's and PostgreSQL's alike).
 
@@ -246,7 +255,11 @@ class GroupCommit:
         self.max_pending = max_pending
         self.commit_timeout_s = commit_timeout_s
         self._on_failure = on_failure
-        self._queue: deque[tuple[Prepared, asyncio.Future[None]] | _Stop] = deque()
+        self._queue: deque[_Waiter | _Stop] = deque()
+        #: the batch being written (taken off the queue, not yet resolved)
+        self._writing: list[_Waiter] = []
+        #: the one timer failing commits whose wait is over (None: nothing to watch)
+        self._deadline: asyncio.TimerHandle | None = None
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         #: commits queued or being written, not yet resolved
@@ -257,12 +270,13 @@ class GroupCommit:
         return self._task is not None and not self._task.done()
 
     @property
-    def queue(self) -> deque[tuple[Prepared, asyncio.Future[None]] | _Stop]:
+    def queue(self) -> deque[_Waiter | _Stop]:
         """Commits waiting for the writer (not those it is writing), for tests."""
         return self._queue
 
     def start(self, name: str) -> None:
         self._queue = deque()
+        self._writing = []
         self.pending = 0
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=name)
@@ -281,29 +295,51 @@ class GroupCommit:
             self._task = None
 
     async def submit(self, rows: Prepared) -> None:
-        """Return once ``rows`` and every commit queued before are written (see the class doc)."""
+        """Return once ``rows`` and every commit queued before are written (see the class doc).
+
+        The caller waits on its own future only: no timer per call. One deadline timer for
+        the writer fails the commits whose wait is over (:meth:`_expire`).
+        """
         if not self.running:
             raise JournalUnavailable(f"{self.what} writer is not running")
         if not rows and self.pending == 0:
             return  # nothing to write and nothing earlier still in flight
         if self.pending >= self.max_pending:
             raise JournalUnavailable(f"{self.what} overloaded: {self.pending} commits pending")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         future.add_done_callback(_consume)
-        self._queue.append((rows, future))
+        waiter = _Waiter(rows, future, loop.time() + self.commit_timeout_s)
+        self._queue.append(waiter)
         self.pending += 1
+        if self._deadline is None:
+            self._deadline = loop.call_at(waiter.deadline, self._expire)
         assert self._wakeup is not None
         self._wakeup.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(future), self.commit_timeout_s)
-        except TimeoutError:
-            raise JournalUnavailable(
-                f"{self.what} commit not confirmed within {self.commit_timeout_s:g}s (it may still be written)"
-            ) from None
+        # A cancelled caller cancels only its own future: its rows stay queued and are
+        # written with the others (whether they are is unknown to it, as with a timeout).
+        await future
+
+    def _expire(self) -> None:
+        """The deadline timer: fail every commit whose wait is over (its rows stay queued and
+        may still be written), then wait for the oldest one still unresolved."""
+        self._deadline = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for item in (*self._writing, *self._queue):
+            if isinstance(item, _Stop) or item.future.done():
+                continue
+            if item.deadline > now:  # FIFO with one timeout: the rest expire later
+                self._deadline = loop.call_at(item.deadline, self._expire)
+                return
+            item.future.set_exception(
+                JournalUnavailable(
+                    f"{self.what} commit not confirmed within {self.commit_timeout_s:g}s (it may still be written)"
+                )
+            )
 
     async def _run(self) -> None:
         assert self._wakeup is not None
-        batch: list[tuple[Prepared, asyncio.Future[None]]] = []
         try:
             while True:
                 if not self._queue:
@@ -311,7 +347,7 @@ class GroupCommit:
                     await self._wakeup.wait()
                     continue
                 stop = False
-                batch = []
+                batch: list[_Waiter] = []
                 while self._queue:
                     item = self._queue.popleft()
                     if isinstance(item, _Stop):
@@ -319,8 +355,9 @@ class GroupCommit:
                         break
                     batch.append(item)
                 if batch:
+                    self._writing = batch
                     await self._write_batch(batch)
-                    batch = []
+                    self._writing = []
                 if stop:
                     return
         finally:
@@ -329,14 +366,18 @@ class GroupCommit:
             queued = [item for item in self._queue if not isinstance(item, _Stop)]
             self._queue.clear()
             self.pending -= len(queued)
-            for _, future in batch + queued:
-                if not future.done():
-                    future.set_exception(JournalUnavailable(f"{self.what} writer stopped"))
+            for item in [*self._writing, *queued]:
+                if not item.future.done():
+                    item.future.set_exception(JournalUnavailable(f"{self.what} writer stopped"))
+            self._writing = []
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
 
-    async def _write_batch(self, batch: list[tuple[Prepared, asyncio.Future[None]]]) -> None:
+    async def _write_batch(self, batch: list[_Waiter]) -> None:
         merged = Merged()
-        for rows, _ in batch:
-            merged.add(rows)
+        for item in batch:
+            merged.add(item.rows)
         try:
             if merged.row_count():
                 await self._write(merged)
@@ -353,20 +394,20 @@ class GroupCommit:
             if self._on_failure is not None:
                 self._on_failure(len(batch), len(behind), exc)
             message = str(exc) if isinstance(exc, JournalUnavailable) else f"{self.what} write failed: {exc}"
-            for _, future in failed:
-                if not future.done():
+            for item in failed:
+                if not item.future.done():
                     error = JournalUnavailable(message)
                     error.__cause__ = exc
-                    future.set_exception(error)
+                    item.future.set_exception(error)
         else:
             if merged.row_count():
                 self.stats.transactions += 1
                 self.stats.rows += merged.row_count()
             self.stats.commits += len(batch)
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result(None)
         finally:
             self.pending -= len(batch)
 

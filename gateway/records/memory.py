@@ -19,6 +19,9 @@ from ._common import JournalUnavailable, Merged, check_range, loads, prepare
 
 
 class MemoryJournal:
+    #: ``commit()`` never waits (see :class:`gateway.persistence.Journal`)
+    commit_wait_bound_s = 0.0
+
     def __init__(self) -> None:
         self._open = False
         self._rows = Merged()

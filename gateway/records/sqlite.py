@@ -227,6 +227,11 @@ class SqliteJournal:
         self._group.commit_timeout_s = value
 
     @property
+    def commit_wait_bound_s(self) -> float:
+        """``commit()`` waits at most this long (see :class:`gateway.persistence.Journal`)."""
+        return self._group.commit_timeout_s
+
+    @property
     def max_pending(self) -> int:
         """Commits queued or in flight beyond which ``commit()`` raises ``not_ready`` at once."""
         return self._group.max_pending
@@ -393,29 +398,9 @@ class SqliteJournal:
         conn = self._writer_conn
         if conn is None:  # pragma: no cover - the writer runs only while the file is open
             raise JournalUnavailable("journal is not open")
-        await self._transaction(conn, merged)
-
-    async def _transaction(self, conn: aiosqlite.Connection, merged: Merged) -> None:
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            if merged.sessions:
-                await conn.executemany(_UPSERT_SESSIONS, merged.sessions.values())
-            if merged.interactions:
-                await conn.executemany(_UPSERT_INTERACTIONS, merged.interactions.values())
-            if merged.agents:
-                await conn.executemany(_UPSERT_AGENTS, merged.agents.values())
-            if merged.events:
-                await conn.executemany(_UPSERT_EVENTS, merged.events.values())
-            if merged.meta:
-                await conn.executemany(_UPSERT_META, merged.meta.values())
-            await conn.execute("COMMIT")
-        except BaseException:
-            try:
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
-            except Exception as exc:  # noqa: BLE001  # pragma: no cover - the connection is broken
-                log.error("journal rollback failed: %s", exc)
-            raise
+        # the whole transaction in one call on the connection's thread: one hop there and
+        # one back per batch, whatever the number of tables and rows
+        await conn._execute(_write_rows, conn._conn, merged)  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------------ reads
 
@@ -521,6 +506,30 @@ class SqliteJournal:
         except (TimeoutError, sqlite3.Error, ValueError):
             return False
         return bool(version == SCHEMA_VERSION)
+
+
+def _write_rows(conn: sqlite3.Connection, merged: Merged) -> None:
+    """One transaction with every row of ``merged`` (runs on the connection's thread)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if merged.sessions:
+            conn.executemany(_UPSERT_SESSIONS, merged.sessions.values())
+        if merged.interactions:
+            conn.executemany(_UPSERT_INTERACTIONS, merged.interactions.values())
+        if merged.agents:
+            conn.executemany(_UPSERT_AGENTS, merged.agents.values())
+        if merged.events:
+            conn.executemany(_UPSERT_EVENTS, merged.events.values())
+        if merged.meta:
+            conn.executemany(_UPSERT_META, merged.meta.values())
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except Exception as exc:  # noqa: BLE001  # pragma: no cover - the connection is broken
+            log.error("journal rollback failed: %s", exc)
+        raise
 
 
 async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:

@@ -545,6 +545,42 @@ async def test_a_commit_wait_times_out_but_the_change_is_still_written(tmp_path:
 
 
 @pytest.mark.asyncio
+async def test_each_commit_waits_its_own_timeout_from_when_it_was_made(tmp_path: Path) -> None:
+    """One deadline timer serves every commit: the older commit's wait ends first, the newer
+    one keeps its own time (and succeeds once the database is free again)."""
+    path = tmp_path / "journal.db"
+    async with SqliteJournal(path, commit_timeout_s=2.0, busy_timeout_s=30) as journal:
+        with write_lock(path):
+            older = asyncio.create_task(journal.commit(Changes(sessions=[session("older")])))
+            await asyncio.sleep(1.5)
+            newer = asyncio.create_task(journal.commit(Changes(sessions=[session("newer")])))
+            with pytest.raises(JournalUnavailable) as info:
+                await older
+            assert_not_ready(info.value, "not confirmed")
+            assert not newer.done()  # its own wait runs until 1.5 s later
+        await newer
+        assert sorted(ids(await journal.records(start=None, end=None))) == ["newer", "older"]
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_commit_is_still_written_and_others_are_not_disturbed(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    async with SqliteJournal(path, busy_timeout_s=30) as journal:
+        with write_lock(path):
+            first = asyncio.create_task(journal.commit(Changes(sessions=[session("first")])))
+            await settle(lambda: journal._pending == 1 and not journal._queue)  # being written
+            gone = asyncio.create_task(journal.commit(Changes(sessions=[session("gone")])))
+            last = asyncio.create_task(journal.commit(Changes(sessions=[session("last")])))
+            await settle(lambda: len(journal._queue) == 2)
+            gone.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await gone
+        await asyncio.gather(first, last)
+        assert ids(await journal.records(start=None, end=None)) == ["first", "gone", "last"]
+        assert journal._pending == 0
+
+
+@pytest.mark.asyncio
 async def test_ping_fails_while_the_writer_is_stuck(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     async with SqliteJournal(path, busy_timeout_s=10, ping_timeout_s=0.1) as journal:
