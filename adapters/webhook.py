@@ -73,6 +73,7 @@ import structlog
 from aiohttp import web
 from pydantic import AnyHttpUrl, ConfigDict, Field, SecretStr, field_validator
 
+from gateway import fastjson
 from gateway.errors import GatewayError, InvalidEvent
 from gateway.events import Channel, check_body, drop_unknown_fields, parse_event
 from gateway.notices import DecisionKind, ToVendor
@@ -288,7 +289,7 @@ class WebhookAdapter(Adapter):
         decision = await self.host.submit(event)
         status = 409 if decision.kind is DecisionKind.REJECTED else 200
         log.info("webhook_event", event_type=event.type.value, decision=decision.kind.value, status=status)
-        return web.json_response(decision.as_dict(), status=status)
+        return fastjson.json_response(decision.as_dict(), status=status)
 
     def _fresh_timestamp(self, request: web.Request, now: float) -> str:
         raw = request.headers.get(TIMESTAMP_HEADER)

@@ -2,11 +2,13 @@
 
 Routing never waits for a socket. The hub and the event bus hand each message to a
 socket's :class:`SocketOutbox` with :meth:`~SocketOutbox.offer`, which only appends to a
-bounded deque. One writer task per socket (:func:`pump`) sends what is queued, each send
-bounded by a timeout. A socket that falls behind, because its outbox is full or a send
-timed out, is closed with code :data:`CLOSE_TOO_SLOW` (4008, "too slow"); its client
-reconnects and gets a fresh ``hello``. Nothing it missed is replayed: the snapshot in
-``hello`` replaces it.
+bounded deque. One writer task per socket (:func:`pump`) sends what is queued: everything
+queued by the time it runs, in order, as one write to the connection (one system call for
+the ack of a desktop's action and the session update it caused), bounded by a timeout
+when the connection does not take it. A socket that falls behind, because its outbox is
+full or a send timed out, is closed with code :data:`CLOSE_TOO_SLOW` (4008, "too slow");
+its client reconnects and gets a fresh ``hello``. Nothing it missed is replayed: the
+snapshot in ``hello`` replaces it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableSet
 from typing import Any
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
+
+from gateway import fastjson
 
 __all__ = ["CLOSE_REPLACED", "CLOSE_TOO_SLOW", "SocketOutbox", "converse", "dumps", "encode", "pump"]
 
@@ -42,6 +47,9 @@ def encode(message: Message) -> bytes:
     """A message as the UTF-8 payload of a text frame. A string that UTF-8 cannot carry
     (a lone surrogate that got in from somewhere) goes out as a JSON ``\\uXXXX`` escape
     instead of failing the send. Raises TypeError / ValueError for what is not JSON."""
+    fast = fastjson.dumps(message)
+    if fast is not None:
+        return fast
     text = dumps(message)
     try:
         return text.encode("utf-8")
@@ -115,15 +123,45 @@ class SocketOutbox:
             self.close_with = (code, reason)
         self.close()
 
-    async def get(self) -> Message | None:
-        """The next message, or None once the outbox is closed or overflowed."""
+    async def take(self) -> list[Message] | None:
+        """Every message queued (at least one, oldest first), or None once the outbox is
+        closed or overflowed."""
         while True:
             if self.overflowed or self.closed:
                 return None
             if self._items:
-                return self._items.popleft()
+                items = list(self._items)
+                self._items.clear()
+                return items
             self._wake.clear()
             await self._wake.wait()
+
+
+#: Bytes waiting in a connection's send buffer beyond which the writer waits for it to
+#: drain (bounded by the send timeout) before it writes more (aiohttp's own default).
+WRITE_BUFFER_LIMIT = 2**16
+#: How often a writer waiting for a full send buffer looks again (seconds).
+DRAIN_POLL_S = 0.005
+
+
+def text_frames(payloads: list[bytes]) -> bytes:
+    """Unmasked, uncompressed WebSocket text frames (RFC 6455 section 5.2, server to client)."""
+    parts: list[bytes] = []
+    for payload in payloads:
+        size = len(payload)
+        if size < 126:
+            parts.append(_HEAD1(0x81, size))
+        elif size < 65536:
+            parts.append(_HEAD2(0x81, 126, size))
+        else:
+            parts.append(_HEAD3(0x81, 127, size))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+_HEAD1 = struct.Struct("!BB").pack
+_HEAD2 = struct.Struct("!BBH").pack
+_HEAD3 = struct.Struct("!BBQ").pack
 
 
 async def pump(
@@ -137,25 +175,38 @@ async def pump(
     """Send what ``outbox`` holds until it closes; close the socket as too slow if it overflows
     or a send takes longer than ``send_timeout``. Never raises (but for cancellation).
 
+    Each turn sends everything queued: on a connection without compression as one write of
+    all its frames (aiohttp's own writer still sends the control frames: ping, pong, close,
+    each whole); with compression (a browser may ask for it) frame by frame through
+    aiohttp, which keeps the compressor's state.
+
     The writer never ends while the socket stays open: whatever stops it (the peer went
     away, a message that is not JSON, a bug) also closes or drops the connection, so the
     reader ends too and the socket is unregistered. A socket that is open but no longer
     sends (a "mute" desktop that still counts as connected) cannot happen."""
     try:
         while True:
-            message = await outbox.get()
-            if message is None:
+            messages = await outbox.take()
+            if messages is None:
                 break
-            try:
-                payload = encode(message)
-            except (TypeError, ValueError):
+            payloads: list[bytes] = []
+            broken: Message | None = None
+            error: Exception | None = None
+            for message in messages:
+                try:
+                    payloads.append(encode(message))
+                except (TypeError, ValueError) as exc:
+                    broken, error = message, exc
+                    break
+            if payloads:
+                await _send(ws, request, payloads, send_timeout)
+            if broken is not None:
                 # skipping it would leave the desktop's picture silently wrong: close (1011),
                 # the client reconnects and gets a fresh hello
-                log.exception("socket_message_not_json", socket=outbox.name, type=message.get("type"))
+                log.error("socket_message_not_json", socket=outbox.name, type=broken.get("type"), exc_info=error)
                 outbox.close()
                 await _close(ws, request, WSCloseCode.INTERNAL_ERROR, b"internal error", close_timeout)
                 return
-            await asyncio.wait_for(ws.send_frame(payload, WSMsgType.TEXT), send_timeout)
     except TimeoutError:
         log.warning("socket_send_timeout", socket=outbox.name, timeout_s=send_timeout)
         outbox.overflow()
@@ -173,6 +224,27 @@ async def pump(
         await close_too_slow(ws, request, timeout=close_timeout)
     elif outbox.close_with is not None and not ws.closed:
         await _close(ws, request, *outbox.close_with, close_timeout)
+
+
+async def _send(ws: web.WebSocketResponse, request: web.BaseRequest, payloads: list[bytes], timeout: float) -> None:
+    """Send ``payloads`` as text frames, in order; TimeoutError when the connection does not
+    take them within ``timeout``; ConnectionError when it is gone or closing."""
+    transport = request.transport
+    if ws.compress or transport is None:
+        async with asyncio.timeout(timeout):
+            for payload in payloads:
+                await ws.send_frame(payload, WSMsgType.TEXT)
+        return
+    if ws.closed or transport.is_closing():
+        raise ConnectionResetError("the connection is closing")
+    transport.write(text_frames(payloads))
+    if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+        # the peer does not read as fast as we write: wait (bounded) until it took enough
+        async with asyncio.timeout(timeout):
+            while transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+                if transport.is_closing():
+                    raise ConnectionResetError("the connection closed")
+                await asyncio.sleep(DRAIN_POLL_S)
 
 
 async def converse(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -201,6 +202,57 @@ async def test_focus_and_end_fill_the_record(gw: Gateway) -> None:
     # still focused through the wrap-up: focus runs until the session closes
     assert (record["handle_ms"], record["focus_ms"], record["wrap_ms"]) == (12000, 42000, 30000)
     await ws.close()
+
+
+# ---------------------------------------------------------------------------- the socket's writer
+
+
+@pytest.mark.parametrize("compress", [0, 15], ids=["plain", "deflate"])
+async def test_every_message_arrives_in_order_whatever_its_size(gw: Gateway, compress: int) -> None:
+    """Messages queued in the same turn go out together (one write on a plain connection,
+    frame by frame through aiohttp's compressor on a deflate one): every one arrives, whole
+    and in order, across the three frame-length encodings (< 126, < 64 KiB, larger)."""
+    ws = await gw.ws("a1", compress=compress)
+    assert (await receive_json(ws))["type"] == "hello"
+    sizes = [0, 1, 100, 125, 126, 127, 1000, 65_535, 65_536, 70_000, 3]
+    for burst in range(3):
+        for n, size in enumerate(sizes):  # one turn: all queued before the writer runs
+            gw.runtime.hub.send("a1", {"type": "chat.message", "n": burst * 100 + n, "text": "é" * (size // 2)})
+    for burst in range(3):
+        for n, size in enumerate(sizes):
+            msg = await receive_json(ws)
+            assert (msg["n"], len(msg["text"])) == (burst * 100 + n, size // 2)
+    assert await request_ws(ws, {"type": "ping", "ref": 1}) == {"type": "pong", "ref": 1}
+    await ws.close()
+
+
+async def test_a_desktop_that_stops_reading_is_cut_off_after_the_send_timeout(gw: Gateway) -> None:
+    """A connection whose peer reads nothing fills up; once the writer has waited
+    ``ws_send_timeout_s`` for it to drain, the connection is dropped and the socket
+    unregistered (the grace period starts), while other desktops go on."""
+    await gw.ready("a1", "a2")
+    gw.api.settings.ws_send_timeout_s = 0.3
+    gw.api.settings.ws_queue_size = 100_000
+    address = urlsplit(gw.base)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    writer.write(
+        f"GET /v1/agents/a1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Authorization: Bearer {TOKENS['a1']}\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    await wait_for(lambda: gw.runtime.hub.connected("a1") == 1)
+    big = "x" * 1_000_000
+    for _ in range(64):  # far more than the kernel's socket buffers hold; never read
+        gw.runtime.hub.send("a1", {"type": "chat.message", "text": big})
+        await asyncio.sleep(0)
+    await wait_for(lambda: gw.runtime.hub.connected("a1") == 0, timeout=10)
+    assert gw.runtime.engine.agent("a1")["desktop_connected"] is False
+    fast = await gw.ws("a2")
+    assert (await receive_json(fast))["type"] == "hello"
+    await fast.close()
+    writer.close()
 
 
 # ---------------------------------------------------------------------------- slow desktops
