@@ -7,11 +7,15 @@ Tokens
     ``?token=`` URL may end up in proxy and access logs: prefer the header where possible.
 
     The configuration holds only the hex SHA-256 of each token (``server.supervisor_token_sha256``,
-    ``agents[].token_sha256``). The presented token is hashed and compared with *every*
-    configured hash with :func:`hmac.compare_digest`, without stopping at a match, so the
-    time taken says nothing about which hash (which agent) matched or how close a guess was.
-    A token whose hash is configured twice (two agents, or an agent and the supervisor) is
-    ambiguous and refused; :class:`TokenAuthority` logs such configurations at start.
+    ``agents[].token_sha256``). The presented token is hashed, the configured hashes are
+    looked up by that hash (a dict: the same cost with 10 agents or 100,000), and the one
+    found (or a dummy, when none is) is compared with :func:`hmac.compare_digest`. Every
+    token, right or wrong, costs one SHA-256, one lookup and one constant-time comparison,
+    so the time taken says nothing about how close a guess was: a caller cannot steer the
+    SHA-256 of its guesses towards a configured hash, so where the lookup lands tells it
+    nothing either. A token whose hash is configured twice (two agents, or an agent and the
+    supervisor) is ambiguous and refused; :class:`TokenAuthority` logs such configurations
+    at start.
 
 Access rules (DESIGN section 6)
     * no or unknown token: 401 ``unauthorized`` with ``WWW-Authenticate: Bearer``;
@@ -136,12 +140,15 @@ def _digest(token: str) -> bytes:
 
 
 class TokenAuthority:
-    """Maps a presented token to a :class:`Principal`, comparing against every configured hash."""
+    """Maps a presented token to a :class:`Principal`: one lookup by the token's SHA-256."""
 
     def __init__(self, entries: Iterable[tuple[str, Principal]]) -> None:
         self._entries: list[tuple[bytes, Principal]] = [
             (sha.strip().lower().encode("ascii"), principal) for sha, principal in entries
         ]
+        #: hex SHA-256 -> (that hash as configured, its principal or None when two
+        #: principals share it: refused)
+        self._by_hash: dict[bytes, tuple[bytes, Principal | None]] = {}
         seen: dict[bytes, Principal] = {}
         for sha, principal in self._entries:
             if sha in seen:
@@ -151,7 +158,10 @@ class TokenAuthority:
                     second=_describe(principal),
                     effect="the token is refused for both",
                 )
-            seen.setdefault(sha, principal)
+                self._by_hash[sha] = (sha, None)
+            else:
+                seen[sha] = principal
+                self._by_hash[sha] = (sha, principal)
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> TokenAuthority:
@@ -169,13 +179,13 @@ class TokenAuthority:
     def authenticate(self, token: str) -> Principal | None:
         """The principal whose hash matches ``token`` (None: no match, or ambiguous)."""
         digest = _digest(token)
-        found: Principal | None = None
-        matches = 0
-        for sha, principal in self._entries:  # every entry, no early exit
-            hit = hmac.compare_digest(digest, sha)
-            matches += hit
-            found = principal if hit else found
-        return found if matches == 1 else None
+        stored, principal = self._by_hash.get(digest, _NOT_FOUND)
+        # the stored hash (or a dummy) compared in constant time, found or not
+        return principal if hmac.compare_digest(digest, stored) else None
+
+
+#: What a token whose hash is not configured is compared with (no hex digest equals it).
+_NOT_FOUND: tuple[bytes, Principal | None] = (b"-" * 64, None)
 
 
 def _describe(principal: Principal) -> str:

@@ -1,0 +1,63 @@
+"""TokenAuthority: one lookup by the token's SHA-256, one constant-time comparison, always."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from gateway.api import auth
+from gateway.api.auth import AGENT, SUPERVISOR, Principal, TokenAuthority
+
+
+def sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def authority(agents: int) -> TokenAuthority:
+    entries = [(sha("boss-token"), Principal(SUPERVISOR))]
+    entries += [(sha(f"token-{n}"), Principal(AGENT, f"a{n}")) for n in range(agents)]
+    entries.append((sha("shared").upper(), Principal(AGENT, "x1")))  # the same hash twice:
+    entries.append((" " + sha("shared"), Principal(AGENT, "x2")))  # ambiguous, refused for both
+    return TokenAuthority(entries)
+
+
+def test_right_tokens_find_their_principal_wrong_ones_nobody() -> None:
+    tokens = authority(1000)
+    assert tokens.authenticate("boss-token") == Principal(SUPERVISOR)
+    assert tokens.authenticate("token-0") == Principal(AGENT, "a0")
+    assert tokens.authenticate("token-999") == Principal(AGENT, "a999")
+    for wrong in ("", "token-1000", "token-99 ", "TOKEN-1", "token-1" + "x" * 100, sha("token-1"), "\ud800"):
+        assert tokens.authenticate(wrong) is None, wrong
+    assert tokens.authenticate("shared") is None
+
+
+def test_every_token_costs_one_hash_and_one_constant_time_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No shortcut that would make a wrong token cheaper (or dearer) than a right one: each
+    is hashed once and compared once with hmac.compare_digest against a full-length hash,
+    whether it matches, misses, nearly matches (a valid token's prefix) or is ambiguous;
+    and once, not once per configured hash (O(1) in the number of agents)."""
+    tokens = authority(100)
+    compared: list[tuple[bytes, bytes]] = []
+    hashed: list[str] = []
+    real_compare, real_digest = hmac.compare_digest, auth._digest
+
+    def compare(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real_compare(a, b)
+
+    def digest(token: str) -> bytes:
+        hashed.append(token)
+        return real_digest(token)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", compare)
+    monkeypatch.setattr(auth, "_digest", digest)
+    for token in ("token-7", "token-", "token-77", "nobody", "shared", "boss-token"):
+        compared.clear()
+        hashed.clear()
+        tokens.authenticate(token)
+        assert hashed == [token]
+        assert len(compared) == 1, token
+        presented, stored = compared[0]
+        assert len(presented) == len(stored) == 64
