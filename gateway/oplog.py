@@ -20,6 +20,7 @@ query string: a browser's desktop socket carries its token as ``?token=``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import structlog
@@ -33,12 +34,20 @@ __all__ = ["QUIET_TRANSITIONS", "AccessLogger", "log_notice"]
 log = structlog.get_logger("cti_gateway.ops")
 access_log = structlog.get_logger("cti_gateway.access")
 
+def _info_enabled() -> bool:
+    """Whether info lines (and so the debug ones too) may be written at the configured level."""
+    check = getattr(log, "is_enabled_for", None)
+    return True if check is None else bool(check(logging.INFO))
+
+
 #: Session steps logged at debug: frequent, and not a change of the session's life.
 QUIET_TRANSITIONS = frozenset({"focused", "unfocused", "note", "account", "updated"})
 
 
 def log_notice(notice: Notice) -> None:
     """Log one delivered notice (desktop messages are not logged: the changes behind them are)."""
+    if not _info_enabled():
+        return  # nothing below would be written: build none of it (several notices a message)
     if isinstance(notice, Routed):
         decision = notice.decision
         fields: dict[str, Any] = {
