@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from .events import Channel, Customer
 from .interactions import Interaction, Phase
 from .notices import Decision, DecisionKind
-from .sessions import Account, AccountState, Note, Outcome, Session, SessionState
+from .sessions import Account, AccountState, Note, Outcome, Session, SessionState, customer_dict
 
 StateDict = dict[str, Any]
 
@@ -166,7 +166,7 @@ def session_to_state(session: Session, now: float) -> StateDict:
         "ended_at": session.ended_at,
         "closed_at": session.closed_at,
         "queue": session.queue,
-        "customer": session.customer.model_dump() if session.customer else None,
+        "customer": customer_dict(session.customer) if session.customer else None,
         "subject": session.subject,
         "label": session.label,
         "profile": session.profile,
@@ -226,7 +226,7 @@ def interaction_to_state(interaction: Interaction) -> StateDict:
         "queue": interaction.queue,
         "target_agent": interaction.target_agent,
         "priority": interaction.priority,
-        "customer": interaction.customer.model_dump() if interaction.customer else None,
+        "customer": customer_dict(interaction.customer) if interaction.customer else None,
         "subject": interaction.subject,
         "created_at": interaction.created_at,
         "phase": interaction.phase.value,

@@ -12,6 +12,7 @@ account). What may happen when is decided by :mod:`gateway.engine`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -70,7 +71,23 @@ def iso(ts: float | None) -> str | None:
     """RFC 3339 UTC with milliseconds, or None."""
     if ts is None:
         return None
+    return _iso(ts)
+
+
+#: Timestamps formatted lately: a session's times are formatted each time it is shown (its
+#: desktop message, the supervisor stream, its journal record, the ack of an action), and
+#: formatting is most of what building a session's snapshot costs. Bounded (a few hundred KB).
+ISO_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=ISO_CACHE_SIZE)
+def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def customer_dict(customer: Customer) -> dict[str, Any]:
+    """``customer.model_dump()`` (a frozen model of plain fields: its values as they are)."""
+    return dict(customer.__dict__)
 
 
 @dataclass(slots=True, eq=False)
@@ -163,7 +180,7 @@ class Session:
             "vendor": self.vendor,
             "interaction_id": self.interaction_id,
             "queue": self.queue,
-            "customer": self.customer.model_dump() if self.customer else None,
+            "customer": customer_dict(self.customer) if self.customer else None,
             "subject": self.subject,
             "label": self.label,
             "profile": self.profile,

@@ -11,7 +11,7 @@ from ..events import Event, EventType
 from ..interactions import Interaction, Phase
 from ..notices import Decision, DecisionKind, Routed
 from ..persistence import decision_from_state, decision_to_state, interaction_from_state
-from ..sessions import Account, AccountState, Outcome, Session, SessionState
+from ..sessions import Account, AccountState, Outcome, Session, SessionState, customer_dict
 from . import core, offers, sessions, timers
 from .core import EngineState, Missing, Recalled
 
@@ -138,7 +138,7 @@ def _vendor_message(st: EngineState, event: Event, now: float) -> Decision:
     message = {
         "text": event.text,
         "sender": "customer",
-        "customer": event.customer.model_dump() if event.customer else None,
+        "customer": customer_dict(event.customer) if event.customer else None,
         "at": event.occurred_at.isoformat().replace("+00:00", "Z"),
     }
     keep_in_transcript(st, interaction, message)
