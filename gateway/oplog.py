@@ -34,6 +34,7 @@ __all__ = ["QUIET_TRANSITIONS", "AccessLogger", "log_notice"]
 log = structlog.get_logger("cti_gateway.ops")
 access_log = structlog.get_logger("cti_gateway.access")
 
+
 def _info_enabled() -> bool:
     """Whether info lines (and so the debug ones too) may be written at the configured level."""
     check = getattr(log, "is_enabled_for", None)

@@ -11,6 +11,7 @@ facade over them. Nothing here does I/O or reads a clock of its own.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,11 @@ class EngineState:
     #: recent event ids -> (first seen, first decision); older ones are in the journal only
     #: (the runtime looks them up and passes them in: :class:`Recalled`)
     dedup: OrderedDict[tuple[str, str], tuple[float, Decision]] = field(default_factory=OrderedDict)
+    #: the latest first-seen time of an event id the journal may hold and :attr:`dedup` does
+    #: not (evicted by count, or not loaded at restore); None: none, so an id missing from
+    #: :attr:`dedup` is new and the journal is not asked; infinity until :func:`restore`
+    #: says what was loaded (an engine that was never restored knows nothing of the journal)
+    dedup_forgotten_until: float | None = math.inf
     # what ended, oldest first, for pruning (by age and by count): (at, object)
     finished_interactions: deque[tuple[float, Interaction]] = field(default_factory=deque)
     finished_sessions: deque[tuple[float, Session]] = field(default_factory=deque)
@@ -190,6 +196,13 @@ def interaction_of(st: EngineState, session: Session) -> Interaction | None:
 
 
 # ---------------------------------------------------------------------- notices
+
+
+def forgotten(st: EngineState, at: float) -> None:
+    """An event id first seen at ``at`` is in the journal only from now on."""
+    until = st.dedup_forgotten_until
+    if until is None or at > until:
+        st.dedup_forgotten_until = at
 
 
 def changed(

@@ -25,9 +25,16 @@ def missing(st: EngineState, event: Event) -> Missing:
     interaction, the interaction (finished ones leave memory). The runtime reads those from
     the journal and passes them to :func:`handle_event` as :class:`Recalled`."""
     return Missing(
-        event=event.key not in st.dedup,
+        event=event.key not in st.dedup and _may_be_forgotten(st),
         interaction=event.type is not EventType.OFFER and event.interaction_key not in st.interactions,
     )
+
+
+def _may_be_forgotten(st: EngineState) -> bool:
+    """Whether the journal may hold an event id inside the window that memory does not
+    (see :attr:`EngineState.dedup_forgotten_until`): only then is a new-looking id looked up."""
+    until = st.dedup_forgotten_until
+    return until is not None and until > st.clock.now() - st.dedup_window
 
 
 def handle_event(st: EngineState, event: Event, recalled: Recalled | None = None) -> Decision:

@@ -174,6 +174,12 @@ def restore(st: EngineState, snapshot: Snapshot) -> None:
             timers.arm(st, interaction.wait_deadline, Timer.WAIT, interaction.key)
     for row in sorted(snapshot.events, key=lambda r: r["at"]):
         st.dedup[(row["vendor"], row["event_id"])] = (row["at"], decision_from_state(row["decision"]))
+    # Fewer rows than the cache holds: the journal gave every id of the window (it is asked
+    # for the most recent cached_events), so an id missing from memory is new. Else it may
+    # hold older ones, none seen later than the oldest loaded.
+    st.dedup_forgotten_until = None
+    if snapshot.events and len(snapshot.events) >= st.cached_events:
+        st.dedup_forgotten_until = min(float(row["at"]) for row in snapshot.events)
     # no more than the caches hold (a journal may give more): the rest stays in the journal
     timers.prune(st, now)
     for agent_id in [a for a, agent in st.agents.items() if agent.retiring and not agent.open_sessions]:

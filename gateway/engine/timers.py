@@ -89,7 +89,10 @@ def prune(st: EngineState, now: float) -> None:
             break
         del st.dedup[key]
     while len(st.dedup) > st.cached_events:  # the oldest leave memory; the journal has them
-        st.dedup.popitem(last=False)
+        _key, (at, _decision) = st.dedup.popitem(last=False)
+        core.forgotten(st, at)
+    if st.dedup_forgotten_until is not None and st.dedup_forgotten_until <= horizon:
+        st.dedup_forgotten_until = None  # every id that left memory is outside the window now
     finished = st.finished_interactions
     while finished and (finished[0][0] <= horizon or len(finished) > st.cached_finished):
         _at, interaction = finished.popleft()

@@ -176,6 +176,7 @@ async def test_two_concurrent_copies_of_a_new_event_are_decided_once(tmp_path: P
     journal = GatedJournal(tmp_path / "gw.db", "e-first", hold_from=2)
     runtime = await start(journal, clock)
     try:
+        await fill(runtime, CACHED + 1, "early")  # ids left memory: new ids are looked up
         await runtime.act(commands.presence("a1", "ready", None, None))
         copy_a = asyncio.create_task(runtime.submit(offer("e-first")))
         copy_b = asyncio.create_task(runtime.submit(offer("e-first")))
@@ -200,6 +201,7 @@ async def test_a_waiting_copy_is_not_answered_before_the_first_failed_or_succeed
     journal = GatedJournal(tmp_path / "gw.db", "e-first", hold_from=1)
     runtime = await start(journal, clock)
     try:
+        await fill(runtime, CACHED + 1, "early")  # ids left memory: new ids are looked up
         await runtime.act(commands.presence("a1", "ready", None, None))
         copy_a = asyncio.create_task(runtime.submit(offer("e-first")))
         await asyncio.wait_for(journal.waiting.wait(), 10)
@@ -238,5 +240,66 @@ async def test_an_action_on_a_closed_session_that_left_memory_is_refused_as_clos
         with pytest.raises(GatewayError) as unknown:
             await runtime.act_on_session(commands.note("no-such-session", "x", None))
         assert unknown.value.code == "session_not_found"
+    finally:
+        await stop(runtime)
+
+
+class CountingJournal(SqliteJournal):
+    """Counts the event lookups the runtime makes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.lookups: list[str] = []
+
+    async def event(self, vendor: str, event_id: str) -> StateDict | None:
+        self.lookups.append(event_id)
+        return await super().event(vendor, event_id)
+
+
+async def test_the_journal_is_asked_only_while_it_may_hold_an_id_memory_forgot(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """While every id of the window is in memory a new id is new: no journal read on the
+    path of every offer. Once ids left memory, new ids are looked up (and a copy of an
+    evicted one gets its first decision); once those are older than the window, no more."""
+    journal = CountingJournal(tmp_path / "gw.db")
+    runtime = await start(journal, clock)
+    try:
+        await fill(runtime, CACHED)  # exactly what the cache holds: nothing forgotten
+        assert journal.lookups == []
+        await fill(runtime, 1, "one-more")  # "other-0" leaves memory (once pruned)
+        await fill(runtime, 2, "new")
+        assert "new-1" in journal.lookups
+        decision = await runtime.submit(offer("other-0"))
+        assert decision.kind is DecisionKind.DUPLICATE and decision.original is not None
+        clock.advance(WINDOW + 1)  # every id that left memory is outside the window now
+        await runtime.act(commands.tick())
+        journal.lookups.clear()
+        await fill(runtime, 3, "later")
+        assert journal.lookups == []
+    finally:
+        await stop(runtime)
+
+
+async def test_after_a_restart_the_journal_is_asked_only_if_it_held_more_than_was_loaded(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    journal = CountingJournal(tmp_path / "gw.db")
+    runtime = await start(journal, clock)
+    await fill(runtime, CACHED - 1)
+    await stop(runtime)
+    journal = CountingJournal(tmp_path / "gw.db")
+    runtime = await start(journal, clock)
+    try:
+        assert (await runtime.submit(offer("other-5"))).kind is DecisionKind.DUPLICATE  # from memory
+        await fill(runtime, 1, "new")
+        assert journal.lookups == []  # all of the window was loaded: a new id is new
+    finally:
+        await stop(runtime)
+    journal = CountingJournal(tmp_path / "gw.db")
+    runtime = await start(journal, clock)  # CACHED + 0 ids in the window: some may be left out
+    try:
+        await fill(runtime, 1, "newer")
+        assert journal.lookups == ["newer-0"]
     finally:
         await stop(runtime)
