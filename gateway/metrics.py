@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -20,6 +20,9 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        #: labelled series of the per-event metrics, by label values (a bounded set: vendors,
+        #: types, channels, decisions, reasons, transitions are all configured or fixed)
+        self._children: dict[tuple[str, ...], Any] = {}
         self.events = Counter(
             "cti_gateway_events_total",
             "Inbound vendor events by vendor, type, channel and decision",
@@ -109,17 +112,32 @@ class Metrics:
 
     def observe_routing(self, event: Event, decision: Decision, seconds: float) -> None:
         shown = decision.original if decision.kind is DecisionKind.DUPLICATE and decision.original else decision
-        self.events.labels(
-            vendor=event.vendor,
-            type=event.type.value,
-            channel=event.channel.value if event.channel else "",
-            decision=decision.kind.value,
-            reason=shown.reason or "",
-        ).inc()
-        self.routing_latency.labels(type=event.type.value).observe(seconds)
+        key = (
+            event.vendor,
+            event.type.value,
+            event.channel.value if event.channel else "",
+            decision.kind.value,
+            shown.reason or "",
+        )
+        # the labelled series, looked up once per label set (labels() validates and locks)
+        child = self._children.get(key)
+        if child is None:
+            vendor, kind, channel, answer, reason = key
+            child = self._children[key] = self.events.labels(
+                vendor=vendor, type=kind, channel=channel, decision=answer, reason=reason
+            )
+        child.inc()
+        latency = self._children.get(kind_key := ("latency", event.type.value))
+        if latency is None:
+            latency = self._children[kind_key] = self.routing_latency.labels(type=event.type.value)
+        latency.observe(seconds)
 
     def session_changed(self, notice: SessionChanged) -> None:
-        self.session_transitions.labels(transition=notice.transition).inc()
+        key = ("transition", notice.transition)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.session_transitions.labels(transition=notice.transition)
+        child.inc()
 
     def refresh_gauges(self, engine: Engine) -> None:
         self.config_reloaded(engine)
