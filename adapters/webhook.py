@@ -435,14 +435,10 @@ class WebhookAdapter(Adapter):
 
 def _loads(body: bytes) -> Any:
     try:
-        return json.loads(body, parse_constant=_no_constant)
+        return fastjson.loads(body)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not valid JSON"
         raise InvalidEvent("body", f"malformed JSON: {message}") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _json_default(value: Any) -> Any:

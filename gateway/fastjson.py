@@ -18,13 +18,14 @@ which would change what a vendor sent (and what a restart restores).
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-__all__ = ["dumps", "json_response", "plain"]
+__all__ = ["dumps", "json_response", "loads", "plain"]
 
 _isfinite = math.isfinite
 
@@ -77,3 +78,24 @@ def json_response(data: Any, *, status: int = 200) -> web.Response:
     if body is None:
         return web.json_response(data, status=status)
     return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+#: One decoder for every untrusted body: ``json.loads(raw, parse_constant=...)`` builds a
+#: new decoder on every call.
+_decoder = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def loads(raw: str | bytes | bytearray) -> Any:
+    """``json.loads(raw, parse_constant=f)`` with ``f`` refusing NaN and the infinities
+    (``ValueError``), decoded as :func:`json.loads` decodes (bytes: UTF-8/16/32 detected)."""
+    if isinstance(raw, str):
+        if raw.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+        text = raw
+    else:
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    return _decoder.decode(text)

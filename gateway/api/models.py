@@ -11,11 +11,11 @@ disagree).
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway import fastjson
 from gateway.engine import MAX_NOTE_CHARS
 
 __all__ = [
@@ -175,16 +175,12 @@ WS_MESSAGES: dict[str, type[_Body]] = {
 # --------------------------------------------------------------------------- parsing
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_json(raw: bytes | str) -> Any:
     """Parse JSON text; :class:`BodyProblem` (field ``body``) if it is not JSON, or if it
     is not valid Unicode: a lone surrogate escape (``"\\ud800"``) parses into a string no
     UTF-8 encoder (journal, socket, log) can write, so it is refused here, at the door."""
     try:
-        data = json.loads(raw, parse_constant=_no_constant)
+        data = fastjson.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise BodyProblem("body", "not valid JSON") from None
     if not is_valid_unicode(data):

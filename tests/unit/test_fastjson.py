@@ -73,3 +73,41 @@ def test_json_response_falls_back_to_the_standard_encoder() -> None:
     assert response.body is not None and json.loads(bytes(response.body)) == {"n": 2**70}  # type: ignore[arg-type]
     fast = fastjson.json_response({"n": 1})
     assert fast.body == b'{"n":1}'
+
+
+def _reference(raw: str | bytes) -> Any:
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(raw, parse_constant=no_constant)
+
+
+def _outcome(load: Any, raw: str | bytes) -> tuple[str, Any]:
+    try:
+        return "ok", load(raw)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
+        return type(exc).__name__, str(exc)
+
+
+@settings(max_examples=100, deadline=None)
+@given(json_values, st.sampled_from(["utf-8", "utf-16", "utf-32", "utf-8-sig", "str"]))
+def test_loads_reads_what_json_loads_reads(value: Any, encoding: str) -> None:
+    try:
+        text = json.dumps(value, allow_nan=True)
+    except ValueError:
+        return
+    raw: str | bytes = text if encoding == "str" else text.encode(encoding, "surrogatepass")
+    assert _outcome(fastjson.loads, raw) == _outcome(_reference, raw)
+
+
+def test_loads_refuses_what_json_loads_refused() -> None:
+    for raw in (b"NaN", b'{"a": Infinity}', b"[-Infinity]", "\ufeff{}", b"\xff\xfe\x00garbage", b"{", b"[" * 50_000):
+        try:
+            expected = _outcome(_reference, raw)
+        except RecursionError:
+            expected = ("RecursionError", None)
+        try:
+            got = _outcome(fastjson.loads, raw)
+        except RecursionError:
+            got = ("RecursionError", None)
+        assert got == expected and got[0] != "ok", raw
