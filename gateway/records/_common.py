@@ -87,6 +87,10 @@ class Prepared:
     agents: list[AgentRow] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
     meta: list[MetaRow] = field(default_factory=list)
+    #: where these changes stand in a shared, ordered log (the records store of several
+    #: instances): a row never replaces one of a later position. None: no order, the later
+    #: commit wins (the embedded journal).
+    position: int | None = None
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.interactions or self.agents or self.events or self.meta)
@@ -94,25 +98,54 @@ class Prepared:
 
 @dataclass(slots=True)
 class Merged:
-    """Several commits' rows merged by unique key, the later row winning (upsert order)."""
+    """Several commits' rows merged by unique key, the later row winning (upsert order);
+    of rows with log positions (:attr:`Prepared.position`) the one of the later position."""
 
     sessions: dict[str, SessionRow] = field(default_factory=dict)
     interactions: dict[tuple[str, str], InteractionRow] = field(default_factory=dict)
     agents: dict[str, AgentRow] = field(default_factory=dict)
     events: dict[tuple[str, str], EventRow] = field(default_factory=dict)
     meta: dict[str, MetaRow] = field(default_factory=dict)
+    #: the log position of each kept row, by (table, key); absent: None
+    positions: dict[tuple[str, Any], int] = field(default_factory=dict)
 
     def add(self, rows: Prepared) -> None:
+        if rows.position is None and not self.positions:  # the embedded journal's case
+            for s in rows.sessions:
+                self.sessions[s[0]] = s
+            for i in rows.interactions:
+                self.interactions[(i[0], i[1])] = i
+            for a in rows.agents:
+                self.agents[a[0]] = a
+            for e in rows.events:
+                self.events[(e[0], e[1])] = e
+            for m in rows.meta:
+                self.meta[m[0]] = m
+            return
         for s in rows.sessions:
-            self.sessions[s[0]] = s
+            self._put(self.sessions, "sessions", s[0], s, rows.position)
         for i in rows.interactions:
-            self.interactions[(i[0], i[1])] = i
+            self._put(self.interactions, "interactions", (i[0], i[1]), i, rows.position)
         for a in rows.agents:
-            self.agents[a[0]] = a
+            self._put(self.agents, "agents", a[0], a, rows.position)
         for e in rows.events:
-            self.events[(e[0], e[1])] = e
+            self._put(self.events, "events", (e[0], e[1]), e, rows.position)
         for m in rows.meta:
-            self.meta[m[0]] = m
+            self._put(self.meta, "meta", m[0], m, rows.position)
+
+    def _put(self, table: dict[Any, Any], name: str, key: Any, row: Any, position: int | None) -> None:
+        held = self.positions.get((name, key))
+        if position is not None and held is not None and position < held:
+            return  # an older position never replaces a later one
+        table[key] = row
+        if position is None:
+            self.positions.pop((name, key), None)
+        else:
+            self.positions[(name, key)] = position
+
+    def position_of(self, name: str, key: Any) -> int | None:
+        """The log position of the row kept for ``key`` in table ``name`` (None: none)."""
+        return self.positions.get((name, key))
 
     def row_count(self) -> int:
         return len(self.sessions) + len(self.interactions) + len(self.agents) + len(self.events) + len(self.meta)

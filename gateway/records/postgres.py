@@ -19,6 +19,12 @@ connection gone stale) is tried once more on a fresh connection first: the upser
 idempotent, so a transaction whose COMMIT was sent but not confirmed does no harm written
 twice.
 
+Log positions: ``commit(changes, position=N)`` stores each row with the position of the
+shared log entry it comes from (column ``pos``), and an upsert never replaces a row by one
+of an older position (nor does the group commit's merge): several instances may write the
+entries of one log out of order, or one entry twice, and each row still ends as of its
+latest entry. Without a position, the later commit wins, as in SQLite.
+
 Connections come from a pool (``max_connections``) with a timeout on connecting, on taking
 a connection from the pool and on every statement. PostgreSQL unreachable: each call
 raises :class:`JournalUnavailable` (``not_ready``: vendors get 503 and retry) within those
@@ -58,7 +64,7 @@ from ._common import (
     prepare,
 )
 
-__all__ = ["SCHEMA_VERSION", "PostgresJournal"]
+__all__ = ["MAX_POSITION", "SCHEMA_VERSION", "PostgresJournal"]
 
 log = structlog.get_logger("cti_gateway.records.postgres")
 
@@ -79,7 +85,8 @@ _SCHEMA = (
         state text NOT NULL,
         offered_at double precision,
         closed_at double precision,
-        data text NOT NULL
+        data text NOT NULL,
+        pos bigint
     )""",
     "CREATE INDEX sessions_open ON sessions (offered_at, seq) WHERE state <> 'closed'",
     'CREATE INDEX sessions_offered_at ON sessions (offered_at, id COLLATE "C")',
@@ -90,6 +97,7 @@ _SCHEMA = (
         phase text NOT NULL,
         done_at double precision,
         data text NOT NULL,
+        pos bigint,
         PRIMARY KEY (vendor, interaction_id)
     )""",
     "CREATE INDEX interactions_open ON interactions (seq) WHERE phase <> 'done'",
@@ -97,7 +105,8 @@ _SCHEMA = (
     """CREATE TABLE agents (
         seq bigint GENERATED ALWAYS AS IDENTITY,
         id text PRIMARY KEY,
-        data text NOT NULL
+        data text NOT NULL,
+        pos bigint
     )""",
     """CREATE TABLE events (
         seq bigint GENERATED ALWAYS AS IDENTITY,
@@ -107,38 +116,53 @@ _SCHEMA = (
         type text,
         interaction_id text,
         data text NOT NULL,
+        pos bigint,
         PRIMARY KEY (vendor, event_id)
     )""",
     "CREATE INDEX events_at ON events (at, seq)",
     """CREATE TABLE meta (
         key text PRIMARY KEY,
-        value text NOT NULL
+        value text NOT NULL,
+        pos bigint
     )""",
 )
 
-_UPSERT_SESSIONS = """
-INSERT INTO sessions (id, agent_id, state, offered_at, closed_at, data) VALUES ($1, $2, $3, $4, $5, $6)
+# ``pos``: the log position of the commit that wrote the row (None: none given); a row of an
+# older position never replaces one of a later position (several instances may write the
+# entries of one shared log out of order).
+_NEWER = "WHERE excluded.pos IS NULL OR {t}.pos IS NULL OR excluded.pos >= {t}.pos"
+
+_UPSERT_SESSIONS = f"""
+INSERT INTO sessions (id, agent_id, state, offered_at, closed_at, data, pos) VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (id) DO UPDATE SET agent_id = excluded.agent_id, state = excluded.state,
-    offered_at = excluded.offered_at, closed_at = excluded.closed_at, data = excluded.data
+    offered_at = excluded.offered_at, closed_at = excluded.closed_at, data = excluded.data, pos = excluded.pos
+{_NEWER.format(t="sessions")}
 """
-_UPSERT_INTERACTIONS = """
-INSERT INTO interactions (vendor, interaction_id, phase, done_at, data) VALUES ($1, $2, $3, $4, $5)
+_UPSERT_INTERACTIONS = f"""
+INSERT INTO interactions (vendor, interaction_id, phase, done_at, data, pos) VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (vendor, interaction_id) DO UPDATE SET phase = excluded.phase,
-    done_at = excluded.done_at, data = excluded.data
+    done_at = excluded.done_at, data = excluded.data, pos = excluded.pos
+{_NEWER.format(t="interactions")}
 """
-_UPSERT_AGENTS = """
-INSERT INTO agents (id, data) VALUES ($1, $2)
-ON CONFLICT (id) DO UPDATE SET data = excluded.data
+_UPSERT_AGENTS = f"""
+INSERT INTO agents (id, data, pos) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO UPDATE SET data = excluded.data, pos = excluded.pos
+{_NEWER.format(t="agents")}
 """
-_UPSERT_EVENTS = """
-INSERT INTO events (vendor, event_id, at, type, interaction_id, data) VALUES ($1, $2, $3, $4, $5, $6)
+_UPSERT_EVENTS = f"""
+INSERT INTO events (vendor, event_id, at, type, interaction_id, data, pos) VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (vendor, event_id) DO UPDATE SET at = excluded.at, type = excluded.type,
-    interaction_id = excluded.interaction_id, data = excluded.data
+    interaction_id = excluded.interaction_id, data = excluded.data, pos = excluded.pos
+{_NEWER.format(t="events")}
 """
-_UPSERT_META = """
-INSERT INTO meta (key, value) VALUES ($1, $2)
-ON CONFLICT (key) DO UPDATE SET value = excluded.value
+_UPSERT_META = f"""
+INSERT INTO meta (key, value, pos) VALUES ($1, $2, $3)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, pos = excluded.pos
+{_NEWER.format(t="meta")}
 """
+
+#: the largest log position (a PostgreSQL bigint)
+MAX_POSITION = 2**63 - 1
 
 # The same rows in the same order as SQLite's load queries (rowid -> seq; SQLite sorts NULLs first).
 _LOAD_SESSIONS = "SELECT data FROM sessions WHERE state <> 'closed' ORDER BY offered_at NULLS FIRST, seq"
@@ -422,8 +446,15 @@ class PostgresJournal:
 
     # ------------------------------------------------------------------ writes
 
-    async def commit(self, changes: Changes) -> None:
+    async def commit(self, changes: Changes, *, position: int | None = None) -> None:
         """Return once ``changes`` and every earlier commit are committed.
+
+        ``position``: where these changes stand in a shared, ordered log (0 to
+        :data:`MAX_POSITION`, growing with the log order; e.g. a Redis stream entry id
+        ``MS-SEQ`` as ``MS * 1_000_000 + SEQ``). A row is then never replaced by one of an
+        older position, whichever instance writes last: entries written out of order, or
+        written again, leave each row as of its latest entry. Without it (the
+        :class:`gateway.persistence.Journal` protocol's ``commit``), the later commit wins.
 
         Raises :class:`JournalUnavailable` (``not_ready``) when the journal is not open, the
         queue is full, the wait times out, or the transaction failed (PostgreSQL down).
@@ -431,8 +462,13 @@ class PostgresJournal:
         """
         if self._state != "open":
             raise JournalUnavailable(f"records store {self.where.describe()} is {self._state}, not open")
+        if position is not None and (
+            isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= MAX_POSITION
+        ):
+            raise ValueError(f"position must be an integer from 0 to {MAX_POSITION}, got {position!r}")
         rows = prepare(changes)
         _check_text(rows)
+        rows.position = position
         await self._group.submit(rows)
 
     async def _write(self, merged: Merged) -> None:
@@ -441,17 +477,18 @@ class PostgresJournal:
     async def _transaction(self, merged: Merged) -> None:
         pool = self._open_pool()
         await self._ensure_schema()
+        tables: list[tuple[str, str, dict[Any, Any]]] = [
+            ("sessions", _UPSERT_SESSIONS, merged.sessions),
+            ("interactions", _UPSERT_INTERACTIONS, merged.interactions),
+            ("agents", _UPSERT_AGENTS, merged.agents),
+            ("events", _UPSERT_EVENTS, merged.events),
+            ("meta", _UPSERT_META, merged.meta),
+        ]
         async with pool.acquire(timeout=self.connect_timeout_s) as conn, conn.transaction():
-            if merged.sessions:
-                await conn.executemany(_UPSERT_SESSIONS, list(merged.sessions.values()))
-            if merged.interactions:
-                await conn.executemany(_UPSERT_INTERACTIONS, list(merged.interactions.values()))
-            if merged.agents:
-                await conn.executemany(_UPSERT_AGENTS, list(merged.agents.values()))
-            if merged.events:
-                await conn.executemany(_UPSERT_EVENTS, list(merged.events.values()))
-            if merged.meta:
-                await conn.executemany(_UPSERT_META, list(merged.meta.values()))
+            for name, sql, rows in tables:
+                if rows:
+                    args = [(*row, merged.position_of(name, key)) for key, row in rows.items()]
+                    await conn.executemany(sql, args)
 
     # ------------------------------------------------------------------ reads
 

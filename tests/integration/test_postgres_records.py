@@ -339,6 +339,45 @@ async def test_what_postgresql_cannot_store_fails_its_caller_only(postgres_url: 
         assert await journal.record("e\x00") is None
 
 
+@pytest.mark.asyncio
+async def test_log_positions_keep_each_row_as_of_its_latest_entry(postgres_url: str) -> None:
+    """Several instances write the entries of one log, possibly out of order or twice: with
+    positions, a row is never replaced by one of an older entry."""
+    async with open_records(postgres_url) as journal:
+
+        async def note(sid: str) -> Any:
+            record = await journal.record(sid)
+            assert record is not None
+            return record["note"]
+
+        await journal.commit(
+            Changes(sessions=[session("s", T0, note="p5")], agents=[{"id": "a1", "v": 5}], meta={"k": 5}), position=5
+        )
+        await journal.commit(
+            Changes(sessions=[session("s", T0, note="p3")], agents=[{"id": "a1", "v": 3}], meta={"k": 3}), position=3
+        )
+        assert await note("s") == "p5"  # the older entry, written last, changed nothing
+        snap = await journal.load(since=0)
+        assert snap.agents == [{"id": "a1", "v": 5}] and snap.meta == {"k": 5}
+        await journal.commit(Changes(sessions=[session("s", T0, note="p5 again")]), position=5)
+        assert await note("s") == "p5 again"  # the same entry again: applied (idempotent)
+        # out of order inside one group commit too
+        await asyncio.gather(
+            *(journal.commit(Changes(sessions=[session("g", T0, note=str(p))]), position=p) for p in (9, 7, 12, 8))
+        )
+        assert await note("g") == "12"
+        # an older entry's other rows are written: only what it would make older is skipped
+        await journal.commit(Changes(sessions=[session("s", T0, note="p4"), session("new", T0 + 1)]), position=4)
+        assert await note("s") == "p5 again" and await journal.record("new") is not None
+        # without a position (the Journal protocol's commit): the later commit wins
+        await journal.commit(Changes(sessions=[session("s", T0, note="unordered")]))
+        assert await note("s") == "unordered"
+        for bad in (-1, 2**63, True, 1.5, "7"):
+            with pytest.raises(ValueError, match="position must be an integer"):
+                await journal.commit(Changes(sessions=[session("x", T0)]), position=bad)  # type: ignore[arg-type]
+        assert await journal.record("x") is None
+
+
 # ---------------------------------------------------------------------------- same as SQLite
 
 
