@@ -399,8 +399,14 @@ class Both:
     async def commit(self, changes: Changes) -> None:
         await asyncio.gather(self.sqlite.commit(changes), self.postgres.commit(changes))
 
-    async def load(self, *, since: float) -> Snapshot:
-        return await self.sqlite.load(since=since)
+    async def load(self, *, since: float, recent: int | None = None) -> Snapshot:
+        return await self.sqlite.load(since=since, recent=recent)
+
+    async def event(self, vendor: str, event_id: str) -> StateDict | None:
+        return await self.sqlite.event(vendor, event_id)
+
+    async def interaction(self, vendor: str, interaction_id: str) -> StateDict | None:
+        return await self.sqlite.interaction(vendor, interaction_id)
 
     async def record(self, session_id: str) -> StateDict | None:
         return await self.sqlite.record(session_id)
