@@ -16,6 +16,7 @@ one shared :class:`~.core.EngineState`:
 
 * :mod:`.inbound`: vendor events (end, message, update, vendor-side accept/decline), dedup;
 * :mod:`.offers`: routing, waiting lines, decisions, withdrawals of offers;
+* :mod:`.parallel`: parallel offers (``policy: offer_all``), the first accept wins;
 * :mod:`.sessions`: accept, decline, end, wrap-up, manual sessions, notes, accounts, replies;
 * :mod:`.transfers`: blind and consult transfers;
 * :mod:`.focus`: focus and focus time;

@@ -286,3 +286,21 @@ def test_offer_to_needs_policy_offer_all() -> None:
     assert GatewayConfig.model_validate(data).reference_problems() == [
         (("queues", 0, "offer_to"), "offer_to applies to policy: offer_all only (this queue's is least_busy)")
     ]
+
+
+def test_a_reload_to_offer_all_lets_a_single_offer_out_finish_then_routes_in_parallel() -> None:
+    engine = make_engine(profiles=STD, queues=[{"name": "support"}], agents=AGENTS4)
+    decision = engine.handle_event(offer("i1"))
+    assert (decision.kind, decision.agent_id) == (DecisionKind.ASSIGNED, "a1")
+    engine.reconfigure(make_config(profiles=STD, queues=[RUSH], agents=AGENTS4))
+    assert engine.session(decision.session_id or "").state is SessionState.OFFERED  # still out, alone
+    engine.drain()
+    engine.decline(decision.session_id or "")  # the failed offer is routed by the new policy
+    notices = engine.drain()
+    assert sorted(offered(engine)) == ["a2", "a3"]
+    [queued] = vendor_notices(notices, VendorAction.DECISION)  # it was told "assigned a1": now it waits
+    assert queued.data == {"decision": "queued"}
+    engine.accept(offered(engine)["a3"])
+    [assigned] = vendor_notices(engine.drain(), VendorAction.DECISION)
+    assert (assigned.data["decision"], assigned.data["agent_id"]) == ("assigned", "a3")
+    assert_counters_exact(engine)
