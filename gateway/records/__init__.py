@@ -14,6 +14,7 @@ Every journal implements :class:`gateway.persistence.Journal`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..persistence import Journal
@@ -21,9 +22,11 @@ from ..store_url import parse_records_url, parse_store_url
 from ._common import JournalSchemaError, JournalUnavailable
 from .lock import JournalLocked
 from .memory import MemoryJournal
-from .postgres import PostgresJournal
 from .report import REPORT_COLUMNS, report_row, report_rows, to_csv, to_json
 from .sqlite import SCHEMA_VERSION, JournalStats, SqliteJournal
+
+if TYPE_CHECKING:
+    from .postgres import PostgresJournal
 
 __all__ = [
     "REPORT_COLUMNS",
@@ -43,6 +46,16 @@ __all__ = [
     "to_csv",
     "to_json",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``PostgresJournal`` is imported on first use (asyncpg is large; most gateways never
+    use it)."""
+    if name == "PostgresJournal":
+        from .postgres import PostgresJournal
+
+        return PostgresJournal
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _problem(message: str) -> ConfigError:
@@ -96,4 +109,6 @@ def open_records(url: str) -> PostgresJournal:
         where = parse_records_url(url)
     except ValueError as exc:
         raise ConfigError([f"records.url: {exc}"]) from None
+    from .postgres import PostgresJournal  # imported when used: asyncpg costs ~10 MB of memory
+
     return PostgresJournal(where)
