@@ -179,8 +179,10 @@ async def test_one_call_at_a_time_on_a1001_and_records_match(pair: Pair) -> None
     # the second call starts while the first one talks
     await pair.gateway.until(lambda: any(s.state.value == "active" for s in pair.gateway.engine.sessions.values()))
     first_id = next(s.interaction_id for s in pair.gateway.engine.sessions.values() if s.state.value == "active")
+    # 486 for a call targeted at a ready agent means its voice cap is taken (480 would be
+    # not ready / offline): the first call still held the slot when the second was decided.
+    # (Not asserted by timing: under CI load the second SIPp may start late.)
     second_id, _ = await pair.call("a1001", expect=486)
-    assert not first.done(), "the first call should still be talking"
     await first
     third_id, _ = await pair.call("support", talk_ms=1500)
     records = await pair.settled_records()
@@ -191,7 +193,9 @@ async def test_one_call_at_a_time_on_a1001_and_records_match(pair: Pair) -> None
         assert record["agent_id"] == "a1001"
         assert record["outcome"] == "completed", record
         assert record["queue"] == queue, record
-        assert abs(record["handle_ms"] - talk_ms) < 1000, record
+        # the gateway's clock from the phone's 200 OK to its BYE: the talk time, plus what a
+        # loaded machine adds (never less than the pause SIPp keeps)
+        assert talk_ms - 500 <= record["handle_ms"] <= talk_ms + 2500, record
     assert len(records) == 2
 
 
@@ -249,7 +253,7 @@ async def test_gateway_gone_is_503_and_back_after_restart(pair: Pair) -> None:
 
     after_id, _ = await pair.call("a1001", talk_ms=500)
     [after] = pair.records_of(await pair.settled_records(), after_id)
-    assert after["outcome"] == "completed" and abs(after["handle_ms"] - 500) < 1000, after
+    assert after["outcome"] == "completed" and 300 <= after["handle_ms"] <= 3000, after
 
 
 @pytest.mark.parametrize("pair", [{"queue": {"on_full": "wait", "max_wait_s": 30}}], indirect=True)
@@ -280,7 +284,7 @@ async def test_a_waiting_call_is_held_until_the_agent_is_free_or_the_caller_give
     assert pair.records_of(records, "gives-up@test") == []
     [queued] = pair.records_of(records, waiting_id)
     assert (queued["outcome"], queued["queue"]) == ("completed", "support")
-    assert abs(queued["handle_ms"] - 500) < 1000, queued
+    assert 300 <= queued["handle_ms"] <= 3000, queued
     # it was held about as long as the first call talked
     assert waiting_result.elapsed_s > 1.0, waiting_result
 
@@ -327,7 +331,7 @@ async def test_an_end_on_the_desktop_hangs_up_both_sides(pair: Pair) -> None:
     finally:
         caller.close()
     [record] = pair.records_of(await pair.settled_records(), "desk-end@test")
-    assert record["outcome"] == "completed" and 200 < record["handle_ms"] < 2000, record
+    assert record["outcome"] == "completed" and 200 < record["handle_ms"] < 4000, record
     phone = pair.phones["a1001"]
     assert isinstance(phone, SippPhone)
     await pair.gateway.until(lambda: phone.byes_received() == ["desk-end@test"], what="the BYE to the phone")
