@@ -189,21 +189,15 @@ async def pump(
             messages = await outbox.take()
             if messages is None:
                 break
-            payloads: list[bytes] = []
-            broken: Message | None = None
-            error: Exception | None = None
-            for message in messages:
-                try:
-                    payloads.append(encode(message))
-                except (TypeError, ValueError) as exc:
-                    broken, error = message, exc
-                    break
-            if payloads:
-                await _send(ws, request, payloads, send_timeout)
+            broken = await _flush(ws, request, messages, send_timeout)
+            # nothing of a sent batch stays referenced while the socket waits for the next
+            # (an idle desktop would otherwise keep its last messages, e.g. a 4 KB hello)
+            messages = None
             if broken is not None:
+                message, error = broken
                 # skipping it would leave the desktop's picture silently wrong: close (1011),
                 # the client reconnects and gets a fresh hello
-                log.error("socket_message_not_json", socket=outbox.name, type=broken.get("type"), exc_info=error)
+                log.error("socket_message_not_json", socket=outbox.name, type=message.get("type"), exc_info=error)
                 outbox.close()
                 await _close(ws, request, WSCloseCode.INTERNAL_ERROR, b"internal error", close_timeout)
                 return
@@ -224,6 +218,24 @@ async def pump(
         await close_too_slow(ws, request, timeout=close_timeout)
     elif outbox.close_with is not None and not ws.closed:
         await _close(ws, request, *outbox.close_with, close_timeout)
+
+
+async def _flush(
+    ws: web.WebSocketResponse, request: web.BaseRequest, messages: list[Message], send_timeout: float
+) -> tuple[Message, Exception] | None:
+    """Encode and send ``messages`` in order; stops at the first that is not JSON and
+    returns it with its error (after sending those before it)."""
+    payloads: list[bytes] = []
+    broken: tuple[Message, Exception] | None = None
+    for message in messages:
+        try:
+            payloads.append(encode(message))
+        except (TypeError, ValueError) as exc:
+            broken = (message, exc)
+            break
+    if payloads:
+        await _send(ws, request, payloads, send_timeout)
+    return broken
 
 
 async def _send(ws: web.WebSocketResponse, request: web.BaseRequest, payloads: list[bytes], timeout: float) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -223,6 +226,26 @@ async def test_every_message_arrives_in_order_whatever_its_size(gw: Gateway, com
             msg = await receive_json(ws)
             assert (msg["n"], len(msg["text"])) == (burst * 100 + n, size // 2)
     assert await request_ws(ws, {"type": "ping", "ref": 1}) == {"type": "pong", "ref": 1}
+    await ws.close()
+
+
+async def test_an_idle_socket_keeps_nothing_of_what_it_sent(gw: Gateway) -> None:
+    """Once sent, a message (and its encoding) is not kept by the socket's writer while it
+    waits for the next one: memory per idle desktop (P4) does not carry its last hello."""
+
+    class Message(dict[str, Any]):  # a dict that can be watched (weakref)
+        pass
+
+    ws = await gw.ws("a1")
+    assert (await receive_json(ws))["type"] == "hello"
+    message = Message(type="chat.message", text="x" * 5000)
+    gone = weakref.ref(message)
+    gw.runtime.hub.send("a1", message)
+    del message
+    assert (await receive_json(ws))["text"] == "x" * 5000
+    await asyncio.sleep(0.05)  # the writer is back waiting (nothing else sent meanwhile)
+    gc.collect()
+    assert gone() is None
     await ws.close()
 
 
