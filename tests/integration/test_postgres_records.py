@@ -23,8 +23,9 @@ from structlog.testing import capture_logs
 
 import gateway.records.postgres as postgres_module
 from gateway import serve
-from gateway.app import build_app
+from gateway.app import RUNTIME, build_app
 from gateway.clock import ManualClock
+from gateway.config import RecordsConfig
 from gateway.events import Channel
 from gateway.persistence import Changes, Journal, Snapshot, StateDict
 from gateway.records import (
@@ -35,6 +36,7 @@ from gateway.records import (
     open_records,
 )
 from gateway.records.postgres import SCHEMA_VERSION
+from gateway.store_url import parse_records_url
 from tests.api.conftest import T0, Gateway, auth, make_config
 from tests.peers.postgres import PostgresServer
 
@@ -610,3 +612,26 @@ async def test_records_sort_as_sqlite_does_whatever_the_databases_collation(
             assert await pg.records(start=start, end=end, limit=limit) == expected
         order = [r["id"] for r in await pg.records(start=None, end=None)]
     assert order == ["no-offer-time", "early", "10", "9", "A", "B", "_x", "a", "b", "é"]
+
+
+@pytest.mark.asyncio
+async def test_the_app_opens_the_records_store_its_config_names(tmp_path: Path, postgres_url: str) -> None:
+    """``records.url`` in the configuration (the model as the multi-instance runtime will
+    hold it) becomes the app's records store: opened with the app, pinged by /readyz,
+    closed with it."""
+    config = make_config().model_copy(update={"records": RecordsConfig(url=postgres_url)})
+    app = build_app(config, clock=ManualClock(T0), journal=SqliteJournal(tmp_path / "g.db"))
+    runtime = app[RUNTIME]
+    records = runtime.records
+    assert runtime.separate_records and isinstance(records, PostgresJournal)
+    assert records.where == parse_records_url(postgres_url)
+    runner, _ = await serve.start(app, config.server, host="127.0.0.1", port=0, shutdown_timeout=5.0)
+    try:
+        host, port = runner.addresses[0][:2]
+        async with aiohttp.ClientSession() as http, http.get(f"http://{host}:{port}/readyz") as response:
+            body = await response.json()
+        assert response.status == 200 and body["records"] == "up", body
+        assert await records.ping()
+    finally:
+        await runner.cleanup()
+    assert not await records.ping()  # closed with the app
