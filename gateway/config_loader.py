@@ -28,11 +28,13 @@ called with each vendor entry that is valid on its own and its index, returning
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -534,7 +536,25 @@ def _child(node: yaml.Node, segment: str | int) -> tuple[yaml.Node | None, yaml.
 
 
 def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
+    return _mark_line(node.start_mark)
+
+
+def _mark_line(mark: yaml.Mark) -> int:
+    """The 1-based line of ``mark`` as editors (and ``wc -l``) count lines: by ``\n``.
+
+    YAML also breaks lines at ``\r``, NEL (U+0085) and U+2028/U+2029, so its own line
+    number can lie past the file's last line (a lone ``\r``, an LS inside a value)."""
+    buffer = getattr(mark, "buffer", None)
+    pointer = getattr(mark, "pointer", None)
+    if isinstance(buffer, str) and isinstance(pointer, int):
+        return bisect.bisect_left(_newlines(buffer), pointer) + 1
+    return int(mark.line) + 1
+
+
+@lru_cache(maxsize=1)
+def _newlines(buffer: str) -> list[int]:
+    """The positions of the ``\n`` characters of the text being read (one text at a time)."""
+    return [match.start() for match in re.finditer("\n", buffer)]
 
 
 def _kind(node: yaml.Node) -> str:
@@ -561,7 +581,7 @@ def _yaml_error_line(exc: yaml.YAMLError, text: str) -> int:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         if mark is not None:
-            return int(mark.line) + 1
+            return _mark_line(mark)
     if isinstance(exc, yaml.reader.ReaderError):
         return text.count("\n", 0, exc.position) + 1
     return 1
@@ -572,7 +592,7 @@ def _yaml_error_message(exc: yaml.YAMLError) -> str:
     if isinstance(exc, yaml.MarkedYAMLError):
         problem = (exc.problem or exc.context or "invalid YAML").removeprefix("but ")
         if exc.problem and exc.context:
-            where = f" at line {exc.context_mark.line + 1}" if exc.context_mark is not None else ""
+            where = f" at line {_mark_line(exc.context_mark)}" if exc.context_mark is not None else ""
             return f"{problem} ({exc.context}{where})"
         return problem
     if isinstance(exc, yaml.reader.ReaderError):

@@ -506,6 +506,23 @@ def test_deep_nesting_is_refused_with_its_line(text: str) -> None:
     ]
 
 
+@pytest.mark.parametrize("breaker", ["\r", "\x85", "\u2028", "\u2029"])
+def test_lines_are_counted_by_newlines_as_editors_count_them(breaker: str) -> None:
+    """YAML also breaks lines at CR, NEL and U+2028/2029 (here inside a quoted value); the
+    line reported is the one an editor shows (by ``\n``), never one past the end of the
+    file (found by the fuzz test)."""
+    head = "capacity_profiles: {p: {max_sessions: 1}}\n"
+    assert problems(f"{head}note: 'a{breaker}b'\nunknown: 1\n") == [
+        f"{NAME}:2: note: unknown key",
+        f"{NAME}:3: unknown: unknown key",
+    ]
+    with pytest.raises(ConfigError) as info:
+        load_config_text(f"{head}note: 'a{breaker}b\n", NAME, environ={})
+    assert info.value.problems == [
+        f"{NAME}:3: yaml: found unexpected end of stream (while scanning a quoted scalar at line 2)"
+    ]
+
+
 def test_invalid_utf8_is_reported_with_its_line() -> None:
     Path(NAME).write_bytes(b"capacity_profiles: {}\nname: \xff\n")
     with pytest.raises(ConfigError) as info:
