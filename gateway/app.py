@@ -33,6 +33,7 @@ from .persistence import Journal
 from .records import open_journal, open_records
 from .reload import Reloader
 from .runtime import Runtime
+from .store_url import RedisUrl, parse_store_url
 from .vendors import ENDPOINTS as ENDPOINTS
 from .vendors import VendorEndpoints
 from .web import setup_web
@@ -69,15 +70,23 @@ def build_app(
         vendor.name: registry.validate_vendor(vendor, index=index, known=known)
         for index, vendor in enumerate(config.vendors)
     }
-    engine = Engine(
-        config,
-        clock=clock,
-        vendor_capabilities={name: vendor_capabilities(cls, settings[name]) for name, cls in adapter_classes.items()},
-    )
-    journal = journal if journal is not None else open_journal(config.store.url, base_dir=base_dir)
-    if records is None and config.records is not None:
-        records = open_records(config.records.url)
-    runtime = Runtime(engine, journal, clock=clock, metrics=Metrics(), records=records)
+    caps = {name: vendor_capabilities(cls, settings[name]) for name, cls in adapter_classes.items()}
+    store = parse_store_url(config.store.url)
+    runtime: Runtime
+    if store.redis is not None:
+        # several instances: the state is the shared log's; the records go to PostgreSQL
+        shared_records = records if records is not None else journal
+        if shared_records is None:
+            if config.records is None:  # (the config model requires it next to redis://)
+                raise ConfigError(["store.url: a redis:// store needs a records section"])
+            shared_records = open_records(config.records.url)
+        runtime = _cluster_runtime(config, store.redis, caps, shared_records, clock)
+    else:
+        engine = Engine(config, clock=clock, vendor_capabilities=caps)
+        journal = journal if journal is not None else open_journal(config.store.url, base_dir=base_dir)
+        if records is None and config.records is not None:
+            records = open_records(config.records.url)
+        runtime = Runtime(engine, journal, clock=clock, metrics=Metrics(), records=records)
 
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[CONFIG] = config
@@ -111,6 +120,30 @@ def build_app(
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(_adapters_ctx)
     return app
+
+
+def _cluster_runtime(
+    config: GatewayConfig, where: RedisUrl, caps: dict[str, VendorCapabilities], records: Journal, clock: Clock
+) -> Runtime:
+    """The replicated runtime (``store: redis://``): the engine applies the shared log."""
+    from .cluster.log import RedisLog
+    from .cluster.replica import Replica
+    from .cluster.runtime import ClusterRuntime, ClusterSettings, config_hash
+
+    replica = Replica()
+    engine = Engine(config, vendor_capabilities=caps, **replica.engine_options())
+    return ClusterRuntime(
+        engine,
+        records,
+        clock=clock,
+        metrics=Metrics(),
+        shared=RedisLog(where, prefix=config.store.prefix),
+        replica=replica,
+        config_hash=config_hash(config, caps),
+        settings=ClusterSettings(
+            answer_timeout_s=config.store.answer_timeout_s, claim_idle_s=config.store.claim_idle_s
+        ),
+    )
 
 
 def vendor_capabilities(cls: type[Adapter], settings: AdapterConfig) -> VendorCapabilities:

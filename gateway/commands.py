@@ -35,6 +35,7 @@ __all__ = [
     "accept",
     "adapter_state",
     "apply",
+    "config",
     "confirm_account",
     "decline",
     "desktop_connected",
@@ -103,8 +104,10 @@ def event(ev: Event, recalled: Mapping[str, Any] | None = None) -> Command:
     return Command("event", {"event": ev, "recalled": dict(recalled)})
 
 
-def tick() -> Command:
-    return Command("tick", {})
+def tick(due_ms: int | None = None) -> Command:
+    """Fire the timers that are due (``due_ms``: the deadline that asked for it, kept for
+    the record: the engine fires whatever is due at the entry's time)."""
+    return Command("tick", {} if due_ms is None else {"due": due_ms})
 
 
 def presence(agent_id: str, state: str, reason: str | None, actor: str | None) -> Command:
@@ -170,6 +173,11 @@ def adapter_state(key: str, value: Any) -> Command:
     return Command("adapter_state", {"key": key, "value": value})
 
 
+def config(digest: str) -> Command:
+    """The configuration the instances run (its hash; no engine change: the runtime checks it)."""
+    return Command("config", {"hash": digest})
+
+
 def reconfigure(config: Any, vendor_capabilities: Mapping[str, Any]) -> Command:
     """A live reload (embedded runtime only: it carries the configuration object)."""
     return Command("reconfigure", {"config": config, "caps": vendor_capabilities})
@@ -229,8 +237,8 @@ def _reconfigure(e: Engine, a: Mapping[str, Any]) -> dict[str, Any]:
     return e.reconfigure(a["config"], vendor_capabilities=a["caps"])
 
 
-def _adapter_state(e: Engine, a: Mapping[str, Any]) -> None:
-    raise CommandError("adapter_state is kept by the runtime, not applied to the engine")
+def _runtime_only(e: Engine, a: Mapping[str, Any]) -> None:
+    raise CommandError("kept by the runtime, not applied to the engine")
 
 
 _APPLY: dict[str, Callable[[Engine, Mapping[str, Any]], Any]] = {
@@ -252,7 +260,8 @@ _APPLY: dict[str, Callable[[Engine, Mapping[str, Any]], Any]] = {
     "desktop_connected": _desktop_connected,
     "desktop_disconnected": _desktop_disconnected,
     "reconfigure": _reconfigure,
-    "adapter_state": _adapter_state,
+    "adapter_state": _runtime_only,
+    "config": _runtime_only,
 }
 
 #: The commands that go through the shared log (all but the embedded runtime's reload).

@@ -223,6 +223,13 @@ class ServerConfig(_Strict):
 class StoreConfig(_Strict):
     #: Checked by :func:`gateway.store_url.parse_store_url`, the validator ``run`` uses too.
     url: str = "sqlite:///data/gateway.db"
+    #: redis: what every key of this deployment starts with (several deployments on one Redis)
+    prefix: str = Field(default="cti:", pattern=r"^[A-Za-z0-9_.:{}-]{1,64}$")
+    #: redis: an entry handed to an instance for its side effects and not done for this
+    #: long is taken over by another instance (the first one died or is stuck)
+    claim_idle_s: float = Field(default=10.0, ge=0.5, le=3_600)
+    #: redis: longest a request waits for its change to be in the shared log and applied (then 503)
+    answer_timeout_s: float = Field(default=5.0, ge=0.1, le=60)
 
     @field_validator("url")
     @classmethod

@@ -408,37 +408,39 @@ class Runtime:
     def _deliver(self, notices: list[Notice]) -> None:
         for notice in notices:
             log_notice(notice)
-            if isinstance(notice, ToAgent):
-                self.hub.send(notice.agent_id, notice.message)
-            elif isinstance(notice, ToVendor):
-                self._queue_vendor(notice)
-            elif isinstance(notice, SessionChanged):
-                self.bus.publish(
-                    {"type": "session.changed", "transition": notice.transition, "session": notice.session}
-                )
-                self.metrics.session_changed(notice)
-            elif isinstance(notice, PresenceChanged):
-                self.bus.publish(
-                    {
-                        "type": "agent.presence",
-                        "agent_id": notice.agent_id,
-                        "state": notice.state,
-                        "reason": notice.reason,
-                    }
-                )
-            elif isinstance(notice, Routed):
-                self.bus.publish(
-                    {
-                        "type": "event.routed",
-                        "vendor": notice.vendor,
-                        "event_id": notice.event_id,
-                        "event_type": notice.event_type,
-                        "interaction_id": notice.interaction_id,
-                        "channel": notice.channel,
-                        "event": notice.event,
-                        "decision": notice.decision.as_dict(),
-                    }
-                )
+            self._route(notice)
+
+    def _route(self, notice: Notice) -> None:
+        """One notice to where it goes: a desktop, a vendor, the supervisor stream, metrics."""
+        if isinstance(notice, ToAgent):
+            self.hub.send(notice.agent_id, notice.message)
+        elif isinstance(notice, ToVendor):
+            self._queue_vendor(notice)
+        elif isinstance(notice, SessionChanged):
+            self.bus.publish({"type": "session.changed", "transition": notice.transition, "session": notice.session})
+            self.metrics.session_changed(notice)
+        elif isinstance(notice, PresenceChanged):
+            self.bus.publish(
+                {
+                    "type": "agent.presence",
+                    "agent_id": notice.agent_id,
+                    "state": notice.state,
+                    "reason": notice.reason,
+                }
+            )
+        elif isinstance(notice, Routed):
+            self.bus.publish(
+                {
+                    "type": "event.routed",
+                    "vendor": notice.vendor,
+                    "event_id": notice.event_id,
+                    "event_type": notice.event_type,
+                    "interaction_id": notice.interaction_id,
+                    "channel": notice.channel,
+                    "event": notice.event,
+                    "decision": notice.decision.as_dict(),
+                }
+            )
 
     def _agents_changed(self, agent_ids: set[str]) -> None:
         if not agent_ids:

@@ -6,12 +6,10 @@ that passes one passes the other. Pure: no file is touched, a relative path stay
 (the journal resolves it against its base directory).
 
 Forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (percent-escapes
-decoded), with the only query option ``synchronous=normal|full``; ``memory://``.
-``redis://[user:password@]host[:port][/db]`` and ``rediss://`` (TLS) are checked by
-:func:`parse_redis_url` (used by :class:`gateway.state.redis.RedisStateStore`) and then
-refused as a store: only the shared capacity store exists so far, a gateway cannot run on
-Redis end to end yet. Messages never echo the URL (it may carry a password); the loader
-points at its line.
+decoded), with the only query option ``synchronous=normal|full``; ``memory://``;
+``redis://[user:password@]host[:port][/db]`` and ``rediss://`` (TLS), taken apart by
+:func:`parse_redis_url` (the shared log of several instances, :mod:`gateway.cluster`).
+Messages never echo the URL (it may carry a password); the loader points at its line.
 
 ``records.url`` (the session records of several instances, on PostgreSQL):
 ``postgresql://user[:password]@host[:port]/database[?sslmode=...]`` (``postgres://`` too),
@@ -30,7 +28,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 __all__ = [
     "POSTGRES_SSLMODES",
-    "REDIS_NOT_YET",
     "SQLITE_OPTIONS",
     "PostgresUrl",
     "RedisUrl",
@@ -50,12 +47,14 @@ SQLITE_OPTIONS: dict[str, tuple[str, ...]] = {"synchronous": ("normal", "full")}
 class StoreUrl:
     """A valid store URL, taken apart."""
 
-    #: ``sqlite`` or ``memory`` (lower case).
+    #: ``sqlite``, ``memory``, ``redis`` or ``rediss`` (lower case).
     scheme: str
     #: sqlite: the database file as written (relative to the base directory unless absolute).
     path: str = ""
     #: sqlite: the query options, values in lower case.
     options: dict[str, str] = field(default_factory=dict)
+    #: redis, rediss: the server
+    redis: RedisUrl | None = None
 
 
 def parse_store_url(url: str) -> StoreUrl:
@@ -71,9 +70,8 @@ def parse_store_url(url: str) -> StoreUrl:
             raise ValueError("memory:// takes no path, host or options: write memory://")
         return StoreUrl("memory")
     if scheme in ("redis", "rediss"):
-        parse_redis_url(url)  # a malformed URL is named as such first
-        raise ValueError(f"{scheme}:// {REDIS_NOT_YET}")
-    raise ValueError(f"unsupported store scheme {scheme}:// (supported: sqlite://, memory://)")
+        return StoreUrl(scheme, redis=parse_redis_url(url))
+    raise ValueError(f"unsupported store scheme {scheme}:// (supported: sqlite://, memory://, redis://, rediss://)")
 
 
 def _sqlite(rest: str) -> StoreUrl:
@@ -99,14 +97,6 @@ def _sqlite(rest: str) -> StoreUrl:
             raise ValueError(f"{name} must be {' or '.join(SQLITE_OPTIONS[name])}")
         options[name] = value.lower()
     return StoreUrl("sqlite", raw, options)
-
-
-#: Why a valid ``redis://`` URL is refused as ``store.url`` (check-config and run alike).
-REDIS_NOT_YET = (
-    "stores are not supported yet: the shared capacity store (atomic reserve/release on Redis) exists, "
-    "but events, sessions and timers are not shared between instances yet, so a gateway cannot run on it; "
-    "use the embedded store, e.g. sqlite:///data/gateway.db"
-)
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,10 @@ def open_journal(url: str, *, base_dir: Path | None = None) -> Journal:
 
     ``sqlite:///relative.db`` (relative to ``base_dir`` or the current directory),
     ``sqlite:////absolute.db``, optional ``?synchronous=full``; ``memory://``.
-    ``redis://`` and ``rediss://`` are part of the design but not supported yet. The URL is
-    checked by :func:`gateway.store_url.parse_store_url`, the validator of the config model.
+    ``redis://`` and ``rediss://`` are the shared log of several instances
+    (:mod:`gateway.cluster`), not a journal: their records go to ``records.url``
+    (:func:`open_records`). The URL is checked by :func:`gateway.store_url.parse_store_url`,
+    the validator of the config model.
     """
     try:
         parsed = parse_store_url(url)
@@ -97,6 +99,8 @@ def open_journal(url: str, *, base_dir: Path | None = None) -> Journal:
         raise _problem(str(exc)) from None
     if parsed.scheme == "memory":
         return MemoryJournal()
+    if parsed.redis is not None:
+        raise _problem(f"{parsed.scheme}:// is the shared log of several instances, not a journal (records.url)")
     path, options = sqlite_path(url, base_dir=base_dir)
     synchronous = options.get("synchronous", "normal").upper()
     return SqliteJournal(path, synchronous="FULL" if synchronous == "FULL" else "NORMAL")

@@ -746,8 +746,8 @@ def test_memory_url() -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("redis://localhost:6379/0", "redis:// stores are not supported yet"),
-        ("rediss://cache:6380/0", "rediss:// stores are not supported yet"),
+        ("redis://localhost:6379/0", "redis:// is the shared log of several instances, not a journal"),
+        ("rediss://cache:6380/0", "rediss:// is the shared log of several instances, not a journal"),
         ("postgres://db/x", "unsupported store scheme postgres://"),
         ("sqlite://host/gateway.db", "has no host"),
         ("sqlite:///", "names no file"),

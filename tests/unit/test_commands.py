@@ -37,6 +37,7 @@ SAMPLES = [
     commands.desktop_connected("a1", True),
     commands.desktop_disconnected("a1"),
     commands.adapter_state("adapter/crm/uidvalidity", {"n": 7}),
+    commands.config("ab" * 32),
 ]
 
 

@@ -365,18 +365,14 @@ def test_load_config_apart_reads_a_file_that_does_not_survive_json_itself() -> N
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("ftp://example.org", "unsupported store scheme ftp:// (supported: sqlite://, memory://)"),
+        (
+            "ftp://example.org",
+            "unsupported store scheme ftp:// (supported: sqlite://, memory://, redis://, rediss://)",
+        ),
         ("redis://", "the redis URL names no host: write redis://HOST:6379/0"),
         ("redis://cache:6379/zero", "the redis database must be a number, e.g. /0"),
         ("redis://cache:99999/0", "the redis URL's port must be a number from 1 to 65535"),
         ("redis://u:secret@cache/0?timeout=1", "a redis URL takes no options"),
-        (
-            "redis://cache:6379/0",
-            "redis:// stores are not supported yet: the shared capacity store (atomic reserve/release on Redis) "
-            "exists, but events, sessions and timers are not shared between instances yet, so a gateway cannot "
-            "run on it; use the embedded store, e.g. sqlite:///data/gateway.db",
-        ),
-        ("rediss://u:secret@cache:6380/0", "rediss:// stores are not supported yet: the shared capacity store"),
         ("memory://abc", "memory:// takes no path, host or options: write memory://"),
         ("sqlite:///x.db?foo=1", "unknown sqlite option 'foo' (known: synchronous)"),
         ("sqlite:///x.db?synchronous=off", "synchronous must be normal or full"),

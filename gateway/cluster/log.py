@@ -1,0 +1,226 @@
+"""The shared log on Redis: one stream (``{prefix}log``) that every instance appends its
+commands to and applies in order, and a consumer group on it (``effects``) that hands each
+entry to one instance for the side effects that must happen once.
+
+Every call is bounded; an unreachable, loading or failing server raises
+:class:`StoreUnavailable` (API: 503 ``not_ready``, retryable). The client reconnects by
+itself on the next call; the outage is logged once (``store_unreachable``) and the recovery
+once (``store_recovered``). Messages never carry the URL's password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from ..errors import GatewayError
+from ..store_url import RedisUrl
+
+__all__ = ["GROUP", "Entry", "RedisLog", "StoreUnavailable"]
+
+log = structlog.get_logger("cti_gateway.cluster.log")
+
+#: The consumer group that performs each entry's side effects once.
+GROUP = "effects"
+
+#: (entry ID, fields)
+Entry = tuple[str, dict[str, str]]
+
+# Append one command; returns the entry ID (the server's clock gives its time).
+_APPEND = """
+return redis.call('XADD', KEYS[1], '*', 'c', ARGV[1], 'r', ARGV[2])
+"""
+
+# Append a timer tick for the deadline ARGV[1] (ms) unless one is not due yet by the
+# server's clock ({0, ms to wait}) or an entry at or after the deadline exists already
+# ({0, its ID}: applying it fires the timers): so N instances asking produce one tick.
+_TICK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = tonumber(ARGV[1])
+if now < due then return {0, tostring(due - now)} end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local ms = tonumber(string.match(last[1][1], '^(%d+)-'))
+  if ms >= due then return {0, last[1][1]} end
+end
+return {1, redis.call('XADD', KEYS[1], '*', 'c', ARGV[2], 'r', '')}
+"""
+
+
+class StoreUnavailable(GatewayError):
+    """The shared store cannot answer now (API: 503 ``not_ready``; retry later)."""
+
+    code = "not_ready"
+    retryable = True
+
+
+class RedisLog:
+    """The log stream and its consumer group in one Redis database."""
+
+    def __init__(
+        self,
+        where: RedisUrl,
+        *,
+        prefix: str = "cti:",
+        timeout_s: float = 2.0,
+        connect_timeout_s: float = 1.0,
+        block_ms: int = 1000,
+        max_connections: int = 64,
+    ) -> None:
+        self.where = where
+        self.prefix = prefix
+        self.key = f"{prefix}log"
+        self.timeout_s = timeout_s
+        self.block_ms = block_ms
+        #: whether the last call reached the server (for /readyz and /metrics)
+        self.healthy = True
+        self.failures = 0
+        self._pool = self._make_pool(timeout_s, connect_timeout_s, max_connections)
+        self._client = aioredis.Redis(connection_pool=self._pool)
+        # blocking reads wait on their own connections, so they never hold up an append
+        self._blocking_pool = self._make_pool(timeout_s + block_ms / 1000.0, connect_timeout_s, 4)
+        self._blocking = aioredis.Redis(connection_pool=self._blocking_pool)
+        self._append = self._client.register_script(_APPEND)
+        self._tick = self._client.register_script(_TICK)
+
+    def _make_pool(self, timeout_s: float, connect_timeout_s: float, size: int) -> aioredis.BlockingConnectionPool:
+        where = self.where
+        pool = aioredis.BlockingConnectionPool(
+            host=where.host,
+            port=where.port,
+            db=where.db,
+            username=where.username,
+            password=where.password,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            # one quick retry covers a connection the server closed while idle; an outage
+            # fails fast (the caller answers 503 and the vendor retries)
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+            max_connections=size,
+            timeout=timeout_s,
+            decode_responses=True,
+        )
+        if where.tls:
+            pool.connection_class = aioredis.SSLConnection
+        return pool
+
+    def __repr__(self) -> str:  # never the password
+        return f"RedisLog({self.where.describe()}, key={self.key!r})"
+
+    async def close(self) -> None:
+        for client, pool in ((self._client, self._pool), (self._blocking, self._blocking_pool)):
+            await client.aclose()
+            await pool.aclose()  # a pool given to the client is the giver's to close
+
+    async def _call(self, what: str, coro: Any, *, extra_s: float = 0.0) -> Any:
+        """Await one Redis call, bounded; connection trouble becomes :class:`StoreUnavailable`."""
+        try:
+            async with asyncio.timeout(self.timeout_s * 2 + extra_s):
+                result = await coro
+        except redis.exceptions.ResponseError as exc:
+            # the server is loading its data or running a long script; the group is gone
+            # (the data was lost): all pass, the caller retries
+            if str(exc).startswith(("LOADING", "BUSY ", "NOGROUP")):
+                self._down(what, exc)
+            raise
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError) as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # the client turned our cancellation into a connection error: stay cancelled
+                raise asyncio.CancelledError from None
+            self._down(what, exc)
+        self._up()
+        return result
+
+    def _down(self, what: str, exc: BaseException) -> None:
+        self.failures += 1
+        if self.healthy:
+            self.healthy = False
+            log.warning("store_unreachable", store=self.where.describe(), during=what, error=type(exc).__name__)
+        raise StoreUnavailable(
+            f"the shared store {self.where.describe()} is unreachable ({type(exc).__name__})"
+        ) from None
+
+    def _up(self) -> None:
+        if not self.healthy:
+            self.healthy = True
+            log.info("store_recovered", store=self.where.describe())
+
+    # ------------------------------------------------------------------ the log
+
+    async def ping(self) -> bool:
+        """Whether the server answers now (never raises)."""
+        try:
+            return bool(await self._call("ping", self._client.ping()))
+        except GatewayError:
+            return False
+
+    async def append(self, command: str, request_id: str) -> str:
+        """Append one encoded command; returns its entry ID."""
+        return str(await self._call("append", self._append(keys=[self.key], args=[command, request_id])))
+
+    async def propose_tick(self, deadline_ms: int, command: str) -> tuple[bool, str]:
+        """``(True, id)``: a tick was appended; ``(False, id)``: an entry at or after the
+        deadline exists; ``(False, ms)``: not due yet by the server's clock (wait ms)."""
+        added, value = await self._call("tick", self._tick(keys=[self.key], args=[deadline_ms, command]))
+        return bool(int(added)), str(value)
+
+    async def read(self, after: str, count: int, *, block: bool) -> list[Entry]:
+        """Entries after ``after`` (oldest first); ``block``: wait up to ``block_ms`` for one."""
+        if not block:
+            rows = await self._call("read", self._client.xrange(self.key, f"({after}", "+", count=count))
+            return [(entry_id, fields) for entry_id, fields in rows]
+        reply = await self._call(
+            "read",
+            self._blocking.xread({self.key: after}, count=count, block=self.block_ms),
+            extra_s=self.block_ms / 1000.0,
+        )
+        return [(entry_id, fields) for _stream, rows in reply or () for entry_id, fields in rows]
+
+    async def length(self) -> int:
+        return int(await self._call("xlen", self._client.xlen(self.key)))
+
+    async def last_id(self) -> str:
+        rows = await self._call("last", self._client.xrevrange(self.key, "+", "-", count=1))
+        return str(rows[0][0]) if rows else "0-0"
+
+    # ------------------------------------------------------------------ the consumer group
+
+    async def ensure_group(self) -> None:
+        """Create the stream and its group (idempotent): the group starts at the first entry."""
+        try:
+            await self._call("group", self._client.xgroup_create(self.key, GROUP, id="0", mkstream=True))
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def claim_new(self, consumer: str, count: int) -> list[str]:
+        """Entry IDs never handed to any consumer, now this one's (does not wait for any)."""
+        reply = await self._call("readgroup", self._client.xreadgroup(GROUP, consumer, {self.key: ">"}, count=count))
+        return [entry_id for _stream, rows in reply or () for entry_id, _fields in rows]
+
+    async def claim_stale(self, consumer: str, min_idle_ms: int, start: str, count: int) -> tuple[str, list[str]]:
+        """Entries another consumer took and has not acknowledged for ``min_idle_ms``
+        (it died, or is stuck), now this one's: ``(next start, entry IDs)``."""
+        reply = await self._call(
+            "autoclaim",
+            self._client.xautoclaim(self.key, GROUP, consumer, min_idle_ms, start_id=start, count=count),
+        )
+        next_start, rows = reply[0], reply[1]
+        return str(next_start), [entry_id for entry_id, _fields in rows]
+
+    async def ack(self, entry_ids: list[str]) -> None:
+        if entry_ids:
+            await self._call("ack", self._client.xack(self.key, GROUP, *entry_ids))
+
+    async def pending(self) -> int:
+        """How many entries are handed out and not acknowledged."""
+        info = await self._call("pending", self._client.xpending(self.key, GROUP))
+        return int(info["pending"])

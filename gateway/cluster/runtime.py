@@ -1,0 +1,506 @@
+"""The replicated runtime: several gateway instances on one Redis (``store: redis://``).
+
+The shared log (a Redis Stream, :mod:`gateway.cluster.log`) is the source of truth. Every
+change is a :class:`~gateway.commands.Command`; the instance that receives a request
+appends it and answers once its own apply loop has applied that entry. Every instance
+applies every entry in the log's order to its own engine (:mod:`gateway.cluster.replica`:
+the entry's time is the engine's clock, ids derive from the entry ID), so every instance
+holds the same state: allocation is serialized by the log's order (no cap can be exceeded
+whichever instance received the offer), a duplicate appended through another instance is
+answered ``duplicate`` by the engine's own de-duplication, and any instance serves any
+desktop (each pushes to the sockets it holds the notices its own engine produced).
+
+Timers: an instance whose engine has a deadline due proposes a ``tick`` entry through a
+script that appends only if no entry at or after the deadline exists (one tick for N
+instances). Side effects that must happen once (deliveries to vendors) go through the
+consumer group: the instance that claims an entry performs what its own engine produced
+for it, then acknowledges it; the entries of an instance that died are claimed by another
+(``XAUTOCLAIM`` after ``store.claim_idle_s``) and finished there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import math
+import os
+import secrets
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import structlog
+
+from .. import commands
+from ..clock import Clock
+from ..commands import Command, CommandError
+from ..config import GatewayConfig
+from ..engine import Engine
+from ..errors import GatewayError
+from ..interactions import VendorCapabilities
+from ..metrics import Metrics
+from ..notices import Notice, ToVendor
+from ..oplog import log_notice
+from ..persistence import Changes, Journal, session_to_state
+from ..runtime import NotReady, Runtime, Unstorable, _state_key
+from .log import Entry, RedisLog, StoreUnavailable
+from .replica import Replica, parse_entry_id
+
+__all__ = ["ClusterRuntime", "ClusterSettings", "ConfigMismatch", "config_hash"]
+
+log = structlog.get_logger("cti_gateway.cluster")
+
+
+class ConfigMismatch(GatewayError):
+    code = "config_mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    #: longest a request waits for its entry to be appended and applied (then 503)
+    answer_timeout_s: float = 5.0
+    #: an entry handed to an instance and not acknowledged for this long is taken over
+    claim_idle_s: float = 10.0
+    #: how often an instance looks for such entries
+    claim_every_s: float = 1.0
+    #: entries read at once
+    batch: int = 500
+    #: side effects kept for entries not yet acknowledged (oldest dropped beyond it)
+    effects_kept: int = 20_000
+
+
+def config_hash(config: GatewayConfig, caps: dict[str, VendorCapabilities]) -> str:
+    """What every instance on one log must agree on: what the engine is built from
+    (profiles, queues, agents, the desktop grace period, the vendors' capabilities), not
+    each instance's own listening address."""
+    body = {
+        "capacity_profiles": {k: v.model_dump(mode="json") for k, v in sorted(config.capacity_profiles.items())},
+        "queues": [q.model_dump(mode="json") for q in config.queues],
+        "agents": [a.model_dump(mode="json") for a in config.agents],
+        "desktop_grace_s": config.server.desktop_grace_s,
+        "vendors": {name: asdict(c) for name, c in sorted(caps.items())},
+    }
+    text = json.dumps(body, sort_keys=True, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _instance_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class ClusterRuntime(Runtime):
+    def __init__(
+        self,
+        engine: Engine,
+        journal: Journal,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        shared: RedisLog,
+        replica: Replica,
+        config_hash: str,
+        settings: ClusterSettings | None = None,
+        instance: str | None = None,
+    ) -> None:
+        super().__init__(engine, journal, clock=clock, metrics=metrics)
+        self.shared = shared
+        self.replica = replica
+        self.replica.engine = engine
+        self.settings = settings or ClusterSettings()
+        self.instance = instance or _instance_name()
+        self.config_hash = config_hash
+        #: the configuration hash in force in the log (None: none recorded yet)
+        self.log_config: str | None = None
+        self._mismatch: str | None = None
+        self._rids = itertools.count(1)
+        self._waiting: dict[str, asyncio.Future[Any]] = {}
+        #: entry ID -> the vendor deliveries and record changes its application produced
+        #: (until the instance that claimed it acknowledged it)
+        self._effects: OrderedDict[str, tuple[list[Notice], Changes]] = OrderedDict()
+        self._applied = asyncio.Event()
+        #: set when the apply loop applied entries (wakes the side-effects worker)
+        self._new_entries = asyncio.Event()
+        #: the newest entry whose effects were dropped (effects_kept): older ones are unknown
+        self._oldest_effects = (0, 0)
+        self._tasks: list[asyncio.Task[None]] = []
+        #: stop() asked the loops to end
+        self._closing = False
+        self._caught_up = False
+        #: entries applied by this instance / side effects performed (tests, metrics)
+        self.applied_entries = 0
+        self.effects_done = 0
+
+    # ------------------------------------------------------------------ requests
+
+    @property
+    def ready(self) -> bool:
+        return self._accepting and self._caught_up and self.shared.healthy and self._mismatch is None
+
+    def _check_taking(self) -> None:
+        if not self._accepting:
+            raise NotReady("the gateway is not taking requests (starting or shutting down)")
+        if self._mismatch is not None:
+            raise NotReady(self._mismatch)
+        if not self._caught_up:
+            raise NotReady("the gateway is catching up with the shared log; retry")
+
+    async def act(self, command: Any) -> Any:
+        """Append ``command`` to the shared log and return its result once this instance
+        applied it (503 ``not_ready`` if Redis does not take it, or it is not applied within
+        ``answer_timeout_s``: then it may still take effect, as any unanswered request)."""
+        if not isinstance(command, Command):
+            raise TypeError("the replicated runtime takes commands only")
+        if command.name == "reconfigure":
+            raise GatewayError(
+                "live reload is not replicated yet: stop every instance and start them on the new file",
+                code="reload_unsupported",
+            )
+        self._check_taking()
+        try:
+            encoded = command.encode()
+            encoded.encode("utf-8")  # what Redis stores: a lone surrogate cannot be
+        except (ValueError, TypeError, UnicodeError) as exc:
+            raise Unstorable(f"the request cannot be stored: {exc}") from None
+        rid = f"{self.instance}:{next(self._rids)}"
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = future
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            async with asyncio.timeout(self.settings.answer_timeout_s):
+                await self.shared.append(encoded, rid)
+                return await future
+        except StoreUnavailable as exc:
+            raise NotReady(exc.message) from None
+        except TimeoutError:
+            raise NotReady("the shared log did not apply the change in time; retry") from None
+        finally:
+            self._waiting.pop(rid, None)
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def save_adapter_state(self, vendor: str, key: str, value: Any) -> None:
+        await self.act(commands.adapter_state(_state_key(vendor, key), value))
+
+    # ------------------------------------------------------------------ applying the log
+
+    async def _apply_entry(self, entry: Entry, *, live: bool) -> None:
+        entry_id, fields = entry
+        rid = fields.get("r", "")
+        future = self._waiting.pop(rid, None) if rid else None
+        try:
+            command = Command.decode(fields.get("c", ""))
+        except CommandError as exc:
+            log.error("log_entry_invalid", entry_id=entry_id, error=str(exc))
+            self.replica.skip(entry_id)
+            if future is not None and not future.done():
+                future.set_exception(GatewayError(f"the change was not understood: {exc}", code="invalid_request"))
+            return
+        self.applied_entries += 1
+        if command.name in ("adapter_state", "config"):
+            self.replica.skip(entry_id)
+            if command.name == "adapter_state":
+                self._adapter_state[str(command.args["key"])] = command.args["value"]
+            else:
+                self._config_entry(str(command.args["hash"]), live=live)
+            if future is not None and not future.done():
+                future.set_result(None)
+            return
+        applied = self.replica.apply(entry_id, command)
+        if applied.crash is not None:
+            log.error("engine_call_failed", entry_id=entry_id, command=command.name, error=repr(applied.crash))
+        if applied.notices or applied.changes:
+            self._effects[entry_id] = (applied.notices, applied.changes)
+            while len(self._effects) > self.settings.effects_kept:
+                dropped, _ = self._effects.popitem(last=False)
+                self._oldest_effects = max(self._oldest_effects, parse_entry_id(dropped))
+        self._deliver_local(applied.notices, live=live)
+        if live:
+            self._agents_changed(applied.touched)
+        if future is not None and not future.done():
+            if applied.error is not None:
+                future.set_exception(applied.error)
+            elif applied.crash is not None:
+                future.set_exception(applied.crash)
+            else:
+                future.set_result(applied.result)
+
+    def _deliver_local(self, notices: list[Notice], *, live: bool) -> None:
+        """Desktops on this instance, its supervisor stream and metrics. Vendors, and the
+        log lines (one per cluster, not one per instance), are the consumer group's
+        (:meth:`_perform`)."""
+        if live:
+            for notice in notices:
+                self._route(notice)
+
+    def _queue_vendor(self, notice: ToVendor) -> None:
+        self.bus.publish(
+            {
+                "type": "vendor.notice",
+                "vendor": notice.vendor,
+                "interaction_id": notice.interaction_id,
+                "action": notice.action.value,
+                "event_id": notice.event_id,
+                "data": notice.data,
+            }
+        )
+
+    def _config_entry(self, value: str, *, live: bool) -> None:
+        self.log_config = value
+        if value != self.config_hash:
+            message = (
+                f"the shared log runs another configuration (sha256 {value[:12]}, "
+                f"this instance {self.config_hash[:12]}): "
+                "every instance on one store must run the same agents, profiles, queues and vendors"
+            )
+            if live and self._mismatch is None:
+                log.error("config_mismatch", log_config=value, own_config=self.config_hash)
+            self._mismatch = message
+        else:
+            self._mismatch = None
+
+    async def _catch_up(self) -> None:
+        """Apply every entry there is now (no blocking read)."""
+        while True:
+            entries = await self.shared.read(self.replica.last_id, self.settings.batch, block=False)
+            if not entries:
+                return
+            for entry in entries:
+                await self._apply_entry(entry, live=False)
+            self._applied.set()
+
+    async def _apply_loop(self) -> None:
+        attempt = 0
+        while not self._closing:
+            try:
+                entries = await self.shared.read(self.replica.last_id, self.settings.batch, block=True)
+            except StoreUnavailable:
+                self.metrics.store_up.set(0)
+                attempt += 1
+                await asyncio.sleep(min(0.05 * attempt, 1.0))
+                continue
+            except Exception:  # never stop applying: a surprise is logged, then retried
+                log.exception("log_read_failed")
+                await asyncio.sleep(0.5)
+                continue
+            attempt = 0
+            self.metrics.store_up.set(1)
+            for entry in entries:
+                await self._apply_entry(entry, live=True)
+            if entries:
+                self._applied.set()
+                self._new_entries.set()
+                self._wake.set()
+
+    async def _applied_through(self, entry_id: str) -> None:
+        target = parse_entry_id(entry_id)
+        while self.replica.last < target:
+            if self._closing:
+                raise NotReady("the gateway is shutting down")
+            self._applied.clear()
+            await self._applied.wait()
+
+    # ------------------------------------------------------------------ once-only side effects
+
+    async def _effects_loop(self) -> None:
+        claim_at = 0.0
+        start = "0-0"
+        attempt = 0
+        while not self._closing:
+            try:
+                ids: list[str] = []
+                if time.monotonic() >= claim_at:
+                    start, ids = await self.shared.claim_stale(
+                        self.instance, int(self.settings.claim_idle_s * 1000), start, 100
+                    )
+                    if start == "0-0":
+                        claim_at = time.monotonic() + self.settings.claim_every_s
+                    if ids:
+                        log.info("entries_taken_over", count=len(ids), first=ids[0])
+                if not ids:
+                    ids = await self.shared.claim_new(self.instance, 100)
+                if not ids:
+                    # nothing new: until this instance applies more entries (or it is time
+                    # to look for entries left by a dead instance)
+                    self._new_entries.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._new_entries.wait(), self.settings.claim_every_s)
+                    continue
+                await self._applied_through(max(ids, key=parse_entry_id))
+                await self._perform(ids)
+                await self.shared.ack(ids)
+                for entry_id in ids:
+                    self._effects.pop(entry_id, None)
+                attempt = 0
+            except (StoreUnavailable, GatewayError, OSError, TimeoutError) as exc:
+                # Redis or the records store is down: the entries stay pending, claimed again
+                attempt += 1
+                if attempt == 1:
+                    log.warning("effects_delayed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(min(0.05 * attempt, 1.0))
+                claim_at = 0.0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("effects_failed")
+                await asyncio.sleep(0.5)
+
+    async def _perform(self, ids: list[str]) -> None:
+        """The side effects of the entries ``ids`` (claimed by this instance): their record
+        changes in one commit, then their vendor deliveries. A failed commit raises (the
+        entries stay pending and are claimed again)."""
+        changes = Changes()
+        deliveries: list[ToVendor] = []
+        for entry_id in sorted(ids, key=parse_entry_id):
+            found = self._effects.get(entry_id)
+            if found is None:
+                if parse_entry_id(entry_id) < self._oldest_effects:
+                    # older than what this instance keeps (effects_kept): cannot be redone
+                    log.warning("effects_lost", entry_id=entry_id)
+                continue
+            for notice in found[0]:
+                log_notice(notice)
+                if isinstance(notice, ToVendor):
+                    deliveries.append(notice)
+            changes.extend(found[1])
+        if changes:
+            # what is current here, not what the entry saw: an entry claimed late (after its
+            # instance died) must not write back an older state over a newer one
+            now = self.engine.clock.now()
+            changes.sessions = [
+                session_to_state(self.engine.sessions[row["id"]], now) if row["id"] in self.engine.sessions else row
+                for row in {row["id"]: row for row in changes.sessions}.values()
+            ]
+            async with asyncio.timeout(self.settings.answer_timeout_s * 2):
+                await self.journal.commit(changes)
+        for notice in deliveries:
+            adapter = self.adapters.get(notice.vendor)
+            if adapter is None:
+                continue
+            try:
+                await adapter.deliver(notice)
+            except GatewayError as exc:
+                log.warning("vendor_delivery_failed", vendor=notice.vendor, action=notice.action.value, error=str(exc))
+            except Exception:  # an adapter bug must not stop delivery to the others
+                log.exception("vendor_delivery_crashed", vendor=notice.vendor, action=notice.action.value)
+            self.effects_done += 1
+
+    # ------------------------------------------------------------------ timers
+
+    async def _timer_loop(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            deadline = self.engine.next_deadline()
+            delay = None if deadline is None else deadline - time.time()
+            if delay is None or delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            assert deadline is not None
+            try:
+                due_ms = math.ceil(deadline * 1000)
+                added, value = await self.shared.propose_tick(due_ms, commands.tick(due_ms).encode())
+                if not added and "-" not in value:  # not due yet by the server's clock
+                    await asyncio.sleep(min(int(value), 1000) / 1000.0)
+                    continue
+                async with asyncio.timeout(self.settings.answer_timeout_s):
+                    await self._applied_through(value)
+            except (StoreUnavailable, TimeoutError):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("timer_tick_failed")
+                await asyncio.sleep(0.5)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Apply the whole log, agree on the configuration, then take requests."""
+        await self.shared.ensure_group()
+        await self._catch_up()
+        if self._mismatch is not None:
+            raise ConfigMismatch(f"{self.shared.where.describe()}: {self._mismatch}")
+        if self.log_config is None:
+            await self.shared.append(commands.config(self.config_hash).encode(), "")
+            await self._catch_up()
+            if self._mismatch is not None:  # another instance recorded another one first
+                raise ConfigMismatch(f"{self.shared.where.describe()}: {self._mismatch}")
+        self._caught_up = True
+        self._accepting = True
+        self.metrics.store_up.set(1)
+        self._tasks = [
+            asyncio.create_task(self._apply_loop(), name="log-apply"),
+            asyncio.create_task(self._effects_loop(), name="log-effects"),
+            asyncio.create_task(self._timer_loop(), name="log-timers"),
+        ]
+        log.info(
+            "joined",
+            instance=self.instance,
+            store=self.shared.where.describe(),
+            applied=self.applied_entries,
+            last_entry=self.replica.last_id,
+            open_sessions=sum(1 for s in self.engine.sessions.values() if s.occupying),
+        )
+
+    async def stop(self) -> None:
+        await self.stop_intake()
+        tasks, self._tasks = self._tasks, []
+        # the loops end by themselves (a cancelled blocking read can leave the Redis client's
+        # connection stuck): told to, woken, the apply loop after its current read
+        self._closing = True
+        self._new_entries.set()
+        self._wake.set()
+        self._applied.set()
+        _done, pending = await asyncio.wait(tasks, timeout=self.shared.block_ms / 1000.0 + 3.0) if tasks else ((), ())
+        for task in pending:  # pragma: no cover - a loop stuck on a call that never returns
+            log.warning("task_did_not_stop", task=task.get_name())
+            task.cancel()
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(NotReady("the gateway is shutting down"))
+        await self.shared.close()
+
+    async def refresh_metrics(self) -> None:
+        try:
+            last = await self.shared.last_id()
+            behind = []
+            if last != self.replica.last_id:
+                behind = await self.shared.read(self.replica.last_id, 10_000, block=False)
+        except StoreUnavailable:
+            self.metrics.store_up.set(0)
+            return
+        self.metrics.store_up.set(1)
+        self.metrics.log_lag_entries.set(len(behind))
+        newest = parse_entry_id(last)[0] if last != "0-0" else self.replica.last[0]
+        self.metrics.log_lag_seconds.set(max(0, newest - self.replica.last[0]) / 1000.0)
+
+    async def check_ready(self) -> dict[str, Any]:
+        store = await self.shared.ping()
+        records = await self.journal.ping()
+        adapters = {name: adapter.health.value for name, adapter in self.adapters.items()}
+        ok = store and records and self.ready and all(h == "up" for h in adapters.values())
+        checks: dict[str, Any] = {
+            "ready": ok,
+            "store": "up" if store and records else "down",
+            "records": "up" if records else "down",
+            "adapters": adapters,
+            "accepting": self._accepting,
+            "vendors": {name: adapter.describe() for name, adapter in self.adapters.items()},
+            "warnings": [f"{name}: {text}" for name, adapter in self.adapters.items() for text in adapter.warnings()],
+            "log": {"instance": self.instance, "applied": self.replica.last_id},
+        }
+        if not store:
+            checks["store_error"] = f"the shared store {self.shared.where.describe()} does not answer"
+        elif not records:
+            checks["store_error"] = "the records store does not answer"
+        if self._mismatch is not None:
+            checks["config"] = self._mismatch
+        return checks
