@@ -345,6 +345,9 @@ class ClusterRuntime(Runtime):
                     log.warning("effects_delayed", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(min(0.05 * attempt, 1.0))
                 claim_at = 0.0
+                # (a Redis that lost its data lost the group too: make it again)
+                with contextlib.suppress(GatewayError, OSError, TimeoutError):
+                    await self.shared.ensure_group()
             except asyncio.CancelledError:
                 raise
             except Exception:

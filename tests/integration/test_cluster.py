@@ -343,3 +343,34 @@ async def test_redis_restarted_mid_run_answers_503_then_recovers_with_nothing_lo
             await in_use_matches_open_sessions(c)
         assigned = {body["session_id"] for body in answers.values() if body["decision"] == "assigned"}
         await records_reach_postgres(postgres_url, len(events), assigned)
+
+
+def test_check_config_and_run_agree_on_a_redis_store_and_never_print_its_password(
+    gateway_process: GatewayFactory, tmp_path: Path
+) -> None:
+    """The same URL passes check-config and is taken by run, which (Redis not there) refuses
+    to start with one line naming the server without its password."""
+    import subprocess
+    import sys
+
+    from .live import free_port, write_config
+
+    dead = free_port()  # nothing listens there
+    config = cluster_config(f"redis://:s3cret-redis-pw@127.0.0.1:{dead}/0", "postgresql://cti:pw@127.0.0.1:1/cti")
+    path = write_config(tmp_path / "cluster.yaml", config)
+    checked = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "s3cret" not in checked.stdout + checked.stderr
+    proc = gateway_process(config, name="refused")
+    proc.start(wait=False)
+    assert proc.wait_exit(timeout=60) == 1
+    lines = [line for line in proc.stderr().splitlines() if line.startswith("cti-gateway:")]
+    assert lines == [
+        f"cti-gateway: cannot start: the shared store redis://127.0.0.1:{dead}/0 is unreachable (ConnectionError)"
+    ], proc.stderr()
+    assert "s3cret" not in proc.stderr() + proc.stdout()
