@@ -46,7 +46,7 @@ from ..interactions import VendorCapabilities
 from ..metrics import Metrics
 from ..notices import Notice, ToVendor
 from ..oplog import log_notice
-from ..persistence import Changes, Journal, session_to_state
+from ..persistence import Changes, Journal, Snapshot, session_to_state
 from ..runtime import NotReady, Runtime, Unstorable, _state_key
 from .log import Entry, RedisLog, StoreUnavailable
 from .replica import Replica, parse_entry_id
@@ -108,6 +108,13 @@ class ClusterRuntime(Runtime):
         instance: str | None = None,
     ) -> None:
         super().__init__(engine, journal, clock=clock, metrics=metrics)
+        # the engine knows the whole log (it replays it from the start): an event id is
+        # missing from its memory only once evicted by count, which it tracks itself; so
+        # it starts as restored from nothing, not as one that knows nothing of the journal
+        engine.restore(Snapshot())
+        engine.drain()
+        engine.take_changes()
+        engine.take_touched_agents()
         self.shared = shared
         self.replica = replica
         self.replica.engine = engine
@@ -184,6 +191,12 @@ class ClusterRuntime(Runtime):
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
+
+    async def act_on_session(self, command: Command) -> Any:
+        """:meth:`act` (a closed session that left memory is not read back here: that would
+        change one instance's engine outside the log; such an action is refused
+        ``session_not_found``)."""
+        return await self.act(command)
 
     async def save_adapter_state(self, vendor: str, key: str, value: Any) -> None:
         await self.act(commands.adapter_state(_state_key(vendor, key), value))

@@ -46,7 +46,8 @@ CONFIG = make_config(
     profiles={
         "std": {"max_sessions": 3, "channels": {"voice": 1, "chat": 2}, "offer_timeout_s": {"voice": 0.2, "chat": 30}}
     },
-    agents=[agent_spec(a) for a in AGENTS],
+    queues=[{"name": "support"}, {"name": "timers"}],
+    agents=[*(agent_spec(a) for a in AGENTS), agent_spec("t9", queues=("timers",))],
 )
 clients = st.integers(0, 1)
 agents = st.sampled_from(AGENTS)
@@ -81,6 +82,7 @@ class TwoInstances(RuleBasedStateMachine):
         for runtime in self.runtimes:
             self.run(runtime.journal.open())
             self.run(runtime.start())
+        self.timer_offers = 0
         #: event id -> the first answer (kind, session id, reason)
         self.first: dict[str, tuple[str, str | None, str | None]] = {}
 
@@ -175,9 +177,23 @@ class TwoInstances(RuleBasedStateMachine):
     def manual_session(self, client: int, agent: str) -> None:
         self.run(self._act(client, commands.new_session(agent, "callback", agent)))
 
-    @rule()
-    def offers_time_out(self) -> None:
-        """Voice offers expire after 0.2 s: both instances see the deadline, one tick fires it."""
+    @rule(client=clients)
+    def offers_time_out(self, client: int) -> None:
+        """Voice offers expire after 0.2 s: both instances see the deadline, one tick fires it
+        (t9 gets a voice offer here only, so it always has room for one)."""
+        self.timer_offers += 1
+        self.run(self._act(client, commands.presence("t9", "ready", None, None)))
+        offer = Event(
+            vendor="crm",
+            event_id=f"t{self.timer_offers}",
+            type=EventType.OFFER,
+            interaction_id=f"t{self.timer_offers}",
+            channel=Channel.VOICE,
+            agent_id="t9",
+            occurred_at=datetime.now(timezone.utc),
+        )
+        decision = self.run(self._act(1 - client, commands.event(offer)))
+        assert decision.kind is DecisionKind.ASSIGNED, decision
         self.run(asyncio.sleep(0.35))
 
     # ------------------------------------------------------------------ checks
