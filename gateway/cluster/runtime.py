@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import itertools
 import json
 import math
@@ -117,6 +118,8 @@ class ClusterRuntime(Runtime):
         engine.take_touched_agents()
         self.shared = shared
         self.replica = replica
+        #: the records store orders rows by log position (PostgreSQL): commit(..., position=)
+        self._positioned = "position" in inspect.signature(journal.commit).parameters
         self.replica.engine = engine
         self.settings = settings or ClusterSettings()
         self.instance = instance or _instance_name()
@@ -372,6 +375,7 @@ class ClusterRuntime(Runtime):
         changes in one commit, then their vendor deliveries. A failed commit raises (the
         entries stay pending and are claimed again)."""
         changes = Changes()
+        positioned: list[tuple[tuple[int, int], Changes]] = []
         deliveries: list[ToVendor] = []
         for entry_id in sorted(ids, key=parse_entry_id):
             found = self._effects.get(entry_id)
@@ -384,8 +388,20 @@ class ClusterRuntime(Runtime):
                 log_notice(notice)
                 if isinstance(notice, ToVendor):
                     deliveries.append(notice)
-            changes.extend(found[1])
-        if changes:
+            if found[1]:
+                changes.extend(found[1])
+                positioned.append((parse_entry_id(entry_id), found[1]))
+        if self._positioned and positioned:
+            # each entry's changes at its log position: the records store keeps, per row,
+            # the latest entry's, whichever instance writes last (one group commit)
+            async with asyncio.timeout(self.settings.answer_timeout_s * 2):
+                await asyncio.gather(
+                    *(
+                        self.journal.commit(found, position=entry[0] * 1_000_000 + entry[1])  # type: ignore[call-arg]
+                        for entry, found in positioned
+                    )
+                )
+        elif changes:
             # what is current here, not what the entry saw: an entry claimed late (after its
             # instance died) must not write back an older state over a newer one
             now = self.engine.clock.now()
