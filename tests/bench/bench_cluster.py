@@ -3,7 +3,7 @@ PostgreSQL records), next to one embedded gateway (SQLite), on this machine.
 
 Not a test (pytest collects ``test_*.py`` only); it prints figures and asserts no timing::
 
-    .venv/bin/python tests/bench/bench_cluster.py [--offers 2000] [--concurrency 100]
+    .venv/bin/python -m tests.bench.bench_cluster [--offers 2000] [--concurrency 100]
 
 Each run starts the servers afresh (redis-server with ``appendonly yes``,
 ``appendfsync always``; PostgreSQL; the gateways as ``cti-gateway run`` processes), makes
