@@ -73,6 +73,9 @@ class ClusterSettings:
     batch: int = 500
     #: side effects kept for entries not yet acknowledged (oldest dropped beyond it)
     effects_kept: int = 20_000
+    #: how often the records store is pinged while it answers / while it does not
+    records_check_s: float = 2.0
+    records_retry_s: float = 0.5
 
 
 def config_hash(config: GatewayConfig, caps: dict[str, VendorCapabilities]) -> str:
@@ -141,6 +144,9 @@ class ClusterRuntime(Runtime):
         #: stop() asked the loops to end
         self._closing = False
         self._caught_up = False
+        #: the records store's last ping answered (its last write: ``journal.healthy``)
+        self._records_answer = True
+        self._records_wake = asyncio.Event()
         #: entries applied by this instance / side effects performed (tests, metrics)
         self.applied_entries = 0
         self.effects_done = 0
@@ -149,7 +155,17 @@ class ClusterRuntime(Runtime):
 
     @property
     def ready(self) -> bool:
+        # (the records store down is refused by act(), with its own message, not here)
         return self._accepting and self._caught_up and self.shared.healthy and self._mismatch is None
+
+    @property
+    def records_up(self) -> bool:
+        """The records store answered its last ping and its last write did not fail."""
+        return self._records_answer and bool(getattr(self.journal, "healthy", True))
+
+    def _records_up(self) -> float:
+        """``cti_gateway_records_up``: as :attr:`records_up`."""
+        return 1.0 if self.records_up else 0.0
 
     def _check_taking(self) -> None:
         if not self._accepting:
@@ -158,6 +174,11 @@ class ClusterRuntime(Runtime):
             raise NotReady(self._mismatch)
         if not self._caught_up:
             raise NotReady("the gateway is catching up with the shared log; retry")
+        if not self.records_up:
+            # taking it would keep records only in memory: the vendor retries instead
+            where = getattr(self.journal, "where", None)
+            named = f" {where.describe()}" if where is not None else ""
+            raise NotReady(f"records store down: the records store{named} does not answer; retry")
 
     async def act(self, command: Any) -> Any:
         """Append ``command`` to the shared log and return its result once this instance
@@ -328,10 +349,14 @@ class ClusterRuntime(Runtime):
         claim_at = 0.0
         start = "0-0"
         attempt = 0
+        #: entries this instance claimed whose side effects failed (records store or Redis
+        #: down): tried again first (an idempotent write), not after claim_idle_s
+        retry: list[str] = []
+        performed = False
         while not self._closing:
             try:
-                ids: list[str] = []
-                if time.monotonic() >= claim_at:
+                ids: list[str] = retry
+                if not ids and time.monotonic() >= claim_at:
                     start, ids = await self.shared.claim_stale(
                         self.instance, int(self.settings.claim_idle_s * 1000), start, 100
                     )
@@ -341,6 +366,8 @@ class ClusterRuntime(Runtime):
                         log.info("entries_taken_over", count=len(ids), first=ids[0])
                 if not ids:
                     ids = await self.shared.claim_new(self.instance, 100)
+                    performed = False
+                retry = ids
                 if not ids:
                     # nothing new: until this instance applies more entries (or it is time
                     # to look for entries left by a dead instance)
@@ -348,14 +375,18 @@ class ClusterRuntime(Runtime):
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._new_entries.wait(), self.settings.claim_every_s)
                     continue
-                await self._applied_through(max(ids, key=parse_entry_id))
-                await self._perform(ids)
+                if not performed:
+                    await self._applied_through(max(ids, key=parse_entry_id))
+                    await self._perform(ids)
+                    performed = True  # a failed ack does not deliver to vendors twice
                 await self.shared.ack(ids)
                 for entry_id in ids:
                     self._effects.pop(entry_id, None)
+                retry, performed = [], False
                 attempt = 0
             except (StoreUnavailable, GatewayError, OSError, TimeoutError) as exc:
-                # Redis or the records store is down: the entries stay pending, claimed again
+                # Redis or the records store is down: the entries stay pending, this
+                # instance tries them again (another takes them over if it dies)
                 attempt += 1
                 if attempt == 1:
                     log.warning("effects_delayed", error=str(exc) or type(exc).__name__)
@@ -368,6 +399,8 @@ class ClusterRuntime(Runtime):
                 raise
             except Exception:
                 log.exception("effects_failed")
+                # not retried here at once: claimed again after claim_idle_s, as before
+                retry, performed = [], False
                 await asyncio.sleep(0.5)
 
     async def _perform(self, ids: list[str]) -> None:
@@ -423,6 +456,26 @@ class ClusterRuntime(Runtime):
                 log.exception("vendor_delivery_crashed", vendor=notice.vendor, action=notice.action.value)
             self.effects_done += 1
 
+    # ------------------------------------------------------------------ records store health
+
+    async def _records_loop(self) -> None:
+        """Ping the records store: while it is down (a ping or a write failed) requests are
+        answered 503 ``not_ready``; the first ping that answers ends that (the pending
+        records are written by the effects loop meanwhile). The store logs the outage and
+        the recovery once each (``records_unreachable`` / ``records_recovered``)."""
+        while not self._closing:
+            try:
+                self._records_answer = await self.journal.ping()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a ping never raises; if it does, it did not answer
+                log.exception("records_ping_failed")
+                self._records_answer = False
+            delay = self.settings.records_check_s if self.records_up else self.settings.records_retry_s
+            self._records_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._records_wake.wait(), delay)
+
     # ------------------------------------------------------------------ timers
 
     async def _timer_loop(self) -> None:
@@ -472,6 +525,7 @@ class ClusterRuntime(Runtime):
             asyncio.create_task(self._apply_loop(), name="log-apply"),
             asyncio.create_task(self._effects_loop(), name="log-effects"),
             asyncio.create_task(self._timer_loop(), name="log-timers"),
+            asyncio.create_task(self._records_loop(), name="records-health"),
         ]
         log.info(
             "joined",
@@ -488,6 +542,7 @@ class ClusterRuntime(Runtime):
         # the loops end by themselves (a cancelled blocking read can leave the Redis client's
         # connection stuck): told to, woken, the apply loop after its current read
         self._closing = True
+        self._records_wake.set()
         self._new_entries.set()
         self._wake.set()
         self._applied.set()

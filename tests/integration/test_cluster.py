@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.peers.postgres import PostgresServer
 from tests.peers.redis import RedisServer
 
 from .conftest import GatewayFactory
@@ -343,6 +344,92 @@ async def test_redis_restarted_mid_run_answers_503_then_recovers_with_nothing_lo
             await in_use_matches_open_sessions(c)
         assigned = {body["session_id"] for body in answers.values() if body["decision"] == "assigned"}
         await records_reach_postgres(postgres_url, len(events), assigned)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test's own (stopped and started: not the session's shared one)."""
+    server = PostgresServer()
+    try:
+        server.start()
+        server.execute("CREATE DATABASE cti_outage")
+        yield server
+    finally:
+        server.remove()
+
+
+async def answered_503_records_down(c: LiveClient, event: dict[str, Any], answers: dict[str, Any]) -> bool:
+    """Post ``event``: True when answered 503 ``not_ready`` because the records store is
+    down; an offer taken before the instance saw the outage is kept in ``answers``."""
+    status, body = await c.webhook(event)
+    if status == 503:
+        assert body["error"]["code"] == "not_ready", body
+        assert body["error"]["message"].startswith("records store down"), body
+        return True
+    assert status in (200, 409), body
+    answers[event["event_id"]] = body
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_postgres_stopped_and_started_answers_503_then_recovers_with_nothing_lost_or_doubled(
+    gateway_process: GatewayFactory, redis_server: RedisServer, own_postgres: PostgresServer
+) -> None:
+    records_url = own_postgres.url(database="cti_outage")
+    procs = start_cluster(gateway_process, cluster_config(redis_server.url, records_url), 2)
+    events = [offer(f"p{n}", AGENTS[n % len(AGENTS)], ("voice", "chat")[n % 2]) for n in range(80)]
+    async with aiohttp.ClientSession() as http:
+        clients = [client(http, p) for p in procs]
+        await set_ready(clients)
+        answers: dict[str, Any] = {}
+        for n, event in enumerate(events[:20]):
+            status, body = await clients[n % 2].webhook(event)
+            assert status in (200, 409), body
+            answers[event["event_id"]] = body
+        await records_reach_postgres(records_url, 20, {b["session_id"] for b in answers.values() if "session_id" in b})
+        own_postgres.stop()
+        # each instance notices (a write failed, or its ping) and then answers 503 not_ready
+        # to vendors (so they retry) and to desktops; an offer taken before it noticed is
+        # acknowledged, and must reach PostgreSQL once it is back
+        n = 20
+        for i, c in enumerate(clients):
+            deadline = time.monotonic() + 20
+            while not await answered_503_records_down(c, events[n], answers):
+                n += 1
+                taking = f"instance {i} still takes offers with PostgreSQL stopped"
+                assert time.monotonic() < deadline and n < len(events) - 10, taking
+                await asyncio.sleep(0.05)
+            status, body = await c.call("PUT", "/v1/agents/a1/presence", "a1", json_body={"state": "ready"})
+            assert status == 503 and body["error"]["code"] == "not_ready", body
+            ready = await http.get(f"{procs[i].base}/readyz")
+            assert ready.status == 503
+            assert (await ready.json())["error"]["checks"]["records"] == "down"
+        own_postgres.start()
+        # no restart: the instances take offers again by themselves
+        for k, event in enumerate(events[n:], start=n):
+            status, body = await post_until_answered(clients, event, k)
+            assert status in (200, 409), body
+            answers[event["event_id"]] = body
+        for proc in procs:
+            proc.wait_ready()
+            assert len(proc.log_events("records_unreachable")) == 1
+            assert len(proc.log_events("records_recovered")) == 1
+        assert len(answers) == len(events)
+        # nothing lost: every offer answered is a duplicate now, with its first answer
+        for k, event in enumerate(events):
+            status, body = await clients[(k + 1) % 2].webhook(event)
+            assert status in (200, 409) and body["decision"] == "duplicate", body
+            assert body["first_decision"] == answers[event["event_id"]]["decision"]
+        # nothing doubled: the caps hold, counters equal open sessions on both
+        views = [await c.ok("GET", "/v1/agents", "sup") for c in clients]
+        assert views[0] == views[1]
+        for c in clients:
+            await in_use_matches_open_sessions(c)
+        # PostgreSQL holds every acknowledged event and session once (written before the
+        # outage, or kept and written after it)
+        assigned = {body["session_id"] for body in answers.values() if body["decision"] == "assigned"}
+        await records_reach_postgres(records_url, len(events), assigned)
 
 
 def test_check_config_and_run_agree_on_a_redis_store_and_never_print_its_password(
