@@ -12,7 +12,8 @@ profiles raised, lowered and reweighted under load, agents removed in the middle
 sessions and added back; a later restart runs on the reloaded configuration), and
 parallel offers (issue 13: queues with ``policy: offer_all``, with and without ``offer_to``;
 accept races where several desktops accept in the same instant, declines, timeouts,
-desktop drops and restarts while the offers are out).
+desktop drops, restarts and reloads that switch a queue between ``offer_all`` and
+``longest_idle`` while the offers are out).
 
 After every step it checks, from the engine's observable state:
 
@@ -200,7 +201,8 @@ PROFILE_VARIANTS: dict[str, list[dict[str, Any]]] = {
     ],
 }
 QUEUES = ("idle", "busy", "wait", "lobby", "rush", "blast")
-#: the offer_all queues and their offer_to (None: every agent with room)
+#: the offer_all queues and their offer_to (None: every agent with room); a reload may make
+#: ``rush`` a longest_idle queue (and back): offers out then finish normally
 PARALLEL: dict[str, int | None] = {"rush": 2, "blast": None}
 VENDORS = ("crm", "pbx", "mail", "inbox")
 CAPABILITIES = {
@@ -305,6 +307,8 @@ class OfferModel:
     excluded: set[str] = field(default_factory=set)
     #: its parallel offers out (offer_all queues), as the model followed them
     round: set[str] = field(default_factory=set)
+    #: it went out in parallel at least once
+    had_round: bool = False
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -352,6 +356,8 @@ class EngineMachine(RuleBasedStateMachine):
         self.present: set[str] = set(AGENTS)
         #: each agent's load at the last check: above its caps (a reload lowered them) it may only shrink
         self.last_load: dict[str, Load] = {}
+        #: parallel offers won in the step being processed (offer -> winning session)
+        self.winners: dict[tuple[str, str], str] = {}
         #: per session, the offer timeout and the wrap-up its profile had when they began
         self.timeout_of: dict[str, float] = {}
         self.wrap_of: dict[str, float] = {}
@@ -456,6 +462,11 @@ class EngineMachine(RuleBasedStateMachine):
         self.idle_seq += 1
         self.idle[agent_id] = self.idle_seq
 
+    def parallel_queues(self) -> dict[str, int | None]:
+        """The offer_all queues of the configuration in force (the engine's: a reload's notices are
+        processed under the new one), with their offer_to."""
+        return {n: q.offer_to for n, q in self.engine.queues.items() if q.policy is QueuePolicy.OFFER_ALL}
+
     def policy_key(self, queue: str, agent_id: str) -> tuple[Any, ...]:
         """The order DESIGN section 4 asks of a queue's policy (ties: the idle order, then the id)."""
         if self.engine.queues[queue].policy is QueuePolicy.LEAST_BUSY:
@@ -478,7 +489,7 @@ class EngineMachine(RuleBasedStateMachine):
         """Follow the notices in order: idle order, presence, holders, late decisions."""
         #: sessions offered by this step; parallel offers won by this step (offer -> winner)
         offered_now: set[str] = set()
-        winners: dict[tuple[str, str], str] = {}
+        winners = self.winners = {}
         for notice in notices:
             if isinstance(notice, SessionChanged):
                 s = notice.session
@@ -507,6 +518,7 @@ class EngineMachine(RuleBasedStateMachine):
                         # (timers firing in turn: a new round's offers may expire at once) is one too,
                         # as any other offer made here was announced to the vendor (its holder)
                         offer.round.discard(s["id"])
+                        offer.had_round = True
                         if notice.transition != "abandoned":
                             offer.excluded.add(s["agent_id"])
                 elif notice.transition == "accepted" and s["vendor"] is not None:
@@ -548,6 +560,7 @@ class EngineMachine(RuleBasedStateMachine):
             assert offer.round <= out, f"{offer_key}: parallel offers {offer.round - out} ended unannounced"
             assert out - offer.round <= offered_now, f"{offer_key}: parallel offers {out} were not offered now"
             offer.round = out
+            offer.had_round |= bool(out)
         for offer_key, offer in self.offers.items():
             assert offer.credit == 0, (
                 f"offer {offer_key}: its holder offer was declined/expired but no decision followed "
@@ -568,15 +581,18 @@ class EngineMachine(RuleBasedStateMachine):
         last = offer.answers[-1]
         assert last["decision"] != "rejected", f"{offer_key}: decision {notice.data} after rejection {offer.answers}"
         interaction = self.engine.interactions[offer.key]
-        parallel = interaction.target_agent is None and interaction.queue in PARALLEL
+        parallel = interaction.target_agent is None and interaction.queue in self.parallel_queues()
         if last["decision"] == "queued":
             assert offer.credit == 0
             assert kind in ("assigned", "rejected"), f"{offer_key}: {kind} follows queued ({offer.answers})"
             if kind == "rejected":  # (unknown_agent: the agent it waited for was removed by a reload)
                 # (no_agent_available: every parallel offer of the last round declined or expired)
-                reasons = {"queue_timeout", "unknown_agent"} | ({"no_agent_available"} if parallel else set())
+                reasons = {"queue_timeout", "unknown_agent"} | ({"no_agent_available"} if offer.had_round else set())
                 assert notice.data["reason"] in reasons, notice.data
-            elif parallel:  # a parallel offer's winner: the first accept
+            elif parallel:  # a parallel offer is assigned to its winner only, the first accept
+                assert self.winners.get(offer_key) == notice.data["session_id"], (
+                    f"{offer_key}: assigned {notice.data} but the winner is {self.winners.get(offer_key)}"
+                )
                 winner = self.engine.sessions[notice.data["session_id"]]
                 assert winner.state is SessionState.ACTIVE, f"{offer_key}: assigned to {winner}, who did not accept"
         else:
@@ -691,6 +707,7 @@ class EngineMachine(RuleBasedStateMachine):
         if decision.kind is DecisionKind.ASSIGNED:
             self.check_assigned(offer, decision.as_dict())
         offer.round = set(self.engine.interactions[key].parallel)
+        offer.had_round = bool(offer.round)
         self.sent.append((event, decision))
         if accept_now and decision.session_id is not None:
             accepted = self.call(self.engine.accept, decision.session_id, actor=decision.agent_id)
@@ -710,12 +727,12 @@ class EngineMachine(RuleBasedStateMachine):
                 return ("assigned", {event.agent_id})
             return ("rejected", reason) if can_reject(event.vendor) else ("queued", None)
         assert event.queue is not None
-        if event.queue in PARALLEL:  # offered at once to the first offer_to agents with room, answered queued
+        if event.queue in self.parallel_queues():  # at once to the first offer_to agents with room: queued
             room = sorted(
                 (a for a in self.queue_agents(event.queue) if self.has_room(a, event.channel)),
                 key=lambda a: self.policy_key(event.queue, a),  # type: ignore[arg-type]
             )
-            width = PARALLEL[event.queue]
+            width = self.parallel_queues()[event.queue]
             if room:
                 return ("queued", set(room if width is None else room[:width]))
         best = self.best_of(event.queue, event.channel, exclude=set())
@@ -1098,6 +1115,12 @@ class EngineMachine(RuleBasedStateMachine):
         for name, variants in PROFILE_VARIANTS.items():
             config["capacity_profiles"][name] = variants[data.draw(st.integers(0, len(variants) - 1), label=name)]
         config["agents"] = [a for a in CONFIG["agents"] if a["id"] not in removed]
+        if not data.draw(st.booleans(), label="rush stays offer_all"):
+            # a policy change applies to what is routed from now on; offers out finish normally
+            config["queues"] = [
+                {"name": "rush", "on_full": "wait", "max_wait_s": 8, "max_waiting": 2} if q["name"] == "rush" else q
+                for q in config["queues"]
+            ]
         e = self.engine
         held = {a: {s.id for s in e.open_sessions(a)} for a in e.agent_ids()}
         # the loads the new caps meet (timers that fired just now included): the baseline of "no more"
