@@ -19,7 +19,7 @@ import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from .. import fastjson
 from ..errors import GatewayError
@@ -449,3 +449,41 @@ def _consume(future: asyncio.Future[None]) -> None:
     """Mark the outcome as retrieved, so a waiter that timed out leaves no asyncio warning."""
     if not future.cancelled():
         future.exception()
+
+
+class JournalLifecycle:
+    """``async with journal:`` opens it and closes it (every journal has ``open``/``close``)."""
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class GroupCommitted(JournalLifecycle):
+    """A journal whose commits go through one :class:`GroupCommit` (``self._group``): its
+    bounds, readable (and the commit timeout settable, for tests) on the journal."""
+
+    _group: GroupCommit
+
+    @property
+    def commit_timeout_s(self) -> float:
+        """How long ``commit()`` waits for its transaction before raising ``not_ready``."""
+        return self._group.commit_timeout_s
+
+    @commit_timeout_s.setter
+    def commit_timeout_s(self, value: float) -> None:
+        self._group.commit_timeout_s = value
+
+    @property
+    def max_pending(self) -> int:
+        """Commits queued or in flight beyond which ``commit()`` raises ``not_ready`` at once."""
+        return self._group.max_pending

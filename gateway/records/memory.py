@@ -12,13 +12,11 @@ not for steady traffic.
 
 from __future__ import annotations
 
-from typing import Self
-
 from ..persistence import Changes, Snapshot, StateDict
-from ._common import JournalUnavailable, Merged, check_range, loads, prepare
+from ._common import JournalLifecycle, JournalUnavailable, Merged, check_range, loads, prepare
 
 
-class MemoryJournal:
+class MemoryJournal(JournalLifecycle):
     #: ``commit()`` never waits (see :class:`gateway.persistence.Journal`)
     commit_wait_bound_s = 0.0
 
@@ -30,13 +28,6 @@ class MemoryJournal:
 
     def __repr__(self) -> str:
         return f"MemoryJournal(open={self._open}, sessions={len(self._rows.sessions)})"
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def open(self) -> None:
         self._open = True

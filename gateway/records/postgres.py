@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 import structlog
@@ -54,6 +54,7 @@ from ..persistence import Changes, Snapshot, StateDict
 from ..store_url import PostgresUrl
 from ._common import (
     GroupCommit,
+    GroupCommitted,
     JournalSchemaError,
     JournalStats,
     JournalUnavailable,
@@ -212,7 +213,7 @@ def _check_text(rows: Prepared) -> None:
             raise ValueError(f"{name} cannot be stored: it holds a NUL character")
 
 
-class PostgresJournal:
+class PostgresJournal(GroupCommitted):
     """The :class:`gateway.persistence.Journal` on a PostgreSQL database (see the module doc).
 
     ``connect_timeout_s``: connecting (and taking a connection from a full pool);
@@ -258,29 +259,8 @@ class PostgresJournal:
         self._schema_lock: asyncio.Lock | None = None
         self._life_lock: asyncio.Lock | None = None
 
-    @property
-    def commit_timeout_s(self) -> float:
-        """How long ``commit()`` waits for its transaction before raising ``not_ready``."""
-        return self._group.commit_timeout_s
-
-    @commit_timeout_s.setter
-    def commit_timeout_s(self, value: float) -> None:
-        self._group.commit_timeout_s = value
-
-    @property
-    def max_pending(self) -> int:
-        """Commits queued or in flight beyond which ``commit()`` raises ``not_ready`` at once."""
-        return self._group.max_pending
-
     def __repr__(self) -> str:
         return f"PostgresJournal({self.where.describe()!r}, state={self._state})"
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -45,13 +45,14 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Literal, Self, cast
+from typing import Any, Literal, cast
 
 import aiosqlite
 
 from ..persistence import Changes, Snapshot, StateDict
 from ._common import (
     GroupCommit,
+    GroupCommitted,
     JournalSchemaError,
     JournalStats,
     JournalUnavailable,
@@ -172,7 +173,7 @@ def _decode_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Any:
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "JournalStats", "SqliteJournal"]
 
 
-class SqliteJournal:
+class SqliteJournal(GroupCommitted):
     """The :class:`gateway.persistence.Journal` on one SQLite file (see the module doc).
 
     ``synchronous``: ``"NORMAL"`` (default; durable against a process crash) or ``"FULL"``
@@ -218,23 +219,9 @@ class SqliteJournal:
         self._life_lock: asyncio.Lock | None = None
 
     @property
-    def commit_timeout_s(self) -> float:
-        """How long ``commit()`` waits for its transaction before raising ``not_ready``."""
-        return self._group.commit_timeout_s
-
-    @commit_timeout_s.setter
-    def commit_timeout_s(self, value: float) -> None:
-        self._group.commit_timeout_s = value
-
-    @property
     def commit_wait_bound_s(self) -> float:
         """``commit()`` waits at most this long (see :class:`gateway.persistence.Journal`)."""
         return self._group.commit_timeout_s
-
-    @property
-    def max_pending(self) -> int:
-        """Commits queued or in flight beyond which ``commit()`` raises ``not_ready`` at once."""
-        return self._group.max_pending
 
     # the writer's state, as the tests observe it
     @property
@@ -247,13 +234,6 @@ class SqliteJournal:
 
     def __repr__(self) -> str:
         return f"SqliteJournal({str(self.path)!r}, state={self._state})"
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # ------------------------------------------------------------------ lifecycle
 
