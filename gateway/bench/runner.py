@@ -314,6 +314,20 @@ def loadgen(workdir: Path, name: str, **spec: Any) -> dict[str, Any]:
     return run_child(name, "gateway.bench.loadgen", spec, workdir, timeout=bound)
 
 
+def baseline_load(workdir: Path, name: str, **spec: Any) -> tuple[dict[str, Any], float]:
+    """Start the bare aiohttp server, drive it with the load generator (``spec``: its
+    options), stop it; returns the load generator's result and the server's CPU seconds."""
+    port = free_port()
+    base = Proc(name, [*_module("gateway.bench.baseline"), str(port)], workdir)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", base)
+        cpu0 = cpu_seconds(base.pid)
+        result = loadgen(workdir, f"loadgen-{name}", target="baseline", url=f"http://127.0.0.1:{port}", **spec)
+        return result, cpu_seconds(base.pid) - cpu0
+    finally:
+        base.stop()
+
+
 class Bench:
     def __init__(self, options: BenchOptions, emit: Callable[[str], None] = print) -> None:
         self.o = options
@@ -373,24 +387,14 @@ class Bench:
             self.p5(gw, stopped)
 
     def p1_once(self, workdir: Path, gw: Gateway, r: int) -> dict[str, float]:
-        port = free_port()
-        base = Proc(f"baseline-{r}", [*_module("gateway.bench.baseline"), str(port)], workdir)
-        try:
-            wait_http(f"http://127.0.0.1:{port}/healthz", base)
-            cpu0 = cpu_seconds(base.pid)
-            b = loadgen(
-                workdir,
-                f"loadgen-base-{r}",
-                run=f"base{r}",
-                target="baseline",
-                url=f"http://127.0.0.1:{port}",
-                mode="closed",
-                duration=self.o.p1_duration,
-                concurrency=self.o.p1_concurrency,
-            )
-            base_cpu = cpu_seconds(base.pid) - cpu0
-        finally:
-            base.stop()
+        b, base_cpu = baseline_load(
+            workdir,
+            f"baseline-{r}",
+            run=f"base{r}",
+            mode="closed",
+            duration=self.o.p1_duration,
+            concurrency=self.o.p1_concurrency,
+        )
         cpu0 = gw.cpu()
         g = loadgen(
             workdir,

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.bench.runner import Desktops, Gateway, Proc, _module, cpu_seconds, free_port, loadgen, pct, wait_http
+from gateway.bench.runner import Desktops, Gateway, baseline_load, loadgen, pct
 
 NO_ORJSON = Path(tempfile.gettempdir()) / "cti-gateway-no-orjson"
 
@@ -67,24 +67,8 @@ def cpu(args: argparse.Namespace) -> None:
     print(f"load average {os.getloadavg()}", flush=True)
     try:
         for r in range(args.rounds):
-            port = free_port()
-            base = Proc(f"base{r}", [*_module("gateway.bench.baseline"), str(port)], work)
-            try:
-                wait_http(f"http://127.0.0.1:{port}/healthz", base)
-                c0 = cpu_seconds(base.pid)
-                b = loadgen(
-                    work,
-                    f"lgb{r}",
-                    run=f"b{r}",
-                    target="baseline",
-                    url=f"http://127.0.0.1:{port}",
-                    mode="closed",
-                    duration=args.seconds,
-                    concurrency=32,
-                )
-                bare.append((cpu_seconds(base.pid) - c0) * 1000 / max(1, b["answered"]))
-            finally:
-                base.stop()
+            b, used = baseline_load(work, f"base{r}", run=f"b{r}", mode="closed", duration=args.seconds, concurrency=32)
+            bare.append(used * 1000 / max(1, b["answered"]))
             for name, env in variants if r % 2 == 0 else variants[::-1]:
                 os.environ["PYTHONPATH"] = env
                 try:
@@ -137,23 +121,9 @@ def latency(args: argparse.Namespace) -> None:
     desk = Desktops("desktops", gw, "work", gw.agent_ids)
     try:
         for r in range(args.rounds):
-            port = free_port()
-            base = Proc(f"base{r}", [*_module("gateway.bench.baseline"), str(port)], work)
-            try:
-                wait_http(f"http://127.0.0.1:{port}/healthz", base)
-                b = loadgen(
-                    work,
-                    f"lgb{r}",
-                    run=f"b{r}",
-                    target="baseline",
-                    url=f"http://127.0.0.1:{port}",
-                    mode="open",
-                    rate=args.rate,
-                    count=count,
-                    concurrency=512,
-                )
-            finally:
-                base.stop()
+            b, _ = baseline_load(
+                work, f"base{r}", run=f"b{r}", mode="open", rate=args.rate, count=count, concurrency=512
+            )
             bare += b["latency_ms"]
             print(f"run {r} bare aiohttp answer  {_fmt(b['latency_ms'])}  load {os.getloadavg()[0]:.1f}", flush=True)
             time.sleep(0.5)
