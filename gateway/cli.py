@@ -638,12 +638,12 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def _figures(text: str) -> tuple[str, ...]:
-    from .bench import FIGURES
+    from .bench import SELECTABLE
 
     wanted = tuple(x.strip().upper() for x in text.split(",") if x.strip())
-    unknown = [x for x in wanted if x not in FIGURES]
+    unknown = [x for x in wanted if x not in SELECTABLE]
     if unknown or not wanted:
-        raise argparse.ArgumentTypeError(f"figures are {', '.join(FIGURES)} (comma-separated), not {text!r}")
+        raise argparse.ArgumentTypeError(f"figures are {', '.join(SELECTABLE)} (comma-separated), not {text!r}")
     return wanted
 
 
@@ -660,18 +660,38 @@ def _positive(kind: type[int] | type[float], high: float) -> Callable[[str], Any
     return parse
 
 
+def _store_url(scheme: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        schemes = ("redis", "rediss") if scheme == "redis" else ("postgresql", "postgres")
+        given = text.partition("://")[0] if "://" in text else ""
+        if given not in schemes:  # (never echo the URL: it may carry a password)
+            raise argparse.ArgumentTypeError(f"a {scheme}:// URL, not {given + '://' if given else 'that'}")
+        return text
+
+    return parse
+
+
 def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "bench",
-        help="measure the performance figures P1-P6 on this machine",
+        help="measure the performance figures P1-P6 (and CLUSTER) on this machine",
         description=(
             "Start a gateway, a bare aiohttp server, a load generator and agent desktops as separate "
             "processes on loopback and print P1-P6 (throughput ratio, open-loop offer latency, routing "
             "decision time, RSS with many desktops, lost/duplicated offers, memory growth) with the "
-            "machine's description. Takes a few minutes with the default sizes."
+            "machine's description. Takes a few minutes with the default sizes. --figures cluster "
+            "measures offers/s of the embedded gateway next to 1, 2 and 3 instances on Redis + PostgreSQL "
+            "(--redis/--postgres, or local redis-server and PostgreSQL started here)."
         ),
     )
-    parser.add_argument("--figures", type=_figures, default=None, metavar="P1,P2,...", help="only these figures")
+    parser.add_argument(
+        "--figures",
+        type=_figures,
+        default=None,
+        metavar="P1,P2,...",
+        help="only these figures (default P1-P6); CLUSTER: offers/s of the embedded gateway next to "
+        "1, 2 and 3 instances on Redis + PostgreSQL",
+    )
     parser.add_argument("--repeat", type=_positive(int, 20), default=1, help="runs per figure (medians shown)")
     parser.add_argument("--agents", type=_positive(int, 100_000), default=100, help="agents of P1/P2/P5/P6")
     parser.add_argument("--p1-duration", type=_positive(float, 600), default=5.0, metavar="S")
@@ -708,6 +728,31 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="uvloop",
         help="the gateway's event loop (uvloop: what `run` uses)",
     )
+    parser.add_argument(
+        "--cluster-instances",
+        type=_sizes,
+        default=(1, 2, 3),
+        metavar="N,N",
+        help="CLUSTER: instance counts measured next to the embedded gateway",
+    )
+    parser.add_argument("--cluster-duration", type=_positive(float, 600), default=5.0, metavar="S")
+    parser.add_argument("--cluster-concurrency", type=_positive(int, 1000), default=64, metavar="N")
+    parser.add_argument(
+        "--redis",
+        type=_store_url("redis"),
+        default=None,
+        metavar="URL",
+        help="CLUSTER: the Redis to use (each setup its own key prefix, deleted after it); "
+        "default: a private redis-server started here",
+    )
+    parser.add_argument(
+        "--postgres",
+        type=_store_url("postgresql"),
+        default=None,
+        metavar="URL",
+        help="CLUSTER: the PostgreSQL database the records go to (a scratch one: bench rows are left "
+        "in it); default: a private PostgreSQL started here",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every measurement as JSON to PATH")
     parser.add_argument("--verbose", action="store_true", help="progress on stderr")
     parser.set_defaults(handler=_bench)
@@ -733,6 +778,11 @@ def _bench(args: argparse.Namespace) -> int:
         p6_rate=args.p6_rate,
         store=args.store,
         loop=args.loop,
+        cluster_instances=args.cluster_instances,
+        cluster_duration=args.cluster_duration,
+        cluster_concurrency=args.cluster_concurrency,
+        redis_url=args.redis,
+        postgres_url=args.postgres,
         verbose=args.verbose,
     )
     try:

@@ -55,6 +55,8 @@ class Gen:
         self.target: str = spec["target"]
         base = spec["url"]
         self.url = f"{base}/echo" if self.target == "baseline" else f"{base}/v1/vendors/{spec['vendor']}/events"
+        # several gateway instances (the cluster figure): offer n goes to instance n mod their count
+        self.urls = [f"{u}/v1/vendors/{spec['vendor']}/events" for u in spec.get("urls") or ()] or [self.url]
         self.secret: str = spec.get("secret", "")
         self.timeout = aiohttp.ClientTimeout(total=float(spec.get("timeout", 10.0)))
         self.answers: dict[str, dict[str, Any]] = {}  # event_id -> {decision, agent_id, interaction_id}
@@ -74,8 +76,9 @@ class Gen:
         self.sent.append(event_id)
         if due is not None:
             self.scheduled[interaction_id] = due
+        url = self.urls[n % len(self.urls)]
         try:
-            async with session.post(self.url, data=body, headers=headers, timeout=self.timeout) as response:
+            async with session.post(url, data=body, headers=headers, timeout=self.timeout) as response:
                 payload = await response.read()
                 # 409 is the webhook's answer to a rejection: a decision like any other
                 answer = json.loads(payload) if response.status in (200, 409) else {}

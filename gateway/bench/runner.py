@@ -46,6 +46,9 @@ import yaml
 from .machine import describe, describe_line
 
 FIGURES = ("P1", "P2", "P3", "P4", "P5", "P6")
+#: what ``--figures`` may name: P1-P6 (the default) and ``CLUSTER`` (needs Redis and PostgreSQL:
+#: only when asked for; see :mod:`.cluster`)
+SELECTABLE = (*FIGURES, "CLUSTER")
 SECRET = "bench-webhook-secret-0123456789"
 VENDOR = "crm"
 QUEUES = ["support", "sales"]
@@ -80,6 +83,13 @@ class BenchOptions:
     store: str = "sqlite"  # or "memory"
     loop: str = "uvloop"  # the gateway's event loop: "uvloop" (what `run` uses) or "asyncio"
     workdir: str | None = None
+    # the cluster figure: instance counts next to the embedded default, and where Redis and
+    # PostgreSQL are (None: started here when their binaries are found)
+    cluster_instances: tuple[int, ...] = (1, 2, 3)
+    cluster_duration: float = 5.0
+    cluster_concurrency: int = 64
+    redis_url: str | None = None
+    postgres_url: str | None = None
     verbose: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -618,8 +628,28 @@ class Bench:
                 self.p3(workdir)
             if "P4" in want:
                 self.p4(workdir)
-        self.emit(table(self.results, self.o))
+            if want & set(FIGURES):
+                self.emit(table(self.results, self.o))
+            if "CLUSTER" in want:
+                self.cluster(workdir)
         return self.results
+
+    def cluster(self, workdir: Path) -> None:
+        from .cluster import ClusterBench, cluster_table
+
+        o = self.o
+        self.results["CLUSTER"] = ClusterBench(
+            workdir,
+            instances=o.cluster_instances,
+            duration=o.cluster_duration,
+            concurrency=o.cluster_concurrency,
+            repeat=o.repeat,
+            redis_url=o.redis_url,
+            postgres_url=o.postgres_url,
+            loop=o.loop,
+            log=self.log,
+        ).run()
+        self.emit(cluster_table(self.results["CLUSTER"]))
 
 
 def _mb(n: float) -> str:

@@ -7,6 +7,7 @@ duplicate replay of P6 are checked, being correctness, not speed."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -68,3 +69,61 @@ def test_bench_refuses_bad_options(bad: list[str]) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "error:" in proc.stderr
+
+
+def test_bench_cluster_figure_runs_embedded_and_each_instance_count(tmp_path: Path) -> None:
+    """``--figures cluster`` starts its own redis-server and PostgreSQL, runs the embedded
+    gateway and 1 and 2 instances in one run and prints one table: every setup answered
+    offers and nothing failed (no timing is asserted)."""
+    from tests.peers import require
+    from tests.peers.postgres import postgres_bin
+
+    require("redis-server", "redis-server")
+    postgres_bin()
+    out = tmp_path / "bench.json"
+    args = ["--figures", "cluster", "--cluster-duration", "0.5", "--cluster-concurrency", "4"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", *args, "--cluster-instances", "1,2", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stdout = proc.stdout
+    assert "load average" in stdout
+    for label in ("embedded (SQLite), 1 process", "redis + postgresql, 1 instance ", "redis + postgresql, 2 instances"):
+        assert re.search(rf"^\| {re.escape(label)}", stdout, re.M), f"no {label!r} row in:\n{stdout}"
+    assert "P1" not in stdout
+    runs = json.loads(out.read_text())["CLUSTER"]["runs"]
+    assert sorted(runs) == ["0", "1", "2"]
+    for setup in runs.values():
+        (run,) = setup
+        assert run["offers"] > 0 and run["errors"] == {}, run
+        assert set(run["decisions"]) <= {"assigned", "rejected", "queued"}, run
+
+
+def test_bench_cluster_without_redis_says_what_is_missing(tmp_path: Path) -> None:
+    """No --redis and no redis-server on PATH: one line naming both ways out, exit 1."""
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "--figures", "cluster", "--cluster-duration", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "the cluster figure needs Redis: pass --redis" in proc.stderr
+    assert "apt-get install redis-server" in proc.stderr
+
+
+def test_bench_refuses_a_store_url_of_another_kind_without_echoing_it() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "--figures", "cluster", "--redis", "http://u:s3cret@h/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "a redis:// URL" in proc.stderr and "s3cret" not in proc.stderr
