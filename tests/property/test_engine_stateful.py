@@ -386,6 +386,9 @@ class EngineMachine(RuleBasedStateMachine):
         """Fire what is due (what the server's timer does) and check what it produced."""
         self.engine.tick()
         self.process(self.engine.drain())
+        # a retiring agent whose last session a timer closed is gone now: noted here, as the
+        # step may add it back (a reload) before its end, and a return starts afresh
+        self.note_dropped()
         self.synced = True
 
     def fingerprint(self) -> tuple[Any, ...]:

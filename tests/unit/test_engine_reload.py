@@ -8,7 +8,7 @@ from typing import Any
 from gateway.config import GatewayConfig
 from gateway.engine import Engine
 from gateway.events import Channel
-from gateway.notices import DecisionKind, VendorAction
+from gateway.notices import DecisionKind, PresenceChanged, VendorAction
 from gateway.reconfigure import diff
 from gateway.records.memory import MemoryJournal
 from gateway.sessions import OCCUPYING
@@ -17,6 +17,7 @@ from .conftest import (
     VENDOR,
     advance,
     agent_spec,
+    clock_of,
     in_use,
     make_config,
     make_engine,
@@ -274,6 +275,55 @@ def test_an_agent_added_back_before_its_sessions_closed_is_a_normal_agent_again(
         assert engine.handle_event(offer("i2", agent="a1")).kind is ASSIGNED
         again = await restarted(engine, both)
         assert again.retiring_agents() == [] and held in {s.id for s in again.open_sessions("a1")}
+
+    asyncio.run(run())
+
+
+def test_a_retired_agent_gone_while_the_gateway_was_down_comes_back_afresh() -> None:
+    """Its desktop's grace period and its wrap-up both ran out during the downtime: the
+    wrap-up closes its last session, so it leaves (no grace period outlives it), and a reload
+    that adds it back brings a new agent: offline, no desktop, nothing flagged, no timer."""
+
+    async def run() -> None:
+        profiles = {"std": {"max_sessions": 3, "wrap_up_s": {"chat": 1.5}}}
+        both = config_with(profiles=profiles, agents=[agent_spec("a1"), agent_spec("a2")])
+        without = config_with(profiles=profiles, agents=[agent_spec("a2")])
+        async with MemoryJournal() as journal:
+
+            async def restart(engine: Engine, config: GatewayConfig) -> Engine:
+                await journal.commit(engine.take_changes())
+                again = Engine(config, clock=engine.clock)
+                again.restore(await journal.load(since=0))
+                return again
+
+            engine = make_engine(profiles=profiles, agents=[agent_spec("a1"), agent_spec("a2")], desktops=["a1"])
+            held = engine.handle_event(offer("i1", agent="a1")).session_id
+            assert held is not None
+            engine.accept(held)
+            engine.end(held)  # wrap-up until T0 + 1.5
+            engine = await restart(engine, both)  # the desktop counts as gone: grace until T0 + 60
+            assert engine.agent("a1")["desktop_connected"] is False
+            engine.reconfigure(without)
+            assert engine.retiring_agents() == ["a1"]
+            engine.drain()
+            clock_of(engine).advance(60.0)  # down past the wrap-up and the grace period
+            engine = await restart(engine, without)
+            engine.tick()
+            notices = engine.drain()
+            assert "a1" not in engine.agent_ids()
+            assert engine.session(held).state.value == "closed"
+            reasons = [n.reason for n in notices if isinstance(n, PresenceChanged) and n.agent_id == "a1"]
+            assert reasons == ["removed"], reasons  # not desktop_disconnected: its grace period died with it
+            engine.reconfigure(both)
+            body = engine.agent("a1")
+            assert body["presence"]["state"] == "offline" and body["desktop_connected"] is False
+            assert body["sessions"] == [] and in_use(engine, "a1")["sessions"] == 0
+            assert engine.next_deadline() is None
+            assert engine.desktop_connected("a1")["sessions"] == []
+            engine.set_presence("a1", "ready")
+            assert engine.handle_event(offer("i2", agent="a1")).kind is ASSIGNED
+            again = await restart(engine, both)  # and that is what the journal says too
+            assert again.agent("a1")["presence"]["state"] == "ready"
 
     asyncio.run(run())
 
