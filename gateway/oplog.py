@@ -29,13 +29,13 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from .notices import DecisionKind, Notice, PresenceChanged, Routed, SessionChanged, ToVendor, VendorAction
 
-__all__ = ["QUIET_TRANSITIONS", "AccessLogger", "log_notice"]
+__all__ = ["QUIET_TRANSITIONS", "AccessLogger", "info_enabled", "log_notice"]
 
 log = structlog.get_logger("cti_gateway.ops")
 access_log = structlog.get_logger("cti_gateway.access")
 
 
-def _info_enabled() -> bool:
+def info_enabled() -> bool:
     """Whether info lines (and so the debug ones too) may be written at the configured level."""
     check = getattr(log, "is_enabled_for", None)
     return True if check is None else bool(check(logging.INFO))
@@ -47,7 +47,7 @@ QUIET_TRANSITIONS = frozenset({"focused", "unfocused", "note", "account", "updat
 
 def log_notice(notice: Notice) -> None:
     """Log one delivered notice (desktop messages are not logged: the changes behind them are)."""
-    if not _info_enabled():
+    if not info_enabled():
         return  # nothing below would be written: build none of it (several notices a message)
     if isinstance(notice, Routed):
         decision = notice.decision

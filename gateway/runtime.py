@@ -32,7 +32,7 @@ from .events import Channel, Event
 from .hub import DesktopHub, EventBus
 from .metrics import Metrics
 from .notices import Decision, Notice, PresenceChanged, Routed, SessionChanged, ToAgent, ToVendor
-from .oplog import log_notice
+from .oplog import info_enabled, log_notice
 from .persistence import Changes, Journal
 
 log = structlog.get_logger("cti_gateway.runtime")
@@ -133,9 +133,12 @@ class Runtime:
     async def submit(self, event: Event) -> Decision:
         """Route one vendor event; returns once it and its decision are journaled."""
         started = self._clock.now()
-        with structlog.contextvars.bound_contextvars(
+        # bound for the lines logged inside, reset to what they were after (tokens: cheaper
+        # than bound_contextvars, which reads the whole context and binds twice)
+        tokens = structlog.contextvars.bind_contextvars(
             vendor=event.vendor, interaction_id=event.interaction_id, event_id=event.event_id
-        ):
+        )
+        try:
             key = event.key
             # one copy of an event id at a time: a second copy waits until the first is
             # answered (so it finds the first decision in memory or the journal, never
@@ -154,6 +157,8 @@ class Runtime:
                 done.set_result(None)
             self.metrics.observe_routing(event, decision, self._clock.now() - started)
             return decision
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
     async def _recall(self, event: Event) -> dict[str, Any] | None:
         """What the journal holds of what the engine no longer keeps in memory for ``event``
@@ -406,8 +411,10 @@ class Runtime:
         return engine
 
     def _deliver(self, notices: list[Notice]) -> None:
+        logged = bool(notices) and info_enabled()  # (asked once for all: several a message)
         for notice in notices:
-            log_notice(notice)
+            if logged:
+                log_notice(notice)
             self._route(notice)
 
     def _route(self, notice: Notice) -> None:

@@ -28,12 +28,14 @@ them is closed with 4008 "too slow" and may reconnect for a fresh ``hello``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from gateway import commands
+from gateway.commands import Command
 from gateway.errors import GatewayError
 
 from .auth import ApiError, Principal
@@ -198,17 +200,22 @@ class AgentSocket:
         if kind == "focus":
             focused = await act(commands.focus(agent_id, body.session_id, actor))
             return {"session": focused["session"]}
-        command = {
-            "accept": lambda: commands.accept(body.session_id, actor),
-            "decline": lambda: commands.decline(body.session_id, actor),
-            "end": lambda: commands.end(body.session_id, actor),
-            "new_session": lambda: commands.new_session(agent_id, body.label, actor),
-            "note": lambda: commands.note(body.session_id, body.text, actor),
-            "confirm_account": lambda: commands.confirm_account(body.session_id, body.account_id, actor),
-            "reset_account": lambda: commands.reset_account(body.session_id, actor),
-            "send": lambda: commands.send(body.session_id, body.text, actor),
-        }.get(kind)
+        command = _SESSION_COMMANDS.get(kind)
         if command is None:  # pragma: no cover - WS_MESSAGES is closed
             raise AssertionError(f"unhandled message type {kind}")
         # the ack carries the session after the action (None: no session)
-        return {"session": await act(command())}
+        return {"session": await act(command(body, actor))}
+
+
+#: The client messages whose ack carries a session: the command each one runs, made of the
+#: validated message and the acting agent (one table, not one built per message).
+_SESSION_COMMANDS: dict[str, Callable[[Any, str], Command]] = {
+    "accept": lambda body, actor: commands.accept(body.session_id, actor),
+    "decline": lambda body, actor: commands.decline(body.session_id, actor),
+    "end": lambda body, actor: commands.end(body.session_id, actor),
+    "new_session": lambda body, actor: commands.new_session(actor, body.label, actor),
+    "note": lambda body, actor: commands.note(body.session_id, body.text, actor),
+    "confirm_account": lambda body, actor: commands.confirm_account(body.session_id, body.account_id, actor),
+    "reset_account": lambda body, actor: commands.reset_account(body.session_id, actor),
+    "send": lambda body, actor: commands.send(body.session_id, body.text, actor),
+}

@@ -46,6 +46,7 @@ from gateway.commands import Command
 from gateway.engine import Engine
 from gateway.errors import GatewayError
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.persistence import session_record
 from gateway.records.report import report_rows, to_csv, to_json
 from gateway.runtime import Runtime
 
@@ -314,7 +315,7 @@ class RestApi:
         state = await self.runtime.records.record(session_id)
         if state is None:
             raise ApiError(404, "session_not_found", f"no session {session_id!r}")
-        record = state["record"]
+        record = session_record(state)
         if not principal.may_act_for(str(record.get("agent_id"))):
             raise ApiError(403, "forbidden", f"session {session_id} is not agent {principal.agent_id}'s")
         return web.json_response(record)

@@ -18,7 +18,7 @@ import io
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..persistence import StateDict
+from ..persistence import StateDict, session_record
 
 #: The report columns, in CSV header order (a contract: clients parse by these names).
 REPORT_COLUMNS: tuple[str, ...] = (
@@ -58,7 +58,7 @@ def report_row(session: Mapping[str, Any]) -> dict[str, Any]:
 
 def report_rows(state_dicts: Iterable[StateDict]) -> list[dict[str, Any]]:
     """Report rows from journal session state dicts (as :meth:`Journal.records` returns them)."""
-    return [report_row(state["record"]) for state in state_dicts]
+    return [report_row(session_record(state)) for state in state_dicts]
 
 
 def to_json(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

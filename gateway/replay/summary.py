@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import GatewayConfig
-from ..persistence import StateDict
+from ..persistence import StateDict, session_record
 
 _RETRY = re.compile(r"~r\d+$")
 
@@ -197,7 +197,7 @@ def _agent_figures(
     for s in sessions:
         if s["agent_id"] != agent_id:
             continue
-        focus_ms += int((s.get("record") or {}).get("focus_ms") or 0)
+        focus_ms += int(session_record(s).get("focus_ms") or 0)
         closed = s.get("closed_at")
         begin = max(float(s["offered_at"]), start)
         finish = min(float(closed) if closed is not None else end, end)

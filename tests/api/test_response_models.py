@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.api import schemas
 from gateway.api.openapi import build_openapi
+from gateway.persistence import session_record
 from gateway.web import openapi as web_models
 
 from .conftest import Gateway, auth, receive_json, receive_until
@@ -72,8 +73,8 @@ async def test_sessions_agents_decisions_reports_and_errors_match_their_models(g
     await gw.advance(60)  # the voice wrap-up closes
     # a closed session's record, as the journal keeps it (GET answers it once the engine forgot it)
     stored = await gw.runtime.journal.record(voice)
-    assert stored is not None and stored["record"]["state"] == "closed"
-    valid(schemas.Session, stored["record"])
+    assert stored is not None and session_record(stored)["state"] == "closed"
+    valid(schemas.Session, session_record(stored))
     await answer(gw, schemas.Session, "GET", f"/v1/sessions/{voice}", "a1")
 
     # agents: the full object, the supervisor's list, the colleagues' view

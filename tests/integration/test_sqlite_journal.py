@@ -594,6 +594,34 @@ async def test_ping_fails_while_the_writer_is_stuck(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_inline_writes_leave_checkpoints_to_the_read_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With synchronous=NORMAL the transactions run on the loop's thread and the writer's own
+    automatic checkpoint is off: the journal's checkpoints (on the read connection's thread)
+    copy the WAL into the database file, else the WAL would only grow."""
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL_S", 0.0)
+    path = tmp_path / "journal.db"
+    async with SqliteJournal(path) as journal:
+        assert journal.inline
+        empty = path.stat().st_size
+        for i in range(200):
+            await journal.commit(Changes(sessions=[session(f"s{i}", pad="x" * 2000)]))
+        while journal._checkpoint is not None and not journal._checkpoint.done():
+            await asyncio.sleep(0.01)
+        await journal.commit(Changes(sessions=[session("last")]))  # starts one more
+        while journal._checkpoint is not None and not journal._checkpoint.done():
+            await asyncio.sleep(0.01)
+        assert path.stat().st_size > empty + 200 * 2000 // 2  # the rows are in the file itself
+        with raw(path) as conn:
+            assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 201
+    async with SqliteJournal(path, synchronous="FULL") as journal:  # fsync per commit: on its thread
+        assert not journal.inline
+        await journal.commit(Changes(sessions=[session("full")]))
+        assert len(await journal.records(start=None, end=None)) == 202
+
+
+@pytest.mark.asyncio
 async def test_close_writes_what_is_queued_and_then_refuses(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     journal = SqliteJournal(path)

@@ -17,6 +17,7 @@ import yaml
 from gateway.app import RELOADER
 from gateway.config_loader import load_config
 from gateway.events import Channel, Event, EventType
+from gateway.persistence import session_record
 from gateway.sessions import SessionState
 from tests.adapters.contract.harness import VENDOR, ContractGateway
 from tests.adapters.scripted import fixture_bytes
@@ -81,7 +82,7 @@ async def test_a_call_offered_answered_and_completed(ast: FakeAsterisk, gw: Cont
 
     rows = await records(gw, call.uniqueid)
     assert [(r["agent_id"], r["outcome"]) for r in rows] == [("a1", "completed")]
-    record = rows[0]["record"]
+    record = session_record(rows[0])
     assert (record["outcome"], record["queue"], record["wrap_ms"]) == ("completed", "support", 500)
     assert 400 <= record["handle_ms"] < 3000, record  # connect -> complete took 0.4 s (+ scheduling)
     # no Hangup of anything: the gateway let app_queue do its job
