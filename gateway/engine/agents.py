@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..capacity import Presence, Reason
-from ..config import GatewayConfig
+from ..config import AgentConfig, GatewayConfig
 from ..interactions import VendorCapabilities
 from ..notices import PresenceChanged
 from ..router import EligibilityIndex, agent_line
@@ -73,6 +73,8 @@ def reconfigure(
       moves the deadline of those waiting (measured from when they began to wait); the
       waiters of a removed queue are rejected (``no_agent_available``).
     * The eligibility index is rebuilt, then every agent with room is offered what waits.
+    * The open desktops of an agent whose name, queues or profile changed get a fresh
+      ``hello`` (the agent object a reconnect would get).
 
     Vendors (``vendor_capabilities``: the new set, replacing the old) are the
     runtime's business otherwise. Returns what changed for the agents (for the log).
@@ -84,6 +86,7 @@ def reconfigure(
     retiring: list[str] = []
     removed: list[str] = []
     reweighed: list[str] = []
+    redescribed: list[str] = []  # name, profile, queues or the profile's rules changed
     st.config = config
     st.queues = {q.name: q for q in config.queues}
     st.grace_s = config.server.desktop_grace_s
@@ -101,6 +104,8 @@ def reconfigure(
             agent.retiring = False
             st.retired.pop(agent_id, None)
             st.config_dirty = True
+        if _described(agent.config) != _described(agent_config) or agent.profile != profile:
+            redescribed.append(agent_id)
         agent.config = agent_config
         if agent.profile != profile:
             agent.profile = profile
@@ -151,6 +156,12 @@ def reconfigure(
     for agent_id in list(st.agents):
         if agent_id in st.agents:
             offers.serve_waiting(st, agent_id, now)
+    # an open desktop shows the agent as it is now: a fresh ``hello`` (the full snapshot a
+    # reconnect would get), after anything the reload offered it
+    for agent_id in redescribed:
+        agent = st.agents.get(agent_id)
+        if agent is not None and agent.desktop_connected and not agent.retiring:
+            core.to_agent(st, agent_id, "hello", agent=agent_body(st, agent, now))
     st.generation += 1
     st.reloaded_at = now
     st.config_dirty = True
@@ -161,6 +172,11 @@ def reconfigure(
         "agents_removed": removed,
         "agents_reweighed": reweighed,
     }
+
+
+def _described(agent: AgentConfig) -> tuple[str, str, list[str]]:
+    """What an agent's desktop shows of its configuration (a token change closes it instead)."""
+    return (agent.name, agent.profile, agent.queues)
 
 
 def _reweigh(st: EngineState, agent: AgentEntry, now: float) -> bool:

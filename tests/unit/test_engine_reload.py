@@ -16,6 +16,7 @@ from gateway.sessions import OCCUPYING
 from .conftest import (
     VENDOR,
     advance,
+    agent_messages,
     agent_spec,
     clock_of,
     in_use,
@@ -371,3 +372,27 @@ def test_a_removed_agent_going_offline_with_its_last_offer_is_answered_and_gone(
     assert body["id"] == "a1" and body["presence"]["state"] == "offline" and body["sessions"] == []
     assert "a1" not in engine.agent_ids()
     assert offered is not None and engine.session(offered).outcome is not None
+
+
+def test_an_open_desktop_gets_a_fresh_hello_when_its_agent_is_redescribed() -> None:
+    """Name, queues or profile changed: the open desktop sees the agent as a reconnect would;
+    agents without a desktop, unchanged ones and token-only changes get nothing."""
+    profiles = {"std": {"max_sessions": 3}, "big": {"max_sessions": 5}}
+    agents = [agent_spec("a1"), agent_spec("a2"), agent_spec("a3"), agent_spec("a4")]
+    engine = make_engine(profiles=profiles, agents=agents, desktops=["a1", "a3", "a4"])
+    held = engine.handle_event(offer("i1", agent="a1")).session_id
+    engine.drain()
+    new = [
+        {**agent_spec("a1", profile="big"), "name": "Ada"},
+        {**agent_spec("a2"), "name": "Bob"},  # no desktop
+        agent_spec("a3"),  # unchanged
+        {**agent_spec("a4"), "token_sha256": "ab" * 32},  # its desktop is closed (4001) instead
+    ]
+    engine.reconfigure(config_with(profiles=profiles, agents=new))
+    notices = engine.drain()
+    [hello] = agent_messages(notices, "a1", "hello")
+    assert hello["agent"]["name"] == "Ada" and hello["agent"]["profile"] == "big"
+    assert [s["id"] for s in hello["agent"]["sessions"]] == [held]
+    assert hello["agent"] == engine.desktop_connected("a1")
+    for quiet in ("a2", "a3", "a4"):
+        assert agent_messages(notices, quiet, "hello") == [], quiet
