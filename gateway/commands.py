@@ -40,6 +40,7 @@ __all__ = [
     "decline",
     "desktop_connected",
     "desktop_disconnected",
+    "desktops_gone",
     "end",
     "event",
     "focus",
@@ -158,14 +159,28 @@ def transfer(session_id: str, to_agent: str | None, to_queue: str | None, mode: 
     )
 
 
-def desktop_connected(agent_id: str, first: bool) -> Command:
-    """A desktop socket opened (``first``: the agent had none open here); result: ``hello``."""
-    return Command("desktop_connected", {"agent_id": agent_id, "first": first})
+def desktop_connected(agent_id: str, first: bool, host: str = "") -> Command:
+    """A desktop socket opened (``first``: the agent had none open on this instance, named
+    ``host`` in a cluster); result: ``hello``."""
+    args: dict[str, Any] = {"agent_id": agent_id, "first": first}
+    if host:
+        args["host"] = host
+    return Command("desktop_connected", args)
 
 
-def desktop_disconnected(agent_id: str) -> Command:
-    """The agent's last desktop socket closed (starts its grace period)."""
-    return Command("desktop_disconnected", {"agent_id": agent_id})
+def desktop_disconnected(agent_id: str, host: str = "") -> Command:
+    """The agent's last desktop socket on this instance closed (starts its grace period
+    unless another instance holds one)."""
+    args: dict[str, Any] = {"agent_id": agent_id}
+    if host:
+        args["host"] = host
+    return Command("desktop_disconnected", args)
+
+
+def desktops_gone(host: str) -> Command:
+    """Cluster instance ``host`` died: its desktops count as disconnected; result: the agents
+    that lost their last desktop."""
+    return Command("desktops_gone", {"host": host})
 
 
 def adapter_state(key: str, value: Any) -> Command:
@@ -224,13 +239,17 @@ def _transfer(e: Engine, a: Mapping[str, Any]) -> dict[str, Any]:
 
 def _desktop_connected(e: Engine, a: Mapping[str, Any]) -> dict[str, Any]:
     agent_id = a["agent_id"]
-    return e.desktop_connected(agent_id) if a.get("first", True) else e.agent(agent_id)
+    return e.desktop_connected(agent_id, a.get("host", "")) if a.get("first", True) else e.agent(agent_id)
 
 
 def _desktop_disconnected(e: Engine, a: Mapping[str, Any]) -> None:
     # (an agent a reload removed is gone: nothing to record)
     if e.has_agent(a["agent_id"]):
-        e.desktop_disconnected(a["agent_id"])
+        e.desktop_disconnected(a["agent_id"], a.get("host", ""))
+
+
+def _desktops_gone(e: Engine, a: Mapping[str, Any]) -> list[str]:
+    return e.desktops_gone(str(a["host"]))
 
 
 def _reconfigure(e: Engine, a: Mapping[str, Any]) -> dict[str, Any]:
@@ -259,6 +278,7 @@ _APPLY: dict[str, Callable[[Engine, Mapping[str, Any]], Any]] = {
     "transfer": _transfer,
     "desktop_connected": _desktop_connected,
     "desktop_disconnected": _desktop_disconnected,
+    "desktops_gone": _desktops_gone,
     "reconfigure": _reconfigure,
     "adapter_state": _runtime_only,
     "config": _runtime_only,

@@ -94,6 +94,8 @@ class Runtime:
         self.metrics = metrics
         self.hub = hub or DesktopHub()
         self.bus = bus or EventBus()
+        #: this gateway's name among the instances holding desktops ("" when alone)
+        self.desktop_host = ""
         self.adapters: dict[str, Adapter] = {}
         self._accepting = False
         #: a graceful shutdown began: adapters going down is expected, not an outage

@@ -105,7 +105,7 @@ class AgentSocket:
             log.info("desktop_replaced", agent_id=agent_id, limit=settings.max_desktops_per_agent)
         try:
             # (no await before the runtime applies it: nothing interleaves with the hub change)
-            snapshot = await self.runtime.act(commands.desktop_connected(agent_id, first))
+            snapshot = await self.runtime.act(commands.desktop_connected(agent_id, first, self.runtime.desktop_host))
         except BaseException:
             await self._leave(agent_id, outbox)
             raise
@@ -133,7 +133,7 @@ class AgentSocket:
 
         try:
             if hub.remove(agent_id, outbox):
-                await self.runtime.act(commands.desktop_disconnected(agent_id))
+                await self.runtime.act(commands.desktop_disconnected(agent_id, self.runtime.desktop_host))
         except asyncio.CancelledError:
             hub.remove(agent_id, outbox)
             raise

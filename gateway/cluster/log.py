@@ -191,6 +191,23 @@ class RedisLog:
         rows = await self._call("last", self._client.xrevrange(self.key, "+", "-", count=1))
         return str(rows[0][0]) if rows else "0-0"
 
+    # ------------------------------------------------------------------ instances alive
+
+    async def heartbeat(self, instance: str, ttl_ms: int) -> None:
+        """Say ``instance`` is alive for ``ttl_ms`` more milliseconds."""
+        await self._call("heartbeat", self._client.set(f"{self.prefix}alive:{instance}", "1", px=ttl_ms))
+
+    async def alive(self, instances: list[str]) -> set[str]:
+        """Which of ``instances`` said they were alive within their time to live."""
+        if not instances:
+            return set()
+        found = await self._call("alive", self._client.mget([f"{self.prefix}alive:{name}" for name in instances]))
+        return {name for name, value in zip(instances, found, strict=True) if value is not None}
+
+    async def forget(self, instance: str) -> None:
+        """``instance`` stops cleanly: it is not alive any more."""
+        await self._call("forget", self._client.delete(f"{self.prefix}alive:{instance}"))
+
     # ------------------------------------------------------------------ the consumer group
 
     async def ensure_group(self) -> None:

@@ -16,6 +16,15 @@ instances). Side effects that must happen once (deliveries to vendors) go throug
 consumer group: the instance that claims an entry performs what its own engine produced
 for it, then acknowledges it; the entries of an instance that died are claimed by another
 (``XAUTOCLAIM`` after ``store.claim_idle_s``) and finished there.
+
+Desktops: the engine counts an agent's desktops per instance (the ``desktop_connected``
+and ``desktop_disconnected`` entries name the instance), so a desktop moving from one
+instance to another, or an agent with desktops on two, is never taken for gone. Each
+instance says it is alive in Redis (``{prefix}alive:<instance>``, renewed four times per
+``store.claim_idle_s``); one that stays silent longer (it died without closing its
+sockets) is declared gone by another (a ``desktops_gone`` entry): the agents whose only
+desktops it held start their grace period, as after any disconnect. An instance that finds
+itself declared gone (it lost Redis for that long) announces the desktops it still holds.
 """
 
 from __future__ import annotations
@@ -150,6 +159,11 @@ class ClusterRuntime(Runtime):
         #: entries applied by this instance / side effects performed (tests, metrics)
         self.applied_entries = 0
         self.effects_done = 0
+        self.desktop_host = self.instance
+        #: instances holding desktops that did not say they are alive: how many rounds in a row
+        self._silent: dict[str, int] = {}
+        self._stop_liveness = asyncio.Event()
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ requests
 
@@ -250,6 +264,8 @@ class ClusterRuntime(Runtime):
                 future.set_result(None)
             return
         applied = self.replica.apply(entry_id, command)
+        if live and command.name == "desktops_gone" and command.args.get("host") == self.instance:
+            self._spawn(self._announce_desktops(), name="desktops-announce")
         if applied.crash is not None:
             log.error("engine_call_failed", entry_id=entry_id, command=command.name, error=repr(applied.crash))
         if applied.notices or applied.changes:
@@ -505,6 +521,54 @@ class ClusterRuntime(Runtime):
                 log.exception("timer_tick_failed")
                 await asyncio.sleep(0.5)
 
+    # ------------------------------------------------------------------ instances alive
+
+    async def _liveness_loop(self) -> None:
+        """Say this instance is alive; declare gone the instances holding desktops that
+        stopped saying so (two rounds in a row past their time to live)."""
+        ttl_s = self.settings.claim_idle_s
+        every_s = max(ttl_s / 4.0, 0.05)
+        while not self._closing:
+            try:
+                await self.shared.heartbeat(self.instance, int(ttl_s * 1000))
+                others = sorted(self.engine.desktop_hosts() - {self.instance, ""})
+                alive = await self.shared.alive(others)
+                for host in list(self._silent):
+                    if host not in others or host in alive:
+                        del self._silent[host]
+                for host in others:
+                    if host in alive:
+                        continue
+                    self._silent[host] = self._silent.get(host, 0) + 1
+                    if self._silent[host] >= 2:
+                        lost = await self.act(commands.desktops_gone(host))
+                        log.warning("instance_gone", instance=host, agents_without_desktop=len(lost))
+                        self._silent.pop(host, None)
+            except (StoreUnavailable, NotReady, TimeoutError):
+                pass  # the outage is logged once by the log itself; next round
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("liveness_round_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_liveness.wait(), every_s)
+
+    async def _announce_desktops(self) -> None:
+        """Another instance took this one for dead (it lost Redis for a while): tell the log
+        again about the desktops it holds, before their grace period ends."""
+        agents = [a for a in self.engine.agent_ids() if self.hub.connected(a)]
+        log.warning("declared_gone", instance=self.instance, desktops_announced=len(agents))
+        for agent_id in agents:
+            try:
+                await self.act(commands.desktop_connected(agent_id, True, self.instance))
+            except Exception as exc:  # the next declaration brings it back here
+                log.warning("desktop_announce_failed", agent_id=agent_id, error=repr(exc))
+
+    def _spawn(self, coro: Any, *, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -526,6 +590,7 @@ class ClusterRuntime(Runtime):
             asyncio.create_task(self._effects_loop(), name="log-effects"),
             asyncio.create_task(self._timer_loop(), name="log-timers"),
             asyncio.create_task(self._records_loop(), name="records-health"),
+            asyncio.create_task(self._liveness_loop(), name="instance-liveness"),
         ]
         log.info(
             "joined",
@@ -542,6 +607,7 @@ class ClusterRuntime(Runtime):
         # the loops end by themselves (a cancelled blocking read can leave the Redis client's
         # connection stuck): told to, woken, the apply loop after its current read
         self._closing = True
+        self._stop_liveness.set()
         self._records_wake.set()
         self._new_entries.set()
         self._wake.set()
@@ -553,6 +619,12 @@ class ClusterRuntime(Runtime):
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(NotReady("the gateway is shutting down"))
+        for task in list(self._side_tasks):
+            task.cancel()
+        # not alive any more: the others take its desktops for gone without waiting out
+        # the time to live (they were closed with the server)
+        with contextlib.suppress(StoreUnavailable):
+            await self.shared.forget(self.instance)
         await self.shared.close()
 
     async def refresh_metrics(self) -> None:

@@ -28,10 +28,12 @@ def set_presence(
     return agent_body(st, agent, now)
 
 
-def desktop_connected(st: EngineState, agent_id: str) -> dict[str, Any]:
-    """A desktop socket opened: cancel the grace period, lift the flags, return ``hello``."""
+def desktop_connected(st: EngineState, agent_id: str, host: str = "") -> dict[str, Any]:
+    """A desktop socket opened (the first on ``host``): cancel the grace period, lift the
+    flags, return ``hello``."""
     now = timers.fire_due(st)
     agent = core.find_agent(st, agent_id)
+    agent.desktop_hosts.add(host)
     agent.desktop_connected = True
     agent.grace_deadline = None
     st.dirty_agents.add(agent_id)
@@ -43,15 +45,40 @@ def desktop_connected(st: EngineState, agent_id: str) -> dict[str, Any]:
     return agent_body(st, agent, st.clock.now())
 
 
-def desktop_disconnected(st: EngineState, agent_id: str) -> None:
-    """The desktop socket closed: sessions survive ``desktop_grace_s``, then the agent goes offline."""
+def desktop_disconnected(st: EngineState, agent_id: str, host: str = "") -> None:
+    """The agent's last desktop socket on ``host`` closed: if no other instance holds one,
+    sessions survive ``desktop_grace_s``, then the agent goes offline."""
     now = timers.fire_due(st)
     agent = core.find_agent(st, agent_id)
+    agent.desktop_hosts.discard(host)
+    if agent.desktop_hosts:
+        return  # still connected through another instance
     agent.desktop_connected = False
     agent.grace_deadline = now + st.grace_s
     st.dirty_agents.add(agent_id)
     timers.arm(st, agent.grace_deadline, Timer.GRACE, agent_id)
     focus.sync_focus(st, agent, now)
+
+
+def desktops_gone(st: EngineState, host: str) -> list[str]:
+    """The gateway instance ``host`` is gone (it died without saying so): its desktops count
+    as disconnected. Returns the agents that lost their last desktop (grace periods start)."""
+    timers.fire_due(st)
+    lost: list[str] = []
+    for agent_id, agent in list(st.agents.items()):
+        if host in agent.desktop_hosts:
+            desktop_disconnected(st, agent_id, host)
+            if not agent.desktop_connected:
+                lost.append(agent_id)
+    return lost
+
+
+def desktop_hosts(st: EngineState) -> set[str]:
+    """Every instance holding a desktop of some agent."""
+    hosts: set[str] = set()
+    for agent in st.agents.values():
+        hosts |= agent.desktop_hosts
+    return hosts
 
 
 def reconfigure(

@@ -51,6 +51,9 @@ class AgentEntry:
     #: (time, sequence) of becoming ready or of the last offer: longest_idle sorts on it
     idle_since: tuple[float, int] = (0.0, 0)
     desktop_connected: bool = False
+    #: the gateway instances holding at least one of its desktops ("" for the embedded
+    #: gateway): connected while any does; the last one's disconnect starts the grace period
+    desktop_hosts: set[str] = field(default_factory=set)
     grace_deadline: float | None = None
     #: removed from the configuration by a reload while it held sessions: they finish
     #: normally, it takes no new work, and it goes when the last one closes

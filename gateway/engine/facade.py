@@ -254,13 +254,24 @@ class Engine:
 
     # ------------------------------------------------------------------ desktops
 
-    def desktop_connected(self, agent_id: str) -> dict[str, Any]:
-        """A desktop socket opened: cancel the grace period, lift the flags, return ``hello``."""
-        return agents.desktop_connected(self._st, agent_id)
+    def desktop_connected(self, agent_id: str, host: str = "") -> dict[str, Any]:
+        """A desktop socket opened (the agent's first on gateway instance ``host``; "" for
+        the embedded gateway): cancel the grace period, lift the flags, return ``hello``."""
+        return agents.desktop_connected(self._st, agent_id, host)
 
-    def desktop_disconnected(self, agent_id: str) -> None:
-        """The desktop socket closed: sessions survive ``desktop_grace_s``, then the agent goes offline."""
-        agents.desktop_disconnected(self._st, agent_id)
+    def desktop_disconnected(self, agent_id: str, host: str = "") -> None:
+        """The agent's last desktop socket on ``host`` closed: unless another instance holds
+        one, sessions survive ``desktop_grace_s``, then the agent goes offline."""
+        agents.desktop_disconnected(self._st, agent_id, host)
+
+    def desktops_gone(self, host: str) -> list[str]:
+        """Instance ``host`` died: its desktops count as disconnected (the agents that lost
+        their last one start their grace period; they are returned)."""
+        return agents.desktops_gone(self._st, host)
+
+    def desktop_hosts(self) -> set[str]:
+        """The instances that hold at least one agent's desktop (as the engine was told)."""
+        return agents.desktop_hosts(self._st)
 
     # ------------------------------------------------------------------ live configuration
 

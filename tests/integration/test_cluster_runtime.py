@@ -5,9 +5,11 @@ their side effects; instances on other configurations refuse to start."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -133,3 +135,99 @@ async def test_an_instance_on_another_configuration_refuses_to_start(
     assert same.engine.presence_of("a1").value == "ready"
     await same.stop()
     await first.stop()
+
+
+async def until(condition: Any, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def die(runtime: ClusterRuntime) -> None:
+    """The process is gone: its loops stop where they are, nothing is said to anyone."""
+    runtime._closing = True
+    runtime._wake.set()
+    runtime._stop_liveness.set()
+    await asyncio.gather(*runtime._tasks, return_exceptions=True)
+    await runtime.shared.close()
+
+
+@pytest.mark.asyncio
+async def test_a_desktop_moving_between_instances_is_never_taken_for_gone(
+    redis_server: RedisServer, records: MemoryJournal
+) -> None:
+    """Agent a1's desktop moves from instance a to b (b's socket opens, then a's closes), and
+    a2 has desktops on both: every engine keeps both connected, no grace period starts. Then
+    b dies without a word: after its silence (claim_idle_s) a declares it gone and the
+    agents whose desktops b held start their grace period, on every instance."""
+    a = make_runtime(redis_server.url, records, "a")
+    b = make_runtime(redis_server.url, records, "b")
+    await a.start()
+    await b.start()
+    for agent in ("a1", "a2", "a3"):
+        await a.act(commands.presence(agent, "ready", None, None))
+    await a.act(commands.desktop_connected("a1", True, a.desktop_host))
+    await b.act(commands.desktop_connected("a1", True, b.desktop_host))
+    await a.act(commands.desktop_disconnected("a1", a.desktop_host))
+    await a.act(commands.desktop_connected("a2", True, a.desktop_host))
+    await b.act(commands.desktop_connected("a2", True, b.desktop_host))
+    await a.act(commands.desktop_connected("a3", True, a.desktop_host))
+    await until(lambda: b.replica.last == a.replica.last)
+    for runtime in (a, b):
+        for agent in ("a1", "a2", "a3"):
+            assert runtime.engine.agent(agent)["desktop_connected"] is True, (runtime.instance, agent)
+        assert runtime.engine.next_deadline() is None  # no grace period anywhere
+    # a few heartbeats later still nobody is taken for gone
+    await asyncio.sleep(1.5)
+    assert a.engine.desktop_hosts() == {"a", "b"}
+
+    await die(b)
+    # a1's only desktop was on b: its grace period starts; a2 and a3 keep a's
+    await until(lambda: not a.engine.agent("a1")["desktop_connected"])
+    assert a.engine.desktop_hosts() == {"a"}
+    assert a.engine.agent("a2")["desktop_connected"] is True
+    assert a.engine.agent("a3")["desktop_connected"] is True
+    deadline = a.engine.next_deadline()
+    assert deadline is not None and deadline > time.time()  # the grace period (60 s), not an offline
+    assert a.engine.presence_of("a1").value == "ready"
+    # an instance that joins now replays the same: a1 in its grace period, a2 and a3 connected
+    c = make_runtime(redis_server.url, records, "c")
+    await c.start()
+    await until(lambda: c.replica.last == a.replica.last)
+    assert [c.engine.agent(x)["desktop_connected"] for x in ("a1", "a2", "a3")] == [False, True, True]
+    assert c.engine.next_deadline() == deadline
+    await c.stop()
+    await a.stop()
+
+
+class _Socket:
+    """A desktop socket held in an instance's hub (what agent_ws registers)."""
+
+    def offer(self, message: Any) -> bool:
+        return True
+
+    def overflow(self) -> None:  # pragma: no cover - never falls behind
+        pass
+
+
+@pytest.mark.asyncio
+async def test_an_instance_taken_for_gone_announces_the_desktops_it_still_holds(
+    redis_server: RedisServer, records: MemoryJournal
+) -> None:
+    """a lost Redis long enough for b to declare it gone, yet a1's desktop is still open on a:
+    a sees the declaration in the log and tells the log again, before the grace period ends."""
+    a = make_runtime(redis_server.url, records, "a")
+    b = make_runtime(redis_server.url, records, "b")
+    await a.start()
+    await b.start()
+    a.hub.add("a1", _Socket())
+    await a.act(commands.desktop_connected("a1", True, a.desktop_host))
+    assert await b.act(commands.desktops_gone("a")) == ["a1"]
+    # (the declaration itself gave a1 a grace period; a's announcement ends it)
+    await until(lambda: a.engine.desktop_hosts() == {"a"} and b.engine.desktop_hosts() == {"a"})
+    await until(lambda: b.replica.last == a.replica.last)
+    for runtime in (a, b):
+        assert runtime.engine.agent("a1")["desktop_connected"] is True
+        assert runtime.engine.next_deadline() is None
+    await b.stop()
+    await a.stop()

@@ -36,6 +36,9 @@ SAMPLES = [
     commands.transfer("s1", None, "support", "consult", "a1"),
     commands.desktop_connected("a1", True),
     commands.desktop_disconnected("a1"),
+    commands.desktop_connected("a2", True, "gw-1"),
+    commands.desktop_disconnected("a2", "gw-1"),
+    commands.desktops_gone("gw-1"),
     commands.adapter_state("adapter/crm/uidvalidity", {"n": 7}),
     commands.config("ab" * 32),
 ]

@@ -407,6 +407,41 @@ def test_reconnecting_after_the_grace_period_clears_the_flags() -> None:
     assert transitions(engine.drain(), "s1") == ["unflagged"]
 
 
+def test_desktops_on_two_instances_one_leaving_keeps_the_agent_connected() -> None:
+    """A cluster: the agent's desktop moved from instance A to B (B connected first, then A's
+    socket closed): no grace period starts; B's leaving starts it."""
+    engine = make_engine(desktop_grace_s=30)
+    engine.desktop_connected("a1", "A")
+    engine.desktop_connected("a1", "B")
+    engine.desktop_disconnected("a1", "A")
+    assert engine.agent("a1")["desktop_connected"] is True
+    assert engine.next_deadline() is None
+    advance(engine, 60)
+    assert engine.agent("a1")["presence"]["state"] == "ready"
+    engine.desktop_disconnected("a1", "B")
+    assert engine.agent("a1")["desktop_connected"] is False
+    advance(engine, 30)
+    assert engine.agent("a1")["presence"] == {"state": "offline", "reason": "desktop_disconnected"}
+
+
+def test_an_instance_gone_counts_as_its_desktops_disconnecting() -> None:
+    engine = make_engine(desktop_grace_s=30)
+    engine.desktop_connected("a1", "A")
+    engine.desktop_connected("a2", "A")
+    engine.desktop_connected("a2", "B")
+    engine.desktop_connected("a3", "B")
+    assert engine.desktop_hosts() == {"A", "B"}
+    assert engine.desktops_gone("A") == ["a1"]  # a2 still has B's
+    assert engine.desktop_hosts() == {"B"}
+    assert engine.desktops_gone("A") == []  # told twice (two instances noticed): nothing more
+    assert engine.desktops_gone("nobody") == []
+    advance(engine, 30)
+    presence = {a: engine.agent(a)["presence"]["state"] for a in ("a1", "a2", "a3")}
+    assert presence == {"a1": "offline", "a2": "ready", "a3": "ready"}
+    engine.desktop_connected("a1", "B")  # its desktop reconnected elsewhere
+    assert engine.agent("a1")["desktop_connected"] is True and engine.desktop_hosts() == {"B"}
+
+
 def test_a_second_disconnect_restarts_the_grace_period() -> None:
     engine = make_engine(desktop_grace_s=30)
     engine.desktop_connected("a1")
