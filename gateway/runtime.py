@@ -426,8 +426,13 @@ class Runtime:
         elif isinstance(notice, ToVendor):
             self._queue_vendor(notice)
         elif isinstance(notice, SessionChanged):
-            self.bus.publish({"type": "session.changed", "transition": notice.transition, "session": notice.session})
+            if self.bus:  # (no supervisor listening: no message built for nobody)
+                self.bus.publish(
+                    {"type": "session.changed", "transition": notice.transition, "session": notice.session}
+                )
             self.metrics.session_changed(notice)
+        elif not self.bus:
+            return
         elif isinstance(notice, PresenceChanged):
             self.bus.publish(
                 {
@@ -461,16 +466,17 @@ class Runtime:
                 log.exception("adapter_agents_changed_failed", vendor=adapter.vendor)
 
     def _queue_vendor(self, notice: ToVendor) -> None:
-        self.bus.publish(
-            {
-                "type": "vendor.notice",
-                "vendor": notice.vendor,
-                "interaction_id": notice.interaction_id,
-                "action": notice.action.value,
-                "event_id": notice.event_id,
-                "data": notice.data,
-            }
-        )
+        if self.bus:
+            self.bus.publish(
+                {
+                    "type": "vendor.notice",
+                    "vendor": notice.vendor,
+                    "interaction_id": notice.interaction_id,
+                    "action": notice.action.value,
+                    "event_id": notice.event_id,
+                    "data": notice.data,
+                }
+            )
         if notice.vendor not in self.adapters:
             return
         try:

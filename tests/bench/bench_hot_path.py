@@ -218,8 +218,8 @@ def shares(path: str) -> None:
     with open(path, encoding="utf-8") as f:
         for line in f:
             stack, _, n = line.rstrip().rpartition(" ")
-            if not stack:
-                continue
+            if not stack or not n.isdigit():
+                continue  # (py-spy --nonblocking may write a torn line: skipped)
             leaf = stack.split(";")[-1]
             where = re.search(r"\((.*)\)", leaf)
             file = where.group(1) if where else leaf

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import enum
 import json
+import math
+import uuid
 from typing import Any
 
 from hypothesis import given, settings
@@ -111,3 +114,58 @@ def test_loads_refuses_what_json_loads_refused() -> None:
         except RecursionError:
             got = ("RecursionError", None)
         assert got == expected and got[0] != "ok", raw
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+class Plain(enum.Enum):  # neither str nor int: json refuses it, orjson writes its value
+    A = "a"
+
+
+def reference_plain(obj: Any) -> bool:
+    """The first walk (one stack entry per value), kept to check the faster one against."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (str, int)) or item is None:
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        else:
+            return False
+    return True
+
+
+odd_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and the infinities included
+    | st.text(max_size=3)
+    | st.sampled_from([Color.RED, Level.LOW, Plain.A, Point(1.0), datetime.date(2026, 1, 1), b"x", {1, 2}]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=3), inner, max_size=4)
+        | st.dictionaries(st.text(max_size=3), inner, max_size=3).map(collections.OrderedDict)
+    ),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(odd_values)
+def test_the_walk_refuses_and_accepts_what_the_first_one_did(value: Any) -> None:
+    assert fastjson.plain(value) == reference_plain(value)
+
+
+def test_values_json_refuses_are_never_written_by_orjson() -> None:
+    for value in (Plain.A, {"k": [Plain.A]}, {"u": uuid.uuid4()}, [1, (2, float("nan"))]):
+        assert not fastjson.plain(value) and fastjson.dumps(value) is None, value
