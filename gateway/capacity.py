@@ -16,7 +16,7 @@ When several rules fail, the reason given is the first of: ``agent_offline``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from .config import CapacityProfile
@@ -55,24 +55,25 @@ class Load:
     manual: int = 0
 
     def of(self, channel: Channel) -> int:
-        return int(getattr(self, channel.value))
+        return int(getattr(self, _FIELD[channel]))
 
     def plus(self, channel: Channel, weight: int) -> Load:
-        return replace(
-            self,
-            sessions=self.sessions + 1,
-            units=self.units + weight,
-            **{channel.value: self.of(channel) + 1},
-        )
+        return self._moved(channel, 1, weight)
 
     def minus(self, channel: Channel, weight: int) -> Load:
         if self.of(channel) < 1 or self.sessions < 1 or self.units < weight:
             raise ValueError(f"release of a {channel} session that is not held: {self}")
-        return replace(
-            self,
-            sessions=self.sessions - 1,
-            units=self.units - weight,
-            **{channel.value: self.of(channel) - 1},
+        return self._moved(channel, -1, -weight)
+
+    def _moved(self, channel: Channel, step: int, units: int) -> Load:
+        # (dataclasses.replace would do, at several times the cost: this is the hot path)
+        return Load(
+            self.sessions + step,
+            self.units + units,
+            self.voice + step if channel is Channel.VOICE else self.voice,
+            self.chat + step if channel is Channel.CHAT else self.chat,
+            self.email + step if channel is Channel.EMAIL else self.email,
+            self.manual + step if channel is Channel.MANUAL else self.manual,
         )
 
     def as_dict(self) -> dict[str, int]:
@@ -84,6 +85,10 @@ class Load:
             "email": self.email,
             "manual": self.manual,
         }
+
+
+#: Load's field of each channel (``channel.value`` costs an enum descriptor call)
+_FIELD: dict[Channel, str] = {channel: channel.value for channel in Channel}
 
 
 def check(profile: CapacityProfile, load: Load, presence: Presence, channel: Channel) -> Reason | None:

@@ -1,8 +1,9 @@
 """Agent selection and waiting lists: the indexes behind untargeted routing.
 
-**Eligibility index.** For every (queue, channel) pair the index keeps a sorted list of the
-agents of that queue who could take one more session of that channel right now (ready,
-every capacity rule satisfied), ordered by the queue's policy:
+**Eligibility index.** For every (queue, channel) pair the index keeps the agents of that
+queue who could take one more session of that channel right now (ready, every capacity
+rule satisfied), ordered by the queue's policy (a heap of sort keys, see
+:class:`EligibilityIndex`):
 
 * ``longest_idle``: the agent who has gone longest without being offered work (the later
   of becoming ready and their last offer) comes first; ties by agent id.
@@ -11,7 +12,7 @@ every capacity rule satisfied), ordered by the queue's policy:
 
 An agent's entries are refreshed whenever its presence, load or idle time changes: that
 costs O(q · c · log n) for an agent in q queues with c routable channels, among n agents of
-a queue. A routing decision peeks the head of one sorted list: O(log n + k), k being the
+a queue. A routing decision takes the head of one heap: O(log n + k) amortized, k being the
 agents skipped because they declined or missed this interaction before. No decision scans
 all agents.
 
@@ -26,8 +27,9 @@ cannot take a rejection); it is served like one more queue of the agent.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
+from heapq import heapify, heappop, heappush
 
 from sortedcontainers import SortedList
 
@@ -53,48 +55,114 @@ class AgentView:
 
 
 class EligibilityIndex:
+    """Per (queue, channel), the agents with room, in the queue's policy order.
+
+    Each list is a binary heap of flat sort keys (``(idle time, idle sequence, agent)`` for
+    ``longest_idle`` and ``offer_all``; ``(busy share, sessions, idle time, idle sequence,
+    agent)`` for ``least_busy``: the same order as comparing the policy's key, then the
+    agent id), with lazy invalidation: an agent's current key per list is kept apart
+    (:attr:`_current`), a change pushes the new key and leaves the old one in the heap,
+    where it is dropped when it reaches the top (it is no longer its agent's current key).
+    An update costs O(q · c · log n), a decision O(log n) amortized plus the excluded
+    agents it skips; a heap holding more than twice its live keys is rebuilt (amortized
+    O(1) per update), so stale keys never pile up.
+    """
+
     def __init__(self, policies: dict[str, QueuePolicy]) -> None:
         self._policies = dict(policies)
-        self._lists: dict[tuple[str, Channel], SortedList] = {
-            (queue, channel): SortedList() for queue in policies for channel in INBOUND_CHANNELS
+        self._least_busy = {queue for queue, policy in policies.items() if policy is QueuePolicy.LEAST_BUSY}
+        self._heaps: dict[tuple[str, Channel], list[SortKey]] = {
+            (queue, channel): [] for queue in policies for channel in INBOUND_CHANNELS
         }
-        # (queue, channel, agent) -> the entry currently in the list
-        self._entries: dict[tuple[str, Channel, str], tuple[SortKey, str]] = {}
-
-    def _key(self, policy: QueuePolicy, view: AgentView) -> SortKey:
-        if policy is QueuePolicy.LEAST_BUSY:
-            return (view.busy_share, view.sessions, view.idle_since)
-        return (view.idle_since,)
+        # (queue, channel) -> agent -> the agent's current key in that heap
+        self._current: dict[tuple[str, Channel], dict[str, SortKey]] = {
+            (queue, channel): {} for queue in policies for channel in INBOUND_CHANNELS
+        }
 
     def update(self, view: AgentView) -> None:
         """Refresh one agent's entries after any change of its state."""
-        for queue in view.queues:
-            policy = self._policies.get(queue)
-            if policy is None:
+        self.put(
+            view.agent_id,
+            view.queues,
+            tuple(channel for channel in INBOUND_CHANNELS if view.room.get(channel)),
+            view.idle_since,
+            view.busy_share,
+            view.sessions,
+        )
+
+    def put(
+        self,
+        agent_id: str,
+        queues: Iterable[str],
+        room: tuple[Channel, ...],
+        idle_since: tuple[float, int],
+        busy_share: float,
+        sessions: int,
+    ) -> None:
+        """:meth:`update` from the view's fields; ``room``: the channels it has room for."""
+        idle_key: SortKey | None = None
+        busy_key: SortKey | None = None
+        for queue in queues:
+            if queue in self._least_busy:
+                if busy_key is None:
+                    busy_key = (busy_share, sessions, idle_since[0], idle_since[1], agent_id)
+                key = busy_key
+            elif queue in self._policies:
+                if idle_key is None:
+                    idle_key = (idle_since[0], idle_since[1], agent_id)
+                key = idle_key
+            else:
                 continue
             for channel in INBOUND_CHANNELS:
-                slot = (queue, channel, view.agent_id)
-                old = self._entries.get(slot)
-                new = (self._key(policy, view), view.agent_id) if view.room.get(channel) else None
-                if old == new:
-                    continue
-                if old is not None:
-                    self._lists[(queue, channel)].remove(old)
-                    del self._entries[slot]
-                if new is not None:
-                    self._lists[(queue, channel)].add(new)
-                    self._entries[slot] = new
+                slot = (queue, channel)
+                current = self._current[slot]
+                old = current.get(agent_id)
+                if channel in room:
+                    if old is not None and old == key:
+                        continue
+                    current[agent_id] = key
+                    heap = self._heaps[slot]
+                    heappush(heap, key)
+                    if len(heap) > 2 * len(current) + 32:
+                        heap[:] = current.values()
+                        heapify(heap)
+                elif old is not None:
+                    del current[agent_id]  # its key in the heap is stale now
+
+    def best(self, queue: str, channel: Channel, exclude: Collection[str] = ()) -> str | None:
+        """The first eligible agent of ``queue`` for ``channel``, skipping ``exclude`` (None: nobody)."""
+        slot = (queue, channel)
+        heap = self._heaps.get(slot)
+        if not heap:
+            return None
+        current = self._current[slot]
+        held: list[SortKey] = []
+        try:
+            while heap:
+                key = heap[0]
+                agent_id = key[-1]
+                if current.get(agent_id) is not key:  # type: ignore[call-overload]
+                    heappop(heap)  # stale: the agent's key changed or it has no room
+                elif agent_id in exclude:
+                    held.append(heappop(heap))
+                else:
+                    return str(agent_id)
+            return None
+        finally:
+            for key in held:
+                heappush(heap, key)
 
     def candidates(self, queue: str, channel: Channel, exclude: Iterable[str] = ()) -> Iterator[str]:
         """Eligible agents of ``queue`` for ``channel``, best first, skipping ``exclude``."""
         excluded = exclude if isinstance(exclude, (set, frozenset)) else set(exclude)
-        for _key, agent_id in self._lists.get((queue, channel), ()):
+        for agent_id in self.eligible(queue, channel):
             if agent_id not in excluded:
                 yield agent_id
 
     def eligible(self, queue: str, channel: Channel) -> list[str]:
-        """All eligible agents in order (for tests and introspection)."""
-        return [agent_id for _key, agent_id in self._lists.get((queue, channel), ())]
+        """All eligible agents in order (for tests and introspection: O(n log n))."""
+        current = self._current.get((queue, channel), {})
+        return [key[-1] for key in sorted(current.values())]  # type: ignore[misc]
 
 
 def agent_line(agent_id: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from ..clock import Clock
 from ..config import AgentConfig, CapacityProfile, GatewayConfig, QueueConfig
 from ..errors import Forbidden, InvalidState, NotFound
+from ..events import Channel
 from ..interactions import Interaction, InteractionKey, VendorCapabilities
 from ..notices import Decision, Notice, SessionChanged, ToAgent, ToVendor, VendorAction
 from ..persistence import StateDict
@@ -42,6 +43,34 @@ class Timer(StrEnum):
 TimerEntry = tuple[float, int, Timer, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A capacity profile's numbers the eligibility index needs, read once (the profile is a
+    pydantic model: each attribute read costs several plain ones)."""
+
+    profile: CapacityProfile
+    max_sessions: int
+    unit_limit: int
+    #: per inbound channel: (the channel's cap, or max_sessions when it has none; its weight)
+    voice: tuple[int, int]
+    chat: tuple[int, int]
+    email: tuple[int, int]
+
+    @classmethod
+    def of(cls, profile: CapacityProfile) -> Limits:
+        def caps(channel: Channel) -> tuple[int, int]:
+            return profile.channels.get(channel, profile.max_sessions), profile.weight(channel)
+
+        return cls(
+            profile,
+            profile.max_sessions,
+            profile.unit_limit,
+            caps(Channel.VOICE),
+            caps(Channel.CHAT),
+            caps(Channel.EMAIL),
+        )
+
+
 @dataclass(slots=True)
 class AgentEntry:
     config: AgentConfig
@@ -58,6 +87,8 @@ class AgentEntry:
     #: removed from the configuration by a reload while it held sessions: they finish
     #: normally, it takes no new work, and it goes when the last one closes
     retiring: bool = False
+    #: the profile's numbers for the eligibility index (see :func:`.slots.refresh`)
+    limits: Limits | None = None
 
     @property
     def queues(self) -> tuple[str, ...]:

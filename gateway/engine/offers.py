@@ -53,7 +53,7 @@ def offer(st: EngineState, event: Event, now: float) -> Decision:
     if interaction.target_agent is not None:
         if interaction.target_agent not in st.agents:
             return decide_reject(st, interaction, Reason.UNKNOWN_AGENT, now)
-        reason = slots.allocate(st, interaction.target_agent, interaction.channel, interaction.vendor)
+        reason = slots.allocate(st, interaction.target_agent, interaction.channel, interaction.vendor, offer_next=True)
         if reason is not None:
             return decide_reject(st, interaction, reason, now)
         session = open_offer(st, interaction, interaction.target_agent, now)
@@ -170,10 +170,10 @@ def select(st: EngineState, queue: str, channel: Channel, vendor: str, exclude: 
     """Reserve a slot on the best eligible agent of ``queue`` (see :mod:`gateway.router`)."""
     skip = set(exclude)
     while True:
-        agent_id = next(st.index.candidates(queue, channel, skip), None)
+        agent_id = st.index.best(queue, channel, skip)
         if agent_id is None:
             return None
-        if slots.allocate(st, agent_id, channel, vendor) is None:
+        if slots.allocate(st, agent_id, channel, vendor, offer_next=True) is None:
             return agent_id
         skip.add(agent_id)
 

@@ -3,36 +3,58 @@ the eligibility index up to date with every agent's room."""
 
 from __future__ import annotations
 
-from ..capacity import Reason, check
-from ..events import INBOUND_CHANNELS, Channel
-from ..router import AgentView
+from ..capacity import Presence, Reason, check
+from ..events import Channel
 from ..sessions import Session
-from .core import AgentEntry, EngineState
+from .core import AgentEntry, EngineState, Limits
 
 
 def refresh(st: EngineState, agent_id: str) -> None:
     st.touched.add(agent_id)
     agent = st.agents[agent_id]
     state = st.store.get(agent_id)
-    profile = agent.profile
-    st.index.update(
-        AgentView(
-            agent_id=agent_id,
-            queues=agent.queues,
-            room={c: check(profile, state.load, state.presence, c) is None for c in INBOUND_CHANNELS},
-            idle_since=agent.idle_since,
-            busy_share=state.load.units / profile.unit_limit,
-            sessions=state.load.sessions,
+    load = state.load
+    limits = agent.limits
+    if limits is None or limits.profile is not agent.profile:
+        limits = agent.limits = Limits.of(agent.profile)
+    room: tuple[Channel, ...] = ()
+    if state.presence is Presence.READY and load.sessions < limits.max_sessions:
+        # check() for each inbound channel of a ready agent (rules 1-3), without the lookups
+        free_units = limits.unit_limit - load.units
+        room = tuple(
+            channel
+            for channel, count, cap, weight in (
+                (Channel.VOICE, load.voice, *limits.voice),
+                (Channel.CHAT, load.chat, *limits.chat),
+                (Channel.EMAIL, load.email, *limits.email),
+            )
+            if count < cap and weight <= free_units
         )
+    st.index.put(
+        agent_id,
+        agent.queues,
+        room,
+        agent.idle_since,
+        load.units / limits.unit_limit,
+        load.sessions,
     )
 
 
-def allocate(st: EngineState, agent_id: str, channel: Channel, vendor: str | None) -> Reason | None:
-    """Reserve one ``channel`` session on the agent (compare-and-set), or say why not."""
+def allocate(
+    st: EngineState, agent_id: str, channel: Channel, vendor: str | None, *, offer_next: bool = False
+) -> Reason | None:
+    """Reserve one ``channel`` session on the agent (compare-and-set), or say why not.
+
+    ``offer_next``: the caller opens an offer on the agent right after a reservation
+    (:func:`.offers.open_offer`, which refreshes the agent's index entries with its new idle
+    time): the index is not refreshed twice (a reserved agent is in the caller's skip set
+    until then)."""
     agent = st.agents[agent_id]
     reason = refusal(st, agent_id, channel, vendor)
     if reason is None:
         reason, _ = st.store.reserve(agent_id, agent.profile, channel)
+        if offer_next and reason is None:
+            return None
     refresh(st, agent_id)
     return reason
 

@@ -66,7 +66,9 @@ class StateStore(ABC):
             reason = check(profile, state.load, state.presence, channel)
             if reason is not None:
                 return reason, state
-            new = replace(state, load=state.load.plus(channel, profile.weight(channel)))
+            new = AgentState(
+                state.presence, state.reason, state.load.plus(channel, profile.weight(channel)), state.version
+            )
             stored = self.compare_and_set(agent_id, state.version, new)
             if stored is not None:
                 return None, stored
@@ -86,7 +88,9 @@ class StateStore(ABC):
         """Give back one ``channel`` session of the agent."""
         for _ in range(CAS_ATTEMPTS):
             state = self.get(agent_id)
-            new = replace(state, load=state.load.minus(channel, profile.weight(channel)))
+            new = AgentState(
+                state.presence, state.reason, state.load.minus(channel, profile.weight(channel)), state.version
+            )
             stored = self.compare_and_set(agent_id, state.version, new)
             if stored is not None:
                 return stored

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from .base import AgentState, StateStore
 
@@ -19,7 +18,7 @@ class MemoryStateStore(StateStore):
         current = self.get(agent_id)
         if current.version != expected_version:
             return None
-        stored = replace(new, version=expected_version + 1)
+        stored = AgentState(new.presence, new.reason, new.load, expected_version + 1)
         self._agents[agent_id] = stored
         return stored
 
