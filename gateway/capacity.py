@@ -99,14 +99,18 @@ def check(profile: CapacityProfile, load: Load, presence: Presence, channel: Cha
         return Reason.AGENT_NOT_READY
     # rule 2 is the channel's own cap: a channel missing from `channels` is capped only by
     # max_sessions, so filling the agent with it is rule 1 (agent_at_capacity)
-    if channel in profile.channels and load.of(channel) + 1 > profile.channels[channel]:
+    cap = profile.channels.get(channel)
+    if cap is not None and getattr(load, _FIELD[channel]) + 1 > cap:
         return Reason.CHANNEL_AT_CAPACITY
     sessions_after = load.sessions + 1
-    if sessions_after > profile.max_sessions:
+    max_sessions = profile.max_sessions
+    if sessions_after > max_sessions:
         return Reason.AGENT_AT_CAPACITY
-    if load.units + profile.weight(channel) > profile.unit_limit:
+    # (profile.weight and profile.unit_limit, read directly: this runs on every allocation)
+    max_units = profile.max_units
+    if load.units + profile.units.get(channel, 1) > (max_sessions if max_units is None else max_units):
         return Reason.AGENT_AT_CAPACITY
-    if channel is Channel.MANUAL and profile.max_sessions - sessions_after < profile.reserved_inbound:
+    if channel is Channel.MANUAL and max_sessions - sessions_after < profile.reserved_inbound:
         return Reason.AGENT_AT_CAPACITY
     return None
 

@@ -13,6 +13,7 @@ account). What may happen when is decided by :mod:`gateway.engine`.
 from __future__ import annotations
 
 import functools
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -137,8 +138,7 @@ class Session:
         return self.channel is Channel.MANUAL
 
     def focus_ms(self, now: float) -> int:
-        open_ms = max(0.0, (now - self.focused_since) * 1000) if self.focused_since is not None else 0.0
-        return int(round(self.focus_ms_closed + open_ms))
+        return _focus_ms(self.focus_ms_closed, self.focused_since, now)
 
     def enter_focus(self, now: float, *, counting: bool = True) -> None:
         """Become the focused session; the time counts from ``now`` if ``counting``."""
@@ -170,35 +170,108 @@ class Session:
     def wrap_ms(self) -> int | None:
         return ms_between(self.ended_at, self.closed_at)
 
+    def snapshot(self) -> SessionSnapshot:
+        """What the session's object (:meth:`as_dict`) is built from, as it is now: a later
+        change of the session does not change it (the engine builds a notice's object only
+        when the notice is delivered, from the snapshot taken when it was made)."""
+        account = self.account
+        return (*_SNAPSHOT(self), account.state, account.id, tuple(self.notes))
+
     def as_dict(self, now: float) -> dict[str, Any]:
         """The session object of the public API (DESIGN section 6)."""
-        return {
-            "id": self.id,
-            "agent_id": self.agent_id,
-            "channel": self.channel.value,
-            "state": self.state.value,
-            "vendor": self.vendor,
-            "interaction_id": self.interaction_id,
-            "queue": self.queue,
-            "customer": customer_dict(self.customer) if self.customer else None,
-            "subject": self.subject,
-            "label": self.label,
-            "profile": self.profile,
-            "account": self.account.as_dict(),
-            "offered_at": iso(self.offered_at),
-            "accepted_at": iso(self.accepted_at),
-            "ended_at": iso(self.ended_at),
-            "closed_at": iso(self.closed_at),
-            "handle_ms": self.handle_ms,
-            "wrap_ms": self.wrap_ms,
-            "focus_ms": self.focus_ms(now if self.closed_at is None else self.closed_at),
-            "outcome": self.outcome.value if self.outcome else None,
-            "notes": [note.as_dict() for note in self.notes],
-            "transferred_from": self.transferred_from,
-            "transferred_to": self.transferred_to,
-            "focused": self.focused,
-            "flagged": self.flagged,
-        }
+        return session_body(self.snapshot(), now)
+
+
+#: a session's fields as :meth:`Session.snapshot` reads them (in this order, then the
+#: account's state and id and the notes)
+_SNAPSHOT = operator.attrgetter(
+    "id",
+    "agent_id",
+    "channel",
+    "state",
+    "vendor",
+    "interaction_id",
+    "queue",
+    "customer",
+    "subject",
+    "label",
+    "profile",
+    "offered_at",
+    "accepted_at",
+    "ended_at",
+    "closed_at",
+    "outcome",
+    "transferred_from",
+    "transferred_to",
+    "focused",
+    "flagged",
+    "focused_since",
+    "focus_ms_closed",
+)
+SessionSnapshot = tuple[Any, ...]
+
+
+def session_body(snapshot: SessionSnapshot, now: float) -> dict[str, Any]:
+    """The session object of the public API (DESIGN section 6) from a :meth:`Session.snapshot`."""
+    (
+        id_,
+        agent_id,
+        channel,
+        state,
+        vendor,
+        interaction_id,
+        queue,
+        customer,
+        subject,
+        label,
+        profile,
+        offered_at,
+        accepted_at,
+        ended_at,
+        closed_at,
+        outcome,
+        transferred_from,
+        transferred_to,
+        focused,
+        flagged,
+        focused_since,
+        focus_ms_closed,
+        account_state,
+        account_id,
+        notes,
+    ) = snapshot
+    return {
+        "id": id_,
+        "agent_id": agent_id,
+        "channel": channel.value,
+        "state": state.value,
+        "vendor": vendor,
+        "interaction_id": interaction_id,
+        "queue": queue,
+        "customer": customer_dict(customer) if customer else None,
+        "subject": subject,
+        "label": label,
+        "profile": profile,
+        "account": {"state": account_state.value, "id": account_id},
+        "offered_at": iso(offered_at),
+        "accepted_at": iso(accepted_at),
+        "ended_at": iso(ended_at),
+        "closed_at": iso(closed_at),
+        "handle_ms": ms_between(accepted_at, ended_at),
+        "wrap_ms": ms_between(ended_at, closed_at),
+        "focus_ms": _focus_ms(focus_ms_closed, focused_since, now if closed_at is None else closed_at),
+        "outcome": outcome.value if outcome else None,
+        "notes": [note.as_dict() for note in notes],
+        "transferred_from": transferred_from,
+        "transferred_to": transferred_to,
+        "focused": focused,
+        "flagged": flagged,
+    }
+
+
+def _focus_ms(closed_ms: float, since: float | None, now: float) -> int:
+    open_ms = max(0.0, (now - since) * 1000) if since is not None else 0.0
+    return int(round(closed_ms + open_ms))
 
 
 def default_label(channel: Channel, customer: Customer | None, subject: str | None, fallback: str) -> str:

@@ -21,12 +21,12 @@ from typing import Any
 from ..clock import Clock
 from ..config import AgentConfig, CapacityProfile, GatewayConfig, QueueConfig
 from ..errors import Forbidden, InvalidState, NotFound
-from ..events import Channel
+from ..events import Channel, Event
 from ..interactions import Interaction, InteractionKey, VendorCapabilities
-from ..notices import Decision, Notice, SessionChanged, ToAgent, ToVendor, VendorAction
-from ..persistence import StateDict
+from ..notices import Decision, Notice, Routed, SessionChanged, ToAgent, ToVendor, VendorAction
+from ..persistence import StateDict, decision_to_state
 from ..router import EligibilityIndex, WaitingLists
-from ..sessions import Session, SessionState
+from ..sessions import Session, SessionSnapshot, SessionState, session_body
 from ..state import StateStore
 
 
@@ -134,12 +134,13 @@ class EngineState:
     idle_seq: int = 0
     checkpoint_at: float | None = None
     alive_due: bool = False
-    outbox: list[Notice] = field(default_factory=list)
+    #: notices for the edges, some still to be built (see :class:`Later`, :func:`expand`)
+    outbox: list[Notice | Later] = field(default_factory=list)
     # what changed since the last take_changes(), for the journal
     dirty_sessions: dict[str, Session] = field(default_factory=dict)
     dirty_interactions: dict[InteractionKey, Interaction] = field(default_factory=dict)
     dirty_agents: set[str] = field(default_factory=set)
-    new_events: list[StateDict] = field(default_factory=list)
+    new_events: list[StateDict | EventRecord] = field(default_factory=list)
     #: agents whose presence or load changed (for adapters that mirror it to their CMS)
     touched: set[str] = field(default_factory=set)
     #: reloads applied (journaled, so it survives restarts) and when the last one was
@@ -239,13 +240,104 @@ def forgotten(st: EngineState, at: float) -> None:
         st.dedup_forgotten_until = at
 
 
+class Later:
+    """Notices in the outbox whose bodies are built when the outbox is read (:func:`expand`,
+    by ``drain``), from data fixed when they were made: the decision does not pay for
+    formatting what it says (session objects, event bodies), the delivery does."""
+
+    __slots__ = ()
+
+    def notices(self) -> list[Notice]:
+        raise NotImplementedError
+
+
+class SessionNotices(Later):
+    """A session transition: :class:`SessionChanged` and the agent's desktop message, both
+    with the session object as it was at the transition (from its snapshot)."""
+
+    __slots__ = ("transition", "agent_id", "message", "extra", "snapshot", "now")
+
+    def __init__(
+        self, transition: str, agent_id: str, message: str, extra: dict[str, Any], snapshot: SessionSnapshot, now: float
+    ) -> None:
+        self.transition = transition
+        self.agent_id = agent_id
+        self.message = message
+        self.extra = extra
+        self.snapshot = snapshot
+        self.now = now
+
+    def notices(self) -> list[Notice]:
+        body = session_body(self.snapshot, self.now)
+        return [
+            SessionChanged(self.transition, body),
+            ToAgent(self.agent_id, {"type": self.message, "session": body, **self.extra}),
+        ]
+
+
+class EventRecord(Later):
+    """An inbound event and its decision: the :class:`Routed` notice and, for a new event id,
+    the journal's row; the event's JSON body is built once, when the first of them is."""
+
+    __slots__ = ("event", "at", "decision", "_body")
+
+    def __init__(self, event: Event, at: float, decision: Decision) -> None:
+        self.event = event
+        self.at = at
+        self.decision = decision
+        self._body: dict[str, Any] | None = None
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = self.event.model_dump(mode="json")
+        return self._body
+
+    def notices(self) -> list[Notice]:
+        event = self.event
+        return [
+            Routed(
+                event.vendor,
+                event.event_id,
+                event.type.value,
+                event.interaction_id,
+                event.channel.value if event.channel else None,
+                self.decision,
+                self.body,
+            )
+        ]
+
+    def row(self) -> StateDict:
+        event = self.event
+        return {
+            "vendor": event.vendor,
+            "event_id": event.event_id,
+            "at": self.at,
+            "type": event.type.value,
+            "interaction_id": event.interaction_id,
+            "event": self.body,
+            "decision": decision_to_state(self.decision),
+        }
+
+
+def expand(outbox: list[Notice | Later]) -> list[Notice]:
+    """The outbox with its :class:`Later` entries built, in order."""
+    if not any(isinstance(item, Later) for item in outbox):
+        return outbox  # type: ignore[return-value]
+    out: list[Notice] = []
+    for item in outbox:
+        if isinstance(item, Later):
+            out.extend(item.notices())
+        else:
+            out.append(item)
+    return out
+
+
 def changed(
     st: EngineState, session: Session, transition: str, now: float, *, message: str = "session.updated", **extra: Any
 ) -> None:
-    body = session.as_dict(now)
     st.dirty_sessions[session.id] = session
-    st.outbox.append(SessionChanged(transition, body))
-    st.outbox.append(ToAgent(session.agent_id, {"type": message, "session": body, **extra}))
+    st.outbox.append(SessionNotices(transition, session.agent_id, message, extra, session.snapshot(), now))
 
 
 def to_agent(st: EngineState, agent_id: str, message_type: str, /, **fields: Any) -> None:

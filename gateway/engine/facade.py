@@ -123,7 +123,10 @@ class Engine:
     @property
     def outbox(self) -> list[Notice]:
         """The notices produced since the last :meth:`drain` (see :mod:`gateway.notices`)."""
-        return self._st.outbox
+        st = self._st
+        built = core.expand(st.outbox)
+        st.outbox = built  # type: ignore[assignment]
+        return built
 
     @property
     def generation(self) -> int:
@@ -151,7 +154,7 @@ class Engine:
     def drain(self) -> list[Notice]:
         """Take every notice produced so far."""
         out, self._st.outbox = self._st.outbox, []
-        return out
+        return core.expand(out)
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (None: no timer pending)."""

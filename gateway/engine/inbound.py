@@ -9,8 +9,8 @@ from typing import Any
 from ..errors import InvalidState, NotFound
 from ..events import Event, EventType
 from ..interactions import Interaction, Phase
-from ..notices import Decision, DecisionKind, Routed
-from ..persistence import decision_from_state, decision_to_state, interaction_from_state
+from ..notices import Decision, DecisionKind
+from ..persistence import decision_from_state, interaction_from_state
 from ..sessions import Account, AccountState, Outcome, Session, SessionState, customer_dict
 from . import core, offers, sessions, timers
 from .core import EngineState, Missing, Recalled
@@ -52,10 +52,9 @@ def handle_event(st: EngineState, event: Event, recalled: Recalled | None = None
     seen = st.dedup.get(event.key)
     if seen is not None and seen[0] <= now - st.dedup_window:
         seen = None  # outside the window (not pruned yet): a new event
-    body = event.model_dump(mode="json")
     if seen is not None:
         decision = Decision(DecisionKind.DUPLICATE, original=seen[1])
-        _routed(st, event, body, decision)
+        st.outbox.append(core.EventRecord(event, now, decision))
         return decision
     if event.type is EventType.OFFER:
         decision = offers.offer(st, event, now)
@@ -70,18 +69,9 @@ def handle_event(st: EngineState, event: Event, recalled: Recalled | None = None
     else:
         decision = _vendor_update(st, event, now)
     st.dedup[event.key] = (now, decision)
-    st.new_events.append(
-        {
-            "vendor": event.vendor,
-            "event_id": event.event_id,
-            "at": now,
-            "type": event.type.value,
-            "interaction_id": event.interaction_id,
-            "event": body,
-            "decision": decision_to_state(decision),
-        }
-    )
-    _routed(st, event, body, decision)
+    record = core.EventRecord(event, now, decision)
+    st.new_events.append(record)
+    st.outbox.append(record)
     return decision
 
 
@@ -101,20 +91,6 @@ def _recall(st: EngineState, recalled: Recalled, now: float) -> None:
         if done_at is not None and float(done_at) > horizon and interaction.key not in st.interactions:
             st.interactions[interaction.key] = interaction
             st.finished_interactions.append((float(done_at), interaction))
-
-
-def _routed(st: EngineState, event: Event, body: dict[str, Any], decision: Decision) -> None:
-    st.outbox.append(
-        Routed(
-            event.vendor,
-            event.event_id,
-            event.type.value,
-            event.interaction_id,
-            event.channel.value if event.channel else None,
-            decision,
-            body,
-        )
-    )
 
 
 def _vendor_end(st: EngineState, event: Event, now: float) -> Decision:

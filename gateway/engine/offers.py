@@ -24,39 +24,46 @@ _ALWAYS_REJECTED = frozenset({Reason.VENDOR_UNSUPPORTED, Reason.UNKNOWN_AGENT})
 
 
 def offer(st: EngineState, event: Event, now: float) -> Decision:
-    assert event.channel is not None  # the event model requires it on offers
-    existing = st.interactions.get(event.interaction_key)
+    # (the event's fields read once: each read of a pydantic model's attribute costs several)
+    channel = event.channel
+    assert channel is not None  # the event model requires it on offers
+    vendor = event.vendor
+    interaction_id = event.interaction_id
+    queue = event.queue
+    key = (vendor, interaction_id)
+    existing = st.interactions.get(key)
     if existing is not None and existing.phase is not Phase.DONE:
         raise ActionError(
-            f"interaction {event.interaction_id!r} of {event.vendor!r} is already open ({existing.phase.value})",
+            f"interaction {interaction_id!r} of {vendor!r} is already open ({existing.phase.value})",
             code="interaction_already_open",
         )
-    if event.queue is not None and event.queue not in st.queues:
-        raise InvalidEvent("queue", f"unknown queue {event.queue!r}")
+    if queue is not None and queue not in st.queues:
+        raise InvalidEvent("queue", f"unknown queue {queue!r}")
+    target_agent = event.agent_id
     interaction = Interaction(
-        vendor=event.vendor,
-        interaction_id=event.interaction_id,
-        channel=event.channel,
+        vendor=vendor,
+        interaction_id=interaction_id,
+        channel=channel,
         offer_event_id=event.event_id,
-        queue=event.queue,
-        target_agent=event.agent_id,
+        queue=queue,
+        target_agent=target_agent,
         priority=event.priority,
         customer=event.customer,
         subject=event.subject,
         created_at=now,
         account_id=core.account_id_of(event.attributes),
     )
-    st.interactions[interaction.key] = interaction
-    caps = st.caps.get(event.vendor)
-    if caps is not None and event.channel not in caps.channels:
+    st.interactions[key] = interaction
+    caps = st.caps.get(vendor)
+    if caps is not None and channel not in caps.channels:
         return decide_reject(st, interaction, Reason.VENDOR_UNSUPPORTED, now)
-    if interaction.target_agent is not None:
-        if interaction.target_agent not in st.agents:
+    if target_agent is not None:
+        if target_agent not in st.agents:
             return decide_reject(st, interaction, Reason.UNKNOWN_AGENT, now)
-        reason = slots.allocate(st, interaction.target_agent, interaction.channel, interaction.vendor, offer_next=True)
+        reason = slots.allocate(st, target_agent, channel, vendor, offer_next=True)
         if reason is not None:
             return decide_reject(st, interaction, reason, now)
-        session = open_offer(st, interaction, interaction.target_agent, now)
+        session = open_offer(st, interaction, target_agent, now)
         return decide_assign(st, interaction, session, late=False)
     return route_to_queue(st, interaction, now, late=False)
 

@@ -50,7 +50,7 @@ def take_changes(st: EngineState) -> Changes:
         sessions=[session_to_state(s, now) for s in st.dirty_sessions.values()],
         interactions=[interaction_to_state(i) for i in st.dirty_interactions.values()],
         agents=[_agent_state(st, a) for a in sorted(st.dirty_agents)],
-        events=st.new_events,
+        events=[row if isinstance(row, dict) else row.row() for row in st.new_events],
         meta=meta,
     )
     st.dirty_sessions = {}
