@@ -1,14 +1,14 @@
-"""The outgoing side of a WebSocket: a bounded outbox and the task that drains it.
+"""The outgoing side of a WebSocket: a bounded outbox and the writer that drains it.
 
 Routing never waits for a socket. The hub and the event bus hand each message to a
 socket's :class:`SocketOutbox` with :meth:`~SocketOutbox.offer`, which only appends to a
-bounded deque. One writer task per socket (:func:`pump`) sends what is queued: everything
-queued by the time it runs, in order, as one write to the connection (one system call for
-the ack of a desktop's action and the session update it caused), bounded by a timeout
-when the connection does not take it. A socket that falls behind, because its outbox is
-full or a send timed out, is closed with code :data:`CLOSE_TOO_SLOW` (4008, "too slow");
-its client reconnects and gets a fresh ``hello``. Nothing it missed is replayed: the
-snapshot in ``hello`` replaces it.
+bounded list. Each socket's writer (:class:`_Writer`: loop callbacks, no task of its own
+while idle) sends what is queued: everything queued by the time it runs, in order, as
+one write to the connection (one system call for the ack of a desktop's action and the
+session update it caused), bounded by a timeout when the connection does not take it. A
+socket that falls behind, because its outbox is full or a send timed out, is closed with
+code :data:`CLOSE_TOO_SLOW` (4008, "too slow"); its client reconnects and gets a fresh
+``hello``. Nothing it missed is replayed: the snapshot in ``hello`` replaces it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import struct
-from collections import deque
 from collections.abc import Awaitable, Callable, MutableSet
 from typing import Any
 
@@ -26,7 +25,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway import fastjson
 
-__all__ = ["CLOSE_REPLACED", "CLOSE_TOO_SLOW", "SocketOutbox", "converse", "dumps", "encode", "pump"]
+__all__ = ["CLOSE_REPLACED", "CLOSE_TOO_SLOW", "SocketOutbox", "converse", "dumps", "encode"]
 
 log = structlog.get_logger("cti_gateway.api.sockets")
 
@@ -58,22 +57,34 @@ def encode(message: Message) -> bytes:
 
 
 class SocketOutbox:
-    """A :class:`gateway.hub.Subscriber`: bounded, never blocks, closes the socket on overflow."""
+    """A :class:`gateway.hub.Subscriber`: bounded, never blocks, closes the socket on overflow.
+
+    Until a socket's writer is attached (:func:`converse`, once the handshake is done) what
+    is offered waits here; afterwards every change wakes the writer with one loop callback
+    per turn (no task and no event per socket: an idle desktop costs only this object and
+    its connection, see docs/performance.md, P4)."""
+
+    __slots__ = ("maxsize", "name", "_items", "overflowed", "closed", "close_with", "_writer")
 
     def __init__(self, maxsize: int, *, name: str = "socket") -> None:
         self.maxsize = max(1, int(maxsize))
         self.name = name
-        self._items: deque[Message] = deque()
-        self._wake = asyncio.Event()
+        #: what waits to be sent, oldest first (None while empty: nothing allocated per idle socket)
+        self._items: list[Message] | None = None
         #: set once: the socket fell behind (then everything offered is discarded)
         self.overflowed = False
         #: set once: no more messages (the socket is closing)
         self.closed = False
         #: set once: close the socket with this code and reason (e.g. replaced by a newer one)
         self.close_with: tuple[int, bytes] | None = None
+        self._writer: _Writer | None = None
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) if self._items is not None else 0
+
+    def _wake(self) -> None:
+        if self._writer is not None:
+            self._writer.wake()
 
     # -- Subscriber protocol (called synchronously by the hub / bus)
 
@@ -85,27 +96,31 @@ class SocketOutbox:
         """
         if self.closed or self.overflowed:
             return True
-        if len(self._items) >= self.maxsize:
+        items = self._items
+        if items is None:
+            self._items = [message]
+        elif len(items) >= self.maxsize:
             return False
-        self._items.append(message)
-        self._wake.set()
+        else:
+            items.append(message)
+        self._wake()
         return True
 
     def overflow(self) -> None:
         """The socket fell behind: drop what is queued and let the writer close it."""
         if not self.overflowed and not self.closed:
-            log.warning("socket_too_slow", socket=self.name, queued=len(self._items))
+            log.warning("socket_too_slow", socket=self.name, queued=len(self))
         self.overflowed = True
-        self._items.clear()
-        self._wake.set()
+        self._items = None
+        self._wake()
 
     # -- the socket's own side
 
     def put_front(self, message: Message) -> None:
         """Queue a message ahead of everything (``hello``), regardless of the bound."""
         if not (self.closed or self.overflowed):
-            self._items.appendleft(message)
-            self._wake.set()
+            self._items = [message, *(self._items or ())]
+            self._wake()
 
     def send(self, message: Message) -> None:
         """Queue a reply of the socket's own (ack, error, pong); overflow if full."""
@@ -114,8 +129,8 @@ class SocketOutbox:
 
     def close(self) -> None:
         self.closed = True
-        self._items.clear()
-        self._wake.set()
+        self._items = None
+        self._wake()
 
     def evict(self, code: int, reason: bytes) -> None:
         """Have the writer close the socket with ``code`` and ``reason`` (nothing more is sent)."""
@@ -123,18 +138,13 @@ class SocketOutbox:
             self.close_with = (code, reason)
         self.close()
 
-    async def take(self) -> list[Message] | None:
-        """Every message queued (at least one, oldest first), or None once the outbox is
+    def take_now(self) -> list[Message] | None:
+        """Every message queued (oldest first; maybe none), or None once the outbox is
         closed or overflowed."""
-        while True:
-            if self.overflowed or self.closed:
-                return None
-            if self._items:
-                items = list(self._items)
-                self._items.clear()
-                return items
-            self._wake.clear()
-            await self._wake.wait()
+        if self.overflowed or self.closed:
+            return None
+        items, self._items = self._items, None
+        return items or []
 
 
 #: Bytes waiting in a connection's send buffer beyond which the writer waits for it to
@@ -164,99 +174,199 @@ _HEAD2 = struct.Struct("!BBH").pack
 _HEAD3 = struct.Struct("!BBQ").pack
 
 
-async def pump(
-    ws: web.WebSocketResponse,
-    outbox: SocketOutbox,
-    request: web.BaseRequest,
-    *,
-    send_timeout: float,
-    close_timeout: float = 2.0,
-) -> None:
-    """Send what ``outbox`` holds until it closes; close the socket as too slow if it overflows
-    or a send takes longer than ``send_timeout``. Never raises (but for cancellation).
+class _Writer:
+    """Sends what one socket's outbox holds, from loop callbacks (no task per socket).
 
-    Each turn sends everything queued: on a connection without compression as one write of
-    all its frames (aiohttp's own writer still sends the control frames: ping, pong, close,
-    each whole); with compression (a browser may ask for it) frame by frame through
-    aiohttp, which keeps the compressor's state.
+    Woken by the outbox, it runs once per loop turn and sends everything queued by then:
+    on a connection without compression as one write of all its frames (aiohttp's own
+    writer still sends the control frames: ping, pong, close, each whole); with compression
+    (a browser may ask for it) frame by frame through aiohttp, which keeps the compressor's
+    state, in a task that lives only while that batch is being sent. When the connection's
+    send buffer holds more than :data:`WRITE_BUFFER_LIMIT`, it looks again every
+    :data:`DRAIN_POLL_S` and sends nothing more until it drained; if that takes longer than
+    ``send_timeout`` the connection is dropped as too slow.
 
-    The writer never ends while the socket stays open: whatever stops it (the peer went
+    The writer never stops while the socket stays open: whatever stops it (the peer went
     away, a message that is not JSON, a bug) also closes or drops the connection, so the
     reader ends too and the socket is unregistered. A socket that is open but no longer
     sends (a "mute" desktop that still counts as connected) cannot happen."""
-    try:
-        while True:
-            messages = await outbox.take()
+
+    __slots__ = (
+        "ws",
+        "outbox",
+        "transport",
+        "send_timeout",
+        "close_timeout",
+        "loop",
+        "_scheduled",
+        "_poll",
+        "_deadline",
+        "task",
+        "done",
+    )
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        outbox: SocketOutbox,
+        transport: asyncio.Transport | None,
+        *,
+        send_timeout: float,
+        close_timeout: float,
+    ) -> None:
+        self.ws = ws
+        self.outbox = outbox
+        self.transport = transport
+        self.send_timeout = send_timeout
+        self.close_timeout = close_timeout
+        self.loop = asyncio.get_running_loop()
+        self._scheduled = False
+        #: while the send buffer is full: the next look at it, and when to give up
+        self._poll: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        #: a send through aiohttp (compressed) or the closing handshake, while one runs
+        self.task: asyncio.Task[None] | None = None
+        #: stopped: nothing more is sent (the socket is closed or being closed)
+        self.done = False
+        outbox._writer = self
+        self.wake()
+
+    def wake(self) -> None:
+        """Something changed in the outbox: send it this turn (unless a send is under way:
+        that one looks again when it is through)."""
+        if self._scheduled or self.done or self._poll is not None:
+            return
+        if self.task is not None and not self.task.done():
+            return
+        self._scheduled = True
+        self.loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        if self.done:
+            return
+        try:
+            messages = self.outbox.take_now()
             if messages is None:
-                break
-            broken = await _flush(ws, request, messages, send_timeout)
+                self._finish()
+                return
+            if not messages:
+                return
+            payloads, broken = _encode_all(messages)
             # nothing of a sent batch stays referenced while the socket waits for the next
             # (an idle desktop would otherwise keep its last messages, e.g. a 4 KB hello)
-            messages = None
-            if broken is not None:
-                message, error = broken
-                # skipping it would leave the desktop's picture silently wrong: close (1011),
-                # the client reconnects and gets a fresh hello
-                log.error("socket_message_not_json", socket=outbox.name, type=message.get("type"), exc_info=error)
-                outbox.close()
-                await _close(ws, request, WSCloseCode.INTERNAL_ERROR, b"internal error", close_timeout)
+            del messages
+            transport = self.transport
+            if self.ws.compress or transport is None:
+                self.task = self.loop.create_task(self._send_frames(payloads, broken))
                 return
-    except TimeoutError:
-        log.warning("socket_send_timeout", socket=outbox.name, timeout_s=send_timeout)
-        outbox.overflow()
+            if payloads:
+                if self.ws.closed or transport.is_closing():
+                    raise ConnectionResetError("the connection is closing")
+                transport.write(text_frames(payloads))
+            if broken is not None:
+                self._broken(*broken)
+            elif transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+                # the peer does not read as fast as we write: wait (bounded) until it took enough
+                self._deadline = self.loop.time() + self.send_timeout
+                self._poll = self.loop.call_later(DRAIN_POLL_S, self._drained)
+        except Exception as exc:  # the peer went away while we were sending, or a bug: drop it
+            self._drop(exc)
+
+    def _drained(self) -> None:
+        self._poll = None
+        if self.done:
+            return
+        transport = self.transport
+        assert transport is not None
+        if transport.is_closing():
+            self._drop(ConnectionResetError("the connection closed"))
+        elif transport.get_write_buffer_size() <= WRITE_BUFFER_LIMIT:
+            self._run()  # what was queued meanwhile (or the outbox closed meanwhile)
+        elif self.loop.time() >= self._deadline:
+            self._timed_out()
+        else:
+            self._poll = self.loop.call_later(DRAIN_POLL_S, self._drained)
+
+    async def _send_frames(self, payloads: list[bytes], broken: tuple[Message, Exception] | None) -> None:
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                for payload in payloads:
+                    await self.ws.send_frame(payload, WSMsgType.TEXT)
+        except TimeoutError:
+            self._timed_out()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._drop(exc)
+            return
+        if broken is not None:
+            self._broken(*broken)
+            return
+        self.task = None
+        self.wake()
+
+    # -- how it stops
+
+    def _finish(self) -> None:
+        """The outbox closed or overflowed: close the socket as it says."""
+        self.done = True
+        outbox = self.outbox
+        if outbox.overflowed and not self.ws.closed:
+            self._closing(CLOSE_TOO_SLOW, b"too slow")
+        elif outbox.close_with is not None and not self.ws.closed:
+            self._closing(*outbox.close_with)
+
+    def _broken(self, message: Message, error: Exception) -> None:
+        # skipping it would leave the desktop's picture silently wrong: close (1011), the
+        # client reconnects and gets a fresh hello
+        log.error("socket_message_not_json", socket=self.outbox.name, type=message.get("type"), exc_info=error)
+        self.done = True
+        self.outbox.close()
+        self._closing(WSCloseCode.INTERNAL_ERROR, b"internal error")
+
+    def _timed_out(self) -> None:
+        log.warning("socket_send_timeout", socket=self.outbox.name, timeout_s=self.send_timeout)
+        self.done = True
+        self.outbox.overflow()
         # a cancelled send may have left half a frame on the wire: no close frame after it
-        _abort(request)
-        return
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # the peer went away while we were sending, or a bug: drop it
-        log.debug("socket_send_failed", socket=outbox.name, error=repr(exc))
-        outbox.close()
-        _abort(request)
-        return
-    if outbox.overflowed and not ws.closed:
-        await close_too_slow(ws, request, timeout=close_timeout)
-    elif outbox.close_with is not None and not ws.closed:
-        await _close(ws, request, *outbox.close_with, close_timeout)
+        _abort(self.transport)
+
+    def _drop(self, exc: Exception) -> None:
+        log.debug("socket_send_failed", socket=self.outbox.name, error=repr(exc))
+        self.done = True
+        self.outbox.close()
+        _abort(self.transport)
+
+    def _closing(self, code: int, reason: bytes) -> None:
+        self.task = self.loop.create_task(_close(self.ws, self.transport, code, reason, self.close_timeout))
+
+    async def stop(self) -> None:
+        """The socket is going away (the outbox is closed): finish what the outbox says
+        (e.g. the close code of an eviction) and let a closing handshake end, briefly."""
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+        if not self.done and (self.task is None or self.task.done()):
+            self._run()
+        task = self.task
+        if task is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, self.close_timeout + 1.0)
+        self.done = True
 
 
-async def _flush(
-    ws: web.WebSocketResponse, request: web.BaseRequest, messages: list[Message], send_timeout: float
-) -> tuple[Message, Exception] | None:
-    """Encode and send ``messages`` in order; stops at the first that is not JSON and
-    returns it with its error (after sending those before it)."""
+def _encode_all(messages: list[Message]) -> tuple[list[bytes], tuple[Message, Exception] | None]:
+    """The payloads of ``messages`` in order, up to the first that is not JSON (returned
+    with its error: those before it are still sent)."""
     payloads: list[bytes] = []
-    broken: tuple[Message, Exception] | None = None
     for message in messages:
         try:
             payloads.append(encode(message))
         except (TypeError, ValueError) as exc:
-            broken = (message, exc)
-            break
-    if payloads:
-        await _send(ws, request, payloads, send_timeout)
-    return broken
-
-
-async def _send(ws: web.WebSocketResponse, request: web.BaseRequest, payloads: list[bytes], timeout: float) -> None:
-    """Send ``payloads`` as text frames, in order; TimeoutError when the connection does not
-    take them within ``timeout``; ConnectionError when it is gone or closing."""
-    transport = request.transport
-    if ws.compress or transport is None:
-        async with asyncio.timeout(timeout):
-            for payload in payloads:
-                await ws.send_frame(payload, WSMsgType.TEXT)
-        return
-    if ws.closed or transport.is_closing():
-        raise ConnectionResetError("the connection is closing")
-    transport.write(text_frames(payloads))
-    if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
-        # the peer does not read as fast as we write: wait (bounded) until it took enough
-        async with asyncio.timeout(timeout):
-            while transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
-                if transport.is_closing():
-                    raise ConnectionResetError("the connection closed")
-                await asyncio.sleep(DRAIN_POLL_S)
+            return payloads, (message, exc)
+    return payloads, None
 
 
 async def converse(
@@ -269,20 +379,17 @@ async def converse(
     send_timeout: float,
     close_timeout: float,
 ) -> None:
-    """Run one prepared-to-be WebSocket: handshake, a writer task draining ``outbox``, and a
+    """Run one prepared-to-be WebSocket: handshake, a writer draining ``outbox``, and a
     reader answering each text frame with ``on_text(text)`` (through the same outbox, so
     replies keep their order with pushed messages), until either side closes or the client
     falls behind. Always tidies up: the outbox closes, the writer ends, the socket closes."""
-    writer: asyncio.Task[None] | None = None
+    writer: _Writer | None = None
     try:
         await ws.prepare(request)
         open_sockets.add(ws)
-        writer = asyncio.create_task(
-            pump(ws, outbox, request, send_timeout=send_timeout, close_timeout=close_timeout),
-            name=f"ws-writer-{outbox.name}",
-        )
+        writer = _Writer(ws, outbox, request.transport, send_timeout=send_timeout, close_timeout=close_timeout)
         async for msg in ws:
-            if writer.done():  # the writer stopped (and closed the socket): stop reading
+            if writer.done:  # the writer stopped (and closed the socket): stop reading
                 break
             if msg.type is WSMsgType.TEXT:
                 try:
@@ -313,31 +420,26 @@ async def converse(
         outbox.close()
         if writer is not None:
             # the writer may be closing a too-slow socket: let it finish, briefly
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(writer, close_timeout + 1.0)
+            await writer.stop()
         with contextlib.suppress(BaseException):
             await ws.close()
         open_sockets.discard(ws)
 
 
-async def close_too_slow(ws: web.WebSocketResponse, request: web.BaseRequest, *, timeout: float = 2.0) -> None:
-    """Close with 4008 "too slow"; if the closing handshake does not finish in time, drop the connection."""
-    await _close(ws, request, CLOSE_TOO_SLOW, b"too slow", timeout)
-
-
-async def _close(ws: web.WebSocketResponse, request: web.BaseRequest, code: int, reason: bytes, timeout: float) -> None:
+async def _close(
+    ws: web.WebSocketResponse, transport: asyncio.Transport | None, code: int, reason: bytes, timeout: float
+) -> None:
     """Close with ``code``; if the closing handshake does not finish in time, drop the connection."""
     try:
         await asyncio.wait_for(ws.close(code=code, message=reason), timeout)
     except asyncio.CancelledError:
-        _abort(request)
+        _abort(transport)
         raise
     except Exception:
-        _abort(request)
+        _abort(transport)
 
 
-def _abort(request: web.BaseRequest) -> None:
-    transport = request.transport
+def _abort(transport: asyncio.Transport | None) -> None:
     if transport is not None:
         with contextlib.suppress(Exception):
             transport.abort()

@@ -249,6 +249,28 @@ async def test_an_idle_socket_keeps_nothing_of_what_it_sent(gw: Gateway) -> None
     await ws.close()
 
 
+async def test_an_idle_desktop_socket_runs_no_task_of_its_own(gw: Gateway) -> None:
+    """Memory per connected desktop (P4): an open, idle desktop socket keeps only aiohttp's
+    own tasks (the connection's and its request handler's); its writer is woken by the
+    outbox, it does not wait in a task (a task, its coroutine frames, an event and its
+    waiters per socket were ~3 KB of each desktop's cost). Messages still go out in order."""
+    sockets = []
+    before = len(asyncio.all_tasks())
+    for agent_id in ("a1", "a2", "a3", "a1", "a2", "a3"):
+        ws = await gw.ws(agent_id)
+        assert (await receive_json(ws))["type"] == "hello"
+        sockets.append(ws)
+    await asyncio.sleep(0.05)  # anything started by the connects has settled
+    added = len(asyncio.all_tasks()) - before
+    assert added <= 2 * len(sockets), f"{added} tasks for {len(sockets)} idle sockets"
+    for n in range(3):
+        gw.runtime.hub.send("a2", {"type": "chat.message", "n": n})
+    for ws in (sockets[1], sockets[4]):
+        assert [(await receive_json(ws))["n"] for _ in range(3)] == [0, 1, 2]
+    for ws in sockets:
+        await ws.close()
+
+
 async def test_a_desktop_that_stops_reading_is_cut_off_after_the_send_timeout(gw: Gateway) -> None:
     """A connection whose peer reads nothing fills up; once the writer has waited
     ``ws_send_timeout_s`` for it to drain, the connection is dropped and the socket
