@@ -274,10 +274,31 @@ class Gateway:
             return {row[0] for row in db.execute("SELECT event_id FROM events WHERE vendor = ?", (VENDOR,))}
 
 
+class BareServer:
+    """The bare aiohttp server (:mod:`gateway.bench.baseline`) on a free loopback port, on
+    the gateway's event loop: the floor of P4 (what aiohttp keeps per open WebSocket)."""
+
+    def __init__(self, name: str, workdir: Path, loop: str = "uvloop") -> None:
+        self.workdir = workdir / name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = Proc(name, [*_module("gateway.bench.baseline"), str(self.port), "--loop", loop], self.workdir)
+        wait_http(self.url + "/healthz", self.proc)
+
+    def rss(self) -> int:
+        return rss_bytes(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
 class Desktops:
     """The desktops process: connects every agent, prints ``ready N`` once they are."""
 
-    def __init__(self, name: str, gateway: Gateway, mode: str, agents: list[str], timeout: float = 600.0) -> None:
+    def __init__(
+        self, name: str, gateway: Gateway | BareServer, mode: str, agents: list[str], timeout: float = 600.0
+    ) -> None:
         self.out = gateway.workdir / f"{name}.json"
         spec = {
             "url": gateway.url,
@@ -607,7 +628,29 @@ class Bench:
         self.results["P3"] = {"sizes": sizes}
 
     def p4(self, workdir: Path) -> None:
-        gw = Gateway("gateway-p4", workdir, self.o.p4_desktops, self.o.store, self.o.loop)
+        """``--repeat`` runs, each the gateway and then (interleaved, same desktops) the bare
+        aiohttp WebSocket server: what aiohttp itself keeps per open socket, the floor."""
+        runs = []
+        for r in range(self.o.repeat):
+            run = self._p4_run(workdir, r)
+            runs.append(run)
+            self.log(f"P4 run {r + 1}: {run}")
+        n = self.o.p4_desktops
+        self.results["P4"] = {
+            "desktops": n,
+            "connected": min(x["connected"] for x in runs),
+            "rss_before": statistics.median(x["rss_before"] for x in runs),
+            "rss_connected": statistics.median(x["rss_connected"] for x in runs),
+            "per_desktop": statistics.median((x["rss_connected"] - x["rss_before"]) / n for x in runs),
+            "bare_before": statistics.median(x["bare_before"] for x in runs),
+            "bare_connected": statistics.median(x["bare_connected"] for x in runs),
+            "bare_per_socket": statistics.median((x["bare_connected"] - x["bare_before"]) / n for x in runs),
+            "errors": {k: v for x in runs for k, v in x["errors"].items()},
+            "runs": runs,
+        }
+
+    def _p4_run(self, workdir: Path, r: int) -> dict[str, Any]:
+        gw = Gateway(f"gateway-p4-{r}", workdir, self.o.p4_desktops, self.o.store, self.o.loop)
         desktops: Desktops | None = None
         try:
             time.sleep(0.5)
@@ -619,12 +662,26 @@ class Bench:
             if desktops is not None:
                 desk = desktops.stop()
             gw.stop()
-        self.results["P4"] = {
-            "desktops": self.o.p4_desktops,
+        bare = BareServer(f"bare-p4-{r}", workdir, self.o.loop)
+        bare_desktops: Desktops | None = None
+        try:
+            time.sleep(0.5)
+            bare_before = bare.rss()
+            bare_desktops = Desktops("desktops-p4-bare", bare, "idle", gw.agent_ids)
+            time.sleep(1.0)
+            bare_after = bare.rss()
+        finally:
+            if bare_desktops is not None:
+                bare_desk = bare_desktops.stop()
+            bare.stop()
+        return {
             "connected": desk["connected"],
             "rss_before": before,
             "rss_connected": after,
-            "errors": desk["errors"],
+            "bare_connected_sockets": bare_desk["connected"],
+            "bare_before": bare_before,
+            "bare_connected": bare_after,
+            "errors": {**desk["errors"], **{f"bare {k}": v for k, v in bare_desk["errors"].items()}},
         }
 
     # ------------------------------------------------------------------ all
@@ -729,7 +786,11 @@ def rows(results: dict[str, Any], o: BenchOptions) -> list[tuple[str, str, str, 
             (
                 f"P4 RSS, {p4['desktops']:,} desktops",
                 _mb(p4["rss_connected"]),
-                f"{_mb(p4['rss_before'])} before any socket; {p4['connected']:,} connected"
+                f"{_mb(p4['rss_before'])} before any socket, {p4['per_desktop'] / 1024:.1f} KB per desktop; "
+                f"{p4['connected']:,} connected; per run "
+                + ", ".join(_mb(x["rss_connected"]) for x in p4["runs"])
+                + f"; bare aiohttp WebSocket server: {p4['bare_per_socket'] / 1024:.1f} KB per socket "
+                f"({_mb(p4['bare_before'])} before, {_mb(p4['bare_connected'])} with as many)"
                 + (f"; errors {p4['errors']}" if p4["errors"] else ""),
                 TARGETS["P4"],
             )
