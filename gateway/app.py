@@ -141,7 +141,10 @@ def _cluster_runtime(
         replica=replica,
         config_hash=config_hash(config, caps),
         settings=ClusterSettings(
-            answer_timeout_s=config.store.answer_timeout_s, claim_idle_s=config.store.claim_idle_s
+            answer_timeout_s=config.store.answer_timeout_s,
+            claim_idle_s=config.store.claim_idle_s,
+            snapshot_every=config.store.snapshot_every,
+            snapshot_every_s=config.store.snapshot_every_s,
         ),
     )
 

@@ -230,6 +230,11 @@ class StoreConfig(_Strict):
     claim_idle_s: float = Field(default=10.0, ge=0.5, le=3_600)
     #: redis: longest a request waits for its change to be in the shared log and applied (then 503)
     answer_timeout_s: float = Field(default=5.0, ge=0.1, le=60)
+    #: redis: a snapshot of the state is written to Redis once this many log entries were
+    #: applied after the newest one (0: never by count), and the log is trimmed behind it
+    snapshot_every: int = Field(default=10_000, ge=0, le=10_000_000)
+    #: redis: ... or once the newest snapshot is this old and the log moved on (0: never by age)
+    snapshot_every_s: float = Field(default=300.0, ge=0, le=86_400)
 
     @field_validator("url")
     @classmethod

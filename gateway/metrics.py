@@ -94,6 +94,21 @@ class Metrics:
             "Time between the newest entry of the shared log and the last one this instance applied",
             registry=self.registry,
         )
+        self.log_entries = Gauge(
+            "cti_gateway_log_entries",
+            "Entries in the shared log now (its length: the entries after the newest snapshot and those still needed)",
+            registry=self.registry,
+        )
+        self.log_trimmed = Counter(
+            "cti_gateway_log_trimmed_entries_total",
+            "Entries of the shared log this instance trimmed away (behind the newest snapshot)",
+            registry=self.registry,
+        )
+        self.snapshots_written = Counter(
+            "cti_gateway_snapshots_written_total",
+            "Snapshots of the state this instance wrote to the shared store",
+            registry=self.registry,
+        )
         self.config_generation = Gauge(
             "cti_gateway_config_generation",
             "Configuration reloads applied (0: the file as read at the first start; kept across restarts)",

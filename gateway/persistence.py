@@ -84,10 +84,14 @@ class Journal(Protocol):
         """Flush what is pending, then close."""
         ...
 
-    async def commit(self, changes: Changes) -> None:
+    async def commit(self, changes: Changes, *, position: int | None = None) -> None:
         """Return only once ``changes`` (and everything committed before) is durable.
 
         Later rows for the same key replace earlier ones (upsert by the unique keys).
+        ``position``: where the changes stand in a shared, ordered log (several instances,
+        :mod:`gateway.cluster`: an integer growing with the log). A store that orders rows
+        by it (PostgreSQL) never replaces a row with one of an older position; the embedded
+        stores (SQLite, memory) take it and ignore it: their one writer commits in order.
         """
         ...
 

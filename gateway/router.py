@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
+from typing import Any
 
 from sortedcontainers import SortedList
 
@@ -164,6 +165,28 @@ class EligibilityIndex:
         current = self._current.get((queue, channel), {})
         return [key[-1] for key in sorted(current.values())]  # type: ignore[misc]
 
+    def dump(self) -> list[list[Any]]:
+        """Each agent's current key in each list (JSON-able: ``[queue, channel, key]``; the
+        stale keys left in the heaps are not state: they are skipped). :meth:`load` puts
+        them back on an empty index of the same queues."""
+        return [
+            [queue, channel.value, list(key)]
+            for (queue, channel), current in self._current.items()
+            for key in current.values()
+        ]
+
+    def load(self, entries: list[list[Any]]) -> None:
+        if any(self._current.values()):
+            raise ValueError("load() needs an empty index")
+        for queue, channel_name, key in entries:
+            slot = (queue, Channel(channel_name))
+            entry = tuple(key)
+            self._current[slot][str(entry[-1])] = entry
+        for slot, current in self._current.items():
+            heap = self._heaps[slot]
+            heap[:] = current.values()  # the same objects: the heap's keys are current
+            heapify(heap)
+
 
 def agent_line(agent_id: str) -> str:
     """The waiting line of the interactions that wait for one agent (a targeted offer of a
@@ -261,3 +284,20 @@ class WaitingLists:
 
     def waiters(self) -> list[Waiter]:
         return sorted(self._by_key.values(), key=lambda w: w.order)
+
+    def dump(self) -> dict[str, Any]:
+        """The waiters in the order they were added and the last arrival number (JSON-able;
+        :meth:`load` puts them back on empty lists)."""
+        return {
+            "seq": self._seq,
+            "waiters": [
+                [w.key[0], w.key[1], w.queue, w.channel.value, w.priority, w.seq] for w in self._by_key.values()
+            ],
+        }
+
+    def load(self, body: dict[str, Any]) -> None:
+        if self._by_key:
+            raise ValueError("load() needs empty waiting lists")
+        for vendor, interaction_id, queue, channel, priority, seq in body["waiters"]:
+            self.add((vendor, interaction_id), queue, Channel(channel), int(priority), int(seq))
+        self._seq = int(body["seq"])

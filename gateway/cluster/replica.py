@@ -127,6 +127,26 @@ class Replica:
             self.last, self.last_id = entry, entry_id
         return applied
 
+    def dump(self) -> dict[str, Any]:
+        """Where this replica is (the last entry applied, the log clock) and its engine's
+        whole state (:meth:`Engine.dump_state`): a replica that :meth:`load` s it applies
+        the entries after that position exactly as this one does."""
+        engine = self.engine
+        assert engine is not None, "bind an engine first"
+        return {"position": self.last_id, "clock": self.clock.last, "engine": engine.dump_state()}
+
+    def load(self, body: dict[str, Any]) -> None:
+        """Take a :meth:`dump` (on a fresh engine of the same configuration; the engine's
+        :class:`~gateway.engine.DumpRefused` if it does not fit)."""
+        engine = self.engine
+        assert engine is not None, "bind an engine first"
+        position = str(body["position"])
+        entry = parse_entry_id(position)
+        engine.load_state(body["engine"])
+        self.last, self.last_id = entry, position
+        self.clock.last = float(body["clock"])
+        self.clock.entry_time = None
+
     def skip(self, entry_id: str) -> None:
         """An entry that is not the engine's (e.g. a config entry): only its position counts."""
         self.last, self.last_id = parse_entry_id(entry_id), entry_id

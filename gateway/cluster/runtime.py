@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import inspect
 import itertools
 import json
 import math
@@ -50,24 +49,40 @@ from .. import commands
 from ..clock import Clock
 from ..commands import Command, CommandError
 from ..config import GatewayConfig
-from ..engine import Engine
+from ..engine import DumpRefused, Engine
 from ..errors import GatewayError
 from ..interactions import VendorCapabilities
 from ..metrics import Metrics
 from ..notices import Notice, ToVendor
 from ..oplog import log_notice
-from ..persistence import Changes, Journal, Snapshot, session_to_state
+from ..persistence import Changes, Journal, Snapshot
 from ..runtime import NotReady, Runtime, Unstorable, _state_key
+from . import snapshot
 from .log import Entry, RedisLog, StoreUnavailable
 from .replica import Replica, parse_entry_id
 
-__all__ = ["ClusterRuntime", "ClusterSettings", "ConfigMismatch", "config_hash"]
+__all__ = ["ClusterRuntime", "ClusterSettings", "ConfigMismatch", "SnapshotUnusable", "config_hash"]
 
 log = structlog.get_logger("cti_gateway.cluster")
 
 
 class ConfigMismatch(GatewayError):
     code = "config_mismatch"
+
+
+class SnapshotUnusable(GatewayError):
+    """The log is trimmed and its snapshot cannot be loaded here: replaying what is left
+    would give another state than the other instances hold, so the instance does not start."""
+
+    code = "snapshot_unusable"
+
+
+class LogGap(Exception):
+    """Entries this instance has not applied were trimmed away (it fell behind the trim)."""
+
+    def __init__(self, mark: str) -> None:
+        super().__init__(mark)
+        self.mark = mark
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +100,33 @@ class ClusterSettings:
     #: how often the records store is pinged while it answers / while it does not
     records_check_s: float = 2.0
     records_retry_s: float = 0.5
+    #: a snapshot is written once this many entries were applied after the newest one
+    #: (0: never by count) ...
+    snapshot_every: int = 10_000
+    #: ... or once the newest is this old and the log moved on (0: never by age)
+    snapshot_every_s: float = 300.0
+    #: how often an instance reports its position, looks at the snapshot and trims
+    snapshot_check_s: float = 1.0
+    #: an instance that has not reported its position for this long no longer holds back
+    #: the trim (it is gone; if it comes back behind the trim it reloads the snapshot)
+    position_stale_s: float = 60.0
+    #: longest one instance holds the snapshot writer's turn (it died while writing)
+    snapshot_turn_s: float = 30.0
 
 
 def config_hash(config: GatewayConfig, caps: dict[str, VendorCapabilities]) -> str:
     """What every instance on one log must agree on: what the engine is built from
-    (profiles, queues, agents, the desktop grace period, the vendors' capabilities), not
+    (profiles, queues, agents, the desktop grace period, retention, the vendors'
+    capabilities), not
     each instance's own listening address."""
     body = {
         "capacity_profiles": {k: v.model_dump(mode="json") for k, v in sorted(config.capacity_profiles.items())},
         "queues": [q.model_dump(mode="json") for q in config.queues],
         "agents": [a.model_dump(mode="json") for a in config.agents],
         "desktop_grace_s": config.server.desktop_grace_s,
+        # the de-duplication window and the cache sizes decide answers too (a resend late
+        # or after many others): instances on one log must agree on them
+        "retention": config.retention.model_dump(mode="json"),
         "vendors": {name: asdict(c) for name, c in sorted(caps.items())},
     }
     text = json.dumps(body, sort_keys=True, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o))
@@ -121,18 +152,9 @@ class ClusterRuntime(Runtime):
         instance: str | None = None,
     ) -> None:
         super().__init__(engine, journal, clock=clock, metrics=metrics)
-        # the engine knows the whole log (it replays it from the start): an event id is
-        # missing from its memory only once evicted by count, which it tracks itself; so
-        # it starts as restored from nothing, not as one that knows nothing of the journal
-        engine.restore(Snapshot())
-        engine.drain()
-        engine.take_changes()
-        engine.take_touched_agents()
         self.shared = shared
         self.replica = replica
-        #: the records store orders rows by log position (PostgreSQL): commit(..., position=)
-        self._positioned = "position" in inspect.signature(journal.commit).parameters
-        self.replica.engine = engine
+        self._fresh_engine(engine)
         self.settings = settings or ClusterSettings()
         self.instance = instance or _instance_name()
         self.config_hash = config_hash
@@ -156,6 +178,7 @@ class ClusterRuntime(Runtime):
         #: the records store's last ping answered (its last write: ``journal.healthy``)
         self._records_answer = True
         self._records_wake = asyncio.Event()
+        self._stopped = asyncio.Event()
         #: entries applied by this instance / side effects performed (tests, metrics)
         self.applied_entries = 0
         self.effects_done = 0
@@ -164,6 +187,30 @@ class ClusterRuntime(Runtime):
         self._silent: dict[str, int] = {}
         self._stop_liveness = asyncio.Event()
         self._side_tasks: set[asyncio.Task[None]] = set()
+        #: the newest snapshot this instance knows of ("0-0": none), and the entries it
+        #: applied since it learnt of it
+        self._snapshot_seen = "0-0"
+        self._since_snapshot = 0
+        #: the snapshot this instance started from (None: it replayed the whole log)
+        self.started_from: str | None = None
+        self.snapshots_written = 0
+        self.resyncs = 0
+
+    def _fresh_engine(self, engine: Engine) -> None:
+        """Bind ``engine`` (fresh) to the replica at the start of the log."""
+        # the engine knows the whole log (it replays it from the start, or from a snapshot
+        # of an engine that did): an event id is missing from its memory only once evicted
+        # by count, which it tracks itself; so it starts as restored from nothing, not as
+        # one that knows nothing of the journal
+        engine.restore(Snapshot())
+        engine.drain()
+        engine.take_changes()
+        engine.take_touched_agents()
+        self.engine = engine
+        self.replica.engine = engine
+        self.replica.last, self.replica.last_id = (0, 0), "0-0"
+        self.replica.clock.last = 0.0
+        self.replica.clock.entry_time = None
 
     # ------------------------------------------------------------------ requests
 
@@ -254,6 +301,7 @@ class ClusterRuntime(Runtime):
                 future.set_exception(GatewayError(f"the change was not understood: {exc}", code="invalid_request"))
             return
         self.applied_entries += 1
+        self._since_snapshot += 1
         if command.name in ("adapter_state", "config"):
             self.replica.skip(entry_id)
             if command.name == "adapter_state":
@@ -307,11 +355,7 @@ class ClusterRuntime(Runtime):
     def _config_entry(self, value: str, *, live: bool) -> None:
         self.log_config = value
         if value != self.config_hash:
-            message = (
-                f"the shared log runs another configuration (sha256 {value[:12]}, "
-                f"this instance {self.config_hash[:12]}): "
-                "every instance on one store must run the same agents, profiles, queues and vendors"
-            )
+            message = self._mismatch_message(value)
             if live and self._mismatch is None:
                 log.error("config_mismatch", log_config=value, own_config=self.config_hash)
             self._mismatch = message
@@ -319,24 +363,37 @@ class ClusterRuntime(Runtime):
             self._mismatch = None
 
     async def _catch_up(self) -> None:
-        """Apply every entry there is now (no blocking read)."""
+        """Apply every entry there is now (no blocking read); :class:`LogGap` if entries
+        this instance has not applied were trimmed away."""
         while True:
-            entries = await self.shared.read(self.replica.last_id, self.settings.batch, block=False)
-            if not entries:
+            if not await self._read_and_apply(live=False):
                 return
-            for entry in entries:
-                await self._apply_entry(entry, live=False)
+
+    async def _read_and_apply(self, *, live: bool) -> bool:
+        """Apply the next batch of entries; whether there was one."""
+        mark, entries = await self.shared.read_checked(self.replica.last_id, self.settings.batch)
+        if mark is not None and parse_entry_id(mark) > self.replica.last:
+            raise LogGap(mark)
+        for entry in entries:
+            await self._apply_entry(entry, live=live)
+        if entries:
             self._applied.set()
+        return bool(entries)
 
     async def _apply_loop(self) -> None:
         attempt = 0
         while not self._closing:
             try:
-                entries = await self.shared.read(self.replica.last_id, self.settings.batch, block=True)
+                if not await self._read_and_apply(live=True):
+                    await self.shared.wait_for_entries(self.replica.last_id)
+                    continue
             except StoreUnavailable:
                 self.metrics.store_up.set(0)
                 attempt += 1
                 await asyncio.sleep(min(0.05 * attempt, 1.0))
+                continue
+            except LogGap as gap:
+                await self._resync(gap)
                 continue
             except Exception:  # never stop applying: a surprise is logged, then retried
                 log.exception("log_read_failed")
@@ -344,12 +401,33 @@ class ClusterRuntime(Runtime):
                 continue
             attempt = 0
             self.metrics.store_up.set(1)
-            for entry in entries:
-                await self._apply_entry(entry, live=True)
-            if entries:
-                self._applied.set()
-                self._new_entries.set()
-                self._wake.set()
+            self._new_entries.set()
+            self._wake.set()
+
+    async def _resync(self, gap: LogGap) -> None:
+        """This instance fell behind the trim (it was cut off longer than
+        ``position_stale_s``): it stops taking requests, starts again from the newest
+        snapshot and the entries after it, and takes requests again."""
+        log.error("log_gap", instance=self.instance, applied=self.replica.last_id, trimmed_before=gap.mark)
+        self._caught_up = False
+        attempt = 0
+        while not self._closing:
+            try:
+                await self._start_from_snapshot(required_before=gap.mark)
+                await self._catch_up()
+                break
+            except (StoreUnavailable, LogGap, SnapshotUnusable, ConfigMismatch) as exc:
+                attempt += 1
+                if attempt == 1 or attempt % 20 == 0:
+                    log.warning("resync_failed", error=str(exc) or type(exc).__name__, attempts=attempt)
+                await asyncio.sleep(min(0.2 * attempt, 2.0))
+        self.resyncs += 1
+        self._caught_up = True
+        log.info("resynced", instance=self.instance, last_entry=self.replica.last_id)
+        # what adapters mirror of the agents and what desktops show may have changed
+        self._agents_changed(set(self.engine.agent_ids()))
+        self._new_entries.set()
+        self._wake.set()
 
     async def _applied_through(self, entry_id: str) -> None:
         target = parse_entry_id(entry_id)
@@ -423,7 +501,6 @@ class ClusterRuntime(Runtime):
         """The side effects of the entries ``ids`` (claimed by this instance): their record
         changes in one commit, then their vendor deliveries. A failed commit raises (the
         entries stay pending and are claimed again)."""
-        changes = Changes()
         positioned: list[tuple[tuple[int, int], Changes]] = []
         deliveries: list[ToVendor] = []
         for entry_id in sorted(ids, key=parse_entry_id):
@@ -438,28 +515,18 @@ class ClusterRuntime(Runtime):
                 if isinstance(notice, ToVendor):
                     deliveries.append(notice)
             if found[1]:
-                changes.extend(found[1])
                 positioned.append((parse_entry_id(entry_id), found[1]))
-        if self._positioned and positioned:
+        if positioned:
             # each entry's changes at its log position: the records store keeps, per row,
-            # the latest entry's, whichever instance writes last (one group commit)
+            # the latest entry's, whichever instance writes last (one group commit; a
+            # store without an order of its own, SQLite or memory, takes them in order)
             async with asyncio.timeout(self.settings.answer_timeout_s * 2):
                 await asyncio.gather(
                     *(
-                        self.journal.commit(found, position=entry[0] * 1_000_000 + entry[1])  # type: ignore[call-arg]
+                        self.journal.commit(found, position=entry[0] * 1_000_000 + entry[1])
                         for entry, found in positioned
                     )
                 )
-        elif changes:
-            # what is current here, not what the entry saw: an entry claimed late (after its
-            # instance died) must not write back an older state over a newer one
-            now = self.engine.clock.now()
-            changes.sessions = [
-                session_to_state(self.engine.sessions[row["id"]], now) if row["id"] in self.engine.sessions else row
-                for row in {row["id"]: row for row in changes.sessions}.values()
-            ]
-            async with asyncio.timeout(self.settings.answer_timeout_s * 2):
-                await self.journal.commit(changes)
         for notice in deliveries:
             adapter = self.adapters.get(notice.vendor)
             if adapter is None:
@@ -572,9 +639,23 @@ class ClusterRuntime(Runtime):
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Apply the whole log, agree on the configuration, then take requests."""
+        """Load the newest snapshot (if any), apply the log after it, agree on the
+        configuration, then take requests."""
         await self.shared.ensure_group()
-        await self._catch_up()
+        for attempt in range(5):
+            await self._start_from_snapshot()
+            # from here the trim keeps every entry this instance has still to apply
+            await self.shared.report_position(self.instance, self.replica.last_id)
+            try:
+                await self._catch_up()
+                break
+            except LogGap as gap:
+                # a newer snapshot was written and the log trimmed behind it meanwhile
+                if attempt == 4:
+                    raise SnapshotUnusable(
+                        f"{self.shared.where.describe()}: the shared log is trimmed before {gap.mark} "
+                        "faster than this instance can start from its snapshot; retry"
+                    ) from None
         if self._mismatch is not None:
             raise ConfigMismatch(f"{self.shared.where.describe()}: {self._mismatch}")
         if self.log_config is None:
@@ -591,15 +672,175 @@ class ClusterRuntime(Runtime):
             asyncio.create_task(self._timer_loop(), name="log-timers"),
             asyncio.create_task(self._records_loop(), name="records-health"),
             asyncio.create_task(self._liveness_loop(), name="instance-liveness"),
+            asyncio.create_task(self._snapshot_loop(), name="log-snapshots"),
         ]
         log.info(
             "joined",
             instance=self.instance,
             store=self.shared.where.describe(),
+            snapshot=self.started_from,
             applied=self.applied_entries,
             last_entry=self.replica.last_id,
             open_sessions=sum(1 for s in self.engine.sessions.values() if s.occupying),
         )
+
+    # ------------------------------------------------------------------ snapshots and trimming
+
+    def _mismatch_message(self, value: str) -> str:
+        return (
+            f"the shared log runs another configuration (sha256 {value[:12]}, "
+            f"this instance {self.config_hash[:12]}): "
+            "every instance on one store must run the same agents, profiles, queues and vendors"
+        )
+
+    async def _start_from_snapshot(self, *, required_before: str | None = None) -> None:
+        """Start from the newest snapshot: a fresh engine loads it and the replica stands at
+        its position. Without a usable one the replica starts at the beginning of the log,
+        which is right only if the log was never trimmed: else :class:`SnapshotUnusable`
+        (a snapshot of another configuration: :class:`ConfigMismatch`)."""
+        self._fresh_engine(self.engine.blank())
+        self._effects.clear()
+        self._oldest_effects = (0, 0)
+        self._adapter_state.clear()
+        self.log_config = None
+        self._mismatch = None
+        self.started_from = None
+        found = await self.shared.read_snapshot()
+        reason = "there is none"
+        if found is not None:
+            meta, stored = found
+            if meta["config"] != self.config_hash:
+                self._mismatch = self._mismatch_message(meta["config"])
+                raise ConfigMismatch(f"{self.shared.where.describe()}: {self._mismatch}")
+            if meta["format"] != str(snapshot.FORMAT):
+                reason = f"snapshot format {meta['format']}, this gateway reads {snapshot.FORMAT}"
+            else:
+                try:
+                    body = await asyncio.to_thread(snapshot.decode, stored)
+                    self._load(body)
+                except (snapshot.SnapshotError, DumpRefused, KeyError, ValueError, TypeError) as exc:
+                    reason = str(exc) or type(exc).__name__
+                    self._fresh_engine(self.engine.blank())
+                    self._effects.clear()
+                    self._adapter_state.clear()
+                    self.log_config = None
+                else:
+                    self.started_from = meta["position"]
+                    self._snapshot_seen = meta["position"]
+                    self._since_snapshot = 0
+                    log.info("snapshot_loaded", position=meta["position"], bytes=len(stored))
+                    return
+            log.error("snapshot_refused", position=meta["position"], reason=reason)
+        mark = required_before or await self.shared.trim_mark()
+        if mark is not None:
+            raise SnapshotUnusable(
+                f"{self.shared.where.describe()}: the shared log is trimmed (entries before {mark} are gone) "
+                f"and its snapshot cannot be used here ({reason}): start the version and configuration "
+                "the other instances run, or start a new log (another store.prefix)"
+            )
+
+    def _load(self, body: dict[str, Any]) -> None:
+        """Take a snapshot's body (see :mod:`.snapshot`) on the fresh engine."""
+        if body.get("format") != snapshot.FORMAT:
+            raise snapshot.SnapshotError(f"snapshot format {body.get('format')!r}")
+        self.replica.load(body)
+        self.log_config = str(body["config"])
+        self._adapter_state.update(body["adapter_state"])
+        for entry_id, (notices, changes) in body["effects"].items():
+            self._effects[entry_id] = (
+                [snapshot.notice_from_json(n) for n in notices],
+                snapshot.changes_from_json(changes),
+            )
+        known = body["effects_known_from"]
+        self._oldest_effects = (int(known[0]), int(known[1]))
+
+    async def _snapshot_loop(self) -> None:
+        """Report this instance's position, write a snapshot when one is due (one instance
+        at a time), trim the log behind the newest one."""
+        settings = self.settings
+        while not self._closing:
+            try:
+                await self.shared.report_position(self.instance, self.replica.last_id)
+                meta = await self.shared.snapshot_meta()
+                position = meta["position"] if meta is not None else "0-0"
+                if parse_entry_id(position) > parse_entry_id(self._snapshot_seen):
+                    self._snapshot_seen, self._since_snapshot = position, 0
+                if self._snapshot_due(meta):
+                    await self.write_snapshot()
+                removed, _mark = await self.shared.trim(int(settings.position_stale_s * 1000))
+                if removed:
+                    self.metrics.log_trimmed.inc(removed)
+            except StoreUnavailable:
+                pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("snapshot_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), settings.snapshot_check_s)
+
+    def _snapshot_due(self, meta: dict[str, str] | None) -> bool:
+        settings = self.settings
+        if not self.ready or self.replica.last <= parse_entry_id(self._snapshot_seen):
+            return False
+        if settings.snapshot_every > 0 and self._since_snapshot >= settings.snapshot_every:
+            return True
+        if settings.snapshot_every_s <= 0:
+            return False
+        written = float(meta["written"]) / 1000.0 if meta is not None else 0.0
+        return self.replica.clock.now() - written >= settings.snapshot_every_s
+
+    async def write_snapshot(self) -> bool:
+        """Write a snapshot of this instance at its position (unless another instance is
+        writing one, or a newer one is there): whether it was written."""
+        if not await self.shared.take_snapshot_turn(self.instance, int(self.settings.snapshot_turn_s * 1000)):
+            return False
+        try:
+            delivered = parse_entry_id(await self.shared.undelivered_after())
+            pending = set(await self.shared.pending_ids(self.settings.effects_kept))
+            # between two entries (no await from here to the encoding): the state of the
+            # entry applied last, with the side effects still owed for the entries up to it
+            body = self.replica.dump()
+            position = parse_entry_id(body["position"])
+            body.update(
+                format=snapshot.FORMAT,
+                config=self.log_config or self.config_hash,
+                adapter_state=dict(self._adapter_state),
+                effects={
+                    entry_id: [[snapshot.notice_to_json(n) for n in notices], snapshot.changes_to_json(changes)]
+                    for entry_id, (notices, changes) in self._effects.items()
+                    if parse_entry_id(entry_id) <= position
+                    and (entry_id in pending or parse_entry_id(entry_id) > delivered)
+                },
+                effects_known_from=list(self._oldest_effects),
+            )
+            text = snapshot.encode(body)
+            log.info("snapshot_writing", position=body["position"], bytes=len(text))
+            started = time.monotonic()
+            stored = await asyncio.to_thread(snapshot.compress, text)
+            written = await self.shared.write_snapshot(
+                body["position"],
+                snapshot.FORMAT,
+                str(body["config"]),
+                int(self.replica.clock.last * 1000),
+                stored,
+            )
+            if not written:
+                return False
+            self.snapshots_written += 1
+            self.metrics.snapshots_written.inc()
+            self._snapshot_seen, self._since_snapshot = body["position"], 0
+            log.info(
+                "snapshot_written",
+                position=body["position"],
+                bytes=len(stored),
+                effects=len(body["effects"]),
+                ms=round((time.monotonic() - started) * 1000),
+            )
+            return True
+        finally:
+            with contextlib.suppress(GatewayError, OSError, TimeoutError):
+                await self.shared.end_snapshot_turn(self.instance)
 
     async def stop(self) -> None:
         await self.stop_intake()
@@ -608,6 +849,7 @@ class ClusterRuntime(Runtime):
         # connection stuck): told to, woken, the apply loop after its current read
         self._closing = True
         self._stop_liveness.set()
+        self._stopped.set()
         self._records_wake.set()
         self._new_entries.set()
         self._wake.set()
@@ -625,11 +867,15 @@ class ClusterRuntime(Runtime):
         # the time to live (they were closed with the server)
         with contextlib.suppress(StoreUnavailable):
             await self.shared.forget(self.instance)
+        # a stopped instance no longer holds back the trim
+        with contextlib.suppress(GatewayError, OSError, TimeoutError):
+            await self.shared.forget_position(self.instance)
         await self.shared.close()
 
     async def refresh_metrics(self) -> None:
         try:
             last = await self.shared.last_id()
+            self.metrics.log_entries.set(await self.shared.length())
             behind = []
             if last != self.replica.last_id:
                 behind = await self.shared.read(self.replica.last_id, 10_000, block=False)

@@ -23,15 +23,20 @@ one shared :class:`~.core.EngineState`:
 * :mod:`.agents`: presence, desktops, live reconfiguration, retiring agents;
 * :mod:`.timers`: arming, firing and pruning;
 * :mod:`.restore`: the journal's changes and the rebuild from a snapshot;
+* :mod:`.dump`: the whole state as JSON and back (the shared log's snapshots);
 * :mod:`.slots`: capacity reservations and the eligibility index.
 """
 
 from .core import Missing, Recalled
+from .dump import FORMAT as STATE_FORMAT
+from .dump import DumpRefused
 from .facade import FOCUS_CHECKPOINT_S, Engine
 from .inbound import MAX_TRANSCRIPT
 from .sessions import MAX_NOTE_CHARS, MAX_NOTES_PER_SESSION
 
 __all__ = [
+    "STATE_FORMAT",
+    "DumpRefused",
     "FOCUS_CHECKPOINT_S",
     "MAX_NOTE_CHARS",
     "MAX_NOTES_PER_SESSION",

@@ -23,7 +23,7 @@ from ..persistence import Changes, Snapshot, StateDict, session_from_state
 from ..router import EligibilityIndex
 from ..sessions import Session, SessionState
 from ..state import MemoryStateStore, StateStore
-from . import agents, core, focus, inbound, restore, sessions, slots, timers, transfers
+from . import agents, core, dump, focus, inbound, restore, sessions, slots, timers, transfers
 from .core import AgentEntry, EngineState, Missing, Recalled
 
 #: How often, while some session's focus time is counting, the journal learns that the
@@ -313,6 +313,15 @@ class Engine:
         """Rebuild state from a journal snapshot, on a fresh engine, before any other call
         (see :func:`.restore.restore`)."""
         restore.restore(self._st, snapshot)
+
+    def dump_state(self) -> dict[str, Any]:
+        """The whole state as JSON-able data, between calls (see :mod:`.dump`)."""
+        return dump.dump(self._st)
+
+    def load_state(self, body: dict[str, Any]) -> None:
+        """Take a :meth:`dump_state` of an engine of the same configuration, on a fresh
+        engine: it then decides exactly as that one (:class:`.dump.DumpRefused` if not)."""
+        dump.load(self._st, body)
 
     # ------------------------------------------------------------------ reads
 

@@ -39,7 +39,8 @@ class MemoryJournal(JournalLifecycle):
         if not self._open:
             raise JournalUnavailable("journal memory:// is not open")
 
-    async def commit(self, changes: Changes) -> None:
+    async def commit(self, changes: Changes, *, position: int | None = None) -> None:
+        """Keep ``changes`` (``position``: taken and ignored, one writer commits in order)."""
         self._check_open()
         rows = prepare(changes)
         self._rows.add(rows)

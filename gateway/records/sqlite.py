@@ -402,8 +402,11 @@ class SqliteJournal(GroupCommitted):
 
     # ------------------------------------------------------------------ writes
 
-    async def commit(self, changes: Changes) -> None:
+    async def commit(self, changes: Changes, *, position: int | None = None) -> None:
         """Return once ``changes`` and every earlier commit are committed (see the module doc).
+
+        ``position`` (a shared log's order, see :class:`gateway.persistence.Journal`) is
+        taken and ignored: one writer commits in order.
 
         Raises :class:`JournalUnavailable` (``not_ready``) when the journal is not open, the
         queue is full, the wait times out, or the transaction failed. Raises ``ValueError``

@@ -57,6 +57,10 @@ class StateStore(ABC):
         """Whether the store is reachable."""
         return True
 
+    def put(self, agent_id: str, state: AgentState) -> None:
+        """Store ``state`` as it is, version included (loading an engine's state dump)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot load a state dump")
+
     # --- operations built on compare_and_set (a shared store may do each in one step) ---
 
     def reserve(self, agent_id: str, profile: CapacityProfile, channel: Channel) -> tuple[Reason | None, AgentState]:

@@ -24,3 +24,7 @@ class MemoryStateStore(StateStore):
 
     def agent_ids(self) -> Iterable[str]:
         return tuple(self._agents)
+
+    def put(self, agent_id: str, state: AgentState) -> None:
+        """Store ``state`` as it is, version included (loading a state dump)."""
+        self._agents[agent_id] = state

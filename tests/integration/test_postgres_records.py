@@ -398,8 +398,8 @@ class Both:
         await self.sqlite.close()
         await self.postgres.close()
 
-    async def commit(self, changes: Changes) -> None:
-        await asyncio.gather(self.sqlite.commit(changes), self.postgres.commit(changes))
+    async def commit(self, changes: Changes, *, position: int | None = None) -> None:
+        await asyncio.gather(self.sqlite.commit(changes), self.postgres.commit(changes, position=position))
 
     async def load(self, *, since: float, recent: int | None = None) -> Snapshot:
         return await self.sqlite.load(since=since, recent=recent)

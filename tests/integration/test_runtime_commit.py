@@ -30,7 +30,7 @@ class StuckJournal(MemoryJournal):
         self.commit_wait_bound_s = bound  # type: ignore[assignment]
         self.stuck = False
 
-    async def commit(self, changes: Changes) -> None:
+    async def commit(self, changes: Changes, *, position: int | None = None) -> None:
         if self.stuck:
             await asyncio.Event().wait()
         await super().commit(changes)
@@ -63,7 +63,7 @@ async def test_a_journal_that_bounds_its_own_wait_gets_no_runtime_timer(monkeypa
     class SlowJournal(MemoryJournal):
         commit_wait_bound_s = 0.0
 
-        async def commit(self, changes: Changes) -> None:
+        async def commit(self, changes: Changes, *, position: int | None = None) -> None:
             await asyncio.sleep(0.2)
             await super().commit(changes)
 

@@ -1,0 +1,293 @@
+"""Snapshots and trimming of the shared log, in process, on a real redis-server.
+
+* An instance writes snapshots as the log grows and the log is trimmed behind them; a new
+  instance starts from the newest snapshot (not from the first entry, which is gone) and
+  holds exactly the state of the instance that applied everything: same dump, a resend is
+  a ``duplicate`` with the first answer, the next offers are decided alike.
+* The trim never removes an entry pending in the consumer group: an instance that claimed
+  entries and died leaves them pending; a snapshot past them is written and the log
+  trimmed; an instance that starts from that snapshot (it never applied those entries)
+  takes them over and writes their records (the snapshot carries their side effects).
+* A snapshot of another configuration is refused as a configuration mismatch; one of
+  another format is refused with a clear log line and the instance replays the log if it
+  was never trimmed, and refuses to start if it was (it would start from a state the
+  others do not hold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from gateway import commands
+from gateway.cluster.log import RedisLog
+from gateway.cluster.replica import Replica
+from gateway.cluster.runtime import ClusterRuntime, ClusterSettings, ConfigMismatch, SnapshotUnusable, config_hash
+from gateway.config import GatewayConfig
+from gateway.engine import Engine
+from gateway.events import Channel, Event, EventType
+from gateway.metrics import Metrics
+from gateway.notices import Decision, DecisionKind
+from gateway.records import MemoryJournal
+from gateway.store_url import parse_redis_url
+from tests.peers.redis import RedisServer
+from tests.unit.conftest import make_config
+
+CONFIG = make_config(
+    profiles={"std": {"max_sessions": 3, "channels": {"voice": 1, "chat": 2}, "wrap_up_s": {"chat": 0.2}}},
+    queues=[{"name": "support"}, {"name": "line", "on_full": "wait", "max_wait_s": 600}],
+    agents=[{"id": a, "name": a.upper(), "profile": "std", "queues": ["support", "line"]} for a in ("a1", "a2", "a3")],
+)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture
+async def records() -> AsyncIterator[MemoryJournal]:
+    journal = MemoryJournal()  # one records store shared by the instances (PostgreSQL's place)
+    await journal.open()
+    yield journal
+    await journal.close()
+
+
+def make_runtime(
+    url: str, records: MemoryJournal, name: str, config: GatewayConfig = CONFIG, **settings: Any
+) -> ClusterRuntime:
+    replica = Replica()
+    options: dict[str, Any] = {"claim_idle_s": 0.5, "claim_every_s": 0.1, "snapshot_check_s": 0.1}
+    options.update(settings)
+    return ClusterRuntime(
+        Engine(config, **replica.engine_options()),
+        records,
+        clock=replica.clock,
+        metrics=Metrics(),
+        shared=RedisLog(parse_redis_url(url), block_ms=200),
+        replica=replica,
+        config_hash=config_hash(config, {}),
+        settings=ClusterSettings(**options),
+        instance=name,
+    )
+
+
+def offer(n: int, *, queue: str = "support", channel: Channel = Channel.CHAT) -> Event:
+    return Event(
+        vendor="crm",
+        event_id=f"e{n}",
+        type=EventType.OFFER,
+        interaction_id=f"i{n}",
+        channel=channel,
+        queue=queue,
+        occurred_at=datetime.now(timezone.utc),
+    )
+
+
+def entry(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
+
+
+async def raw(url: str) -> aioredis.Redis:
+    return aioredis.from_url(url, decode_responses=True)
+
+
+async def traffic(runtime: ClusterRuntime, start: int, count: int) -> dict[str, Decision]:
+    """Offers, accepts and ends (sessions come and go, some wait in the line)."""
+    answers: dict[str, Decision] = {}
+    for n in range(start, start + count):
+        decision = await runtime.act(commands.event(offer(n, queue="line" if n % 3 else "support")))
+        answers[f"e{n}"] = decision
+        if decision.kind is DecisionKind.ASSIGNED and n % 2:
+            assert decision.session_id is not None and decision.agent_id is not None
+            await runtime.act(commands.accept(decision.session_id, decision.agent_id))
+            await runtime.act(commands.end(decision.session_id, decision.agent_id))
+    return answers
+
+
+async def settled(*runtimes: ClusterRuntime) -> None:
+    """Every instance applied the whole log."""
+    async with asyncio.timeout(15):
+        while True:
+            last = await runtimes[0].shared.last_id()
+            if all(r.replica.last_id == last for r in runtimes):
+                return
+            await asyncio.sleep(0.02)
+
+
+def state(runtime: ClusterRuntime) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(json.dumps(runtime.replica.dump()))
+    return loaded
+
+
+@pytest.mark.asyncio
+async def test_a_new_instance_starts_from_the_snapshot_behind_which_the_log_was_trimmed(
+    redis_server: RedisServer, records: MemoryJournal
+) -> None:
+    a = make_runtime(redis_server.url, records, "a", snapshot_every=40)
+    await a.start()
+    assert a.started_from is None
+    first_entry = (await a.shared.read(a.replica.last_id and "0-0", 1, block=False))[0][0]
+    for agent in ("a1", "a2", "a3"):
+        await a.act(commands.presence(agent, "ready", None, None))
+    answers = await traffic(a, 0, 120)
+    assert {d.kind for d in answers.values()} >= {DecisionKind.ASSIGNED, DecisionKind.QUEUED}
+    client = await raw(redis_server.url)
+    try:
+        # snapshots were written and the log trimmed behind them
+        async with asyncio.timeout(15):
+            while not (a.snapshots_written and await client.get("cti:log:trimmed")):
+                await asyncio.sleep(0.05)
+        entries = await client.xrange("cti:log", "-", "+")
+        assert entries[0][0] != first_entry, "the first entries were trimmed"
+        assert len(entries) < 120, len(entries)
+        # a new instance starts from the newest snapshot and holds the same state
+        b = make_runtime(redis_server.url, records, "b", snapshot_every=40)
+        await b.start()
+        assert b.started_from is not None
+        await settled(a, b)
+        assert state(b)["engine"] == state(a)["engine"]
+        # resends through the new instance: duplicates with the first answers
+        for n in (0, 1, 2, 60, 119):
+            again = await b.act(commands.event(offer(n, queue="line" if n % 3 else "support")))
+            assert again.kind is DecisionKind.DUPLICATE, again
+            assert again.original == answers[f"e{n}"]
+        # and the next offers are decided alike on both (one log)
+        more = await traffic(b, 500, 10)
+        await settled(a, b)
+        assert state(b)["engine"] == state(a)["engine"]
+        assert all(d.kind is not DecisionKind.DUPLICATE for d in more.values())
+        await b.stop()
+    finally:
+        await client.aclose()
+        await a.stop()
+
+
+@pytest.mark.asyncio
+async def test_entries_pending_in_the_group_are_kept_and_finished_from_the_snapshot(
+    redis_server: RedisServer, records: MemoryJournal
+) -> None:
+    a = make_runtime(redis_server.url, records, "a", snapshot_every=0, snapshot_every_s=0)
+    b = make_runtime(redis_server.url, records, "b", snapshot_every=0, snapshot_every_s=0)
+    await a.start()
+    await b.start()
+    # a alone performs side effects, and it dies before doing those it claimed
+    for runtime in (a, b):
+        task = runtime._tasks[1]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    for agent in ("a1", "a2", "a3"):
+        await a.act(commands.presence(agent, "ready", None, None))
+    decisions = [await a.act(commands.event(offer(n))) for n in range(6)]
+    sessions = {d.session_id for d in decisions if d.session_id}
+    assert len(sessions) == 6
+    claimed = await a.shared.claim_new("a", 100)
+    assert len(claimed) >= 9
+    a._closing = True
+    a._stopped.set()
+    a._stop_liveness.set()
+    a._wake.set()
+    await asyncio.gather(*a._tasks, return_exceptions=True)
+    await a.shared.close()
+    # more traffic, then a snapshot past the pending entries, and a trim
+    for n in range(6, 30):
+        await b.act(commands.event(offer(n, queue="line")))
+    await settled(b)
+    assert await b.write_snapshot()
+    _removed, mark = await b.shared.trim(60_000)
+    client = await raw(redis_server.url)
+    try:
+        remaining = {entry_id for entry_id, _ in await client.xrange("cti:log", "-", "+")}
+        # nothing pending was trimmed (a's claimed entries, and what a had applied when it
+        # last reported its position, are kept)
+        assert set(claimed) <= remaining
+        assert mark is not None and entry(mark) <= min(entry(i) for i in claimed)
+    finally:
+        await client.aclose()
+    await b.stop()
+    # an instance that starts from the snapshot never applied a's entries: the snapshot
+    # carries their side effects, and it finishes them
+    c = make_runtime(redis_server.url, records, "c", snapshot_every=0, snapshot_every_s=0)
+    await c.start()
+    assert c.started_from is not None
+    async with asyncio.timeout(15):
+        while await c.shared.pending():
+            await asyncio.sleep(0.05)
+    stored = {r["id"] for r in await records.records(start=None, end=None)}
+    assert sessions <= stored
+    events = {e["event_id"] for e in (await records.load(since=0)).events}
+    assert {f"e{n}" for n in range(6)} <= events
+    # nothing is pending now: once a's last report counts as gone (here: at once), the
+    # log is trimmed up to the snapshot
+    c_removed, c_mark = await c.shared.trim(0)
+    assert c_removed > 0
+    assert c_mark is not None and entry(c_mark) > max(entry(i) for i in claimed)
+    await c.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_snapshot_that_does_not_fit_is_refused_and_never_silently_used(
+    redis_server: RedisServer, records: MemoryJournal
+) -> None:
+    a = make_runtime(redis_server.url, records, "a", snapshot_every=0, snapshot_every_s=0)
+    await a.start()
+    # this test trims by itself (a's loop would trim as soon as there is a snapshot)
+    loop = next(t for t in a._tasks if t.get_name() == "log-snapshots")
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loop
+    await a.act(commands.presence("a1", "ready", None, None))
+    await a.act(commands.event(offer(1)))
+    assert await a.write_snapshot()
+    client = await raw(redis_server.url)
+    try:
+        # another configuration: the instance refuses to start, as on a log entry
+        other = make_runtime(
+            redis_server.url, records, "other", make_config(profiles={"std": {"max_sessions": 1}}), snapshot_every=0
+        )
+        with pytest.raises(ConfigMismatch, match="the shared log runs another configuration"):
+            await other.start()
+        await other.shared.close()
+        # another format, the log never trimmed: refused (logged), the whole log replayed
+        await client.hset("cti:snapshot", "format", "999")
+        b = make_runtime(redis_server.url, records, "b", snapshot_every=0, snapshot_every_s=0)
+        await b.start()
+        assert b.started_from is None
+        assert state(b)["engine"] == state(a)["engine"]
+        await b.stop()
+        # the log trimmed behind the snapshot: no safe state to start from, refused with one line
+        await client.hset("cti:snapshot", "format", "1")
+        await a.shared.report_position("a", a.replica.last_id)
+        removed, _ = await a.shared.trim(60_000)
+        assert removed > 0
+        await client.hset("cti:snapshot", "format", "999")
+        c = make_runtime(redis_server.url, records, "c", snapshot_every=0, snapshot_every_s=0)
+        with pytest.raises(SnapshotUnusable) as refused:
+            await c.start()
+        message = refused.value.message
+        assert "the shared log is trimmed" in message and "snapshot format 999, this gateway reads 1" in message
+        assert "\n" not in message
+        await c.shared.close()
+        # a corrupt state (the right format): refused the same way
+        await client.hset("cti:snapshot", mapping={"format": "1", "state": "not zlib"})
+        d = make_runtime(redis_server.url, records, "d", snapshot_every=0, snapshot_every_s=0)
+        with pytest.raises(SnapshotUnusable, match="the snapshot cannot be read"):
+            await d.start()
+        await d.shared.close()
+    finally:
+        await client.aclose()
+        await a.stop()
