@@ -83,7 +83,9 @@ def _unfloat(value: Any) -> float | None:
 
 def _session(session: Session) -> StateDict:
     body = session_to_state(session, 0.0)
-    del body["record"]  # derived (the API object), not state
+    # what the public object is shown as of: the journal's, not state
+    body.pop("as_of", None)
+    body.pop("record", None)
     return body
 
 

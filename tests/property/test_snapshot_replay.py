@@ -4,9 +4,10 @@ Replica A applies a whole random log of commands (what the shared log holds: ven
 of every type, targeted, queued, parallel (``offer_all``) and waiting offers, a vendor that
 cannot take a rejection and one with a voice limit per agent, accepts, declines, ends, blind
 and consult transfers to agents and queues, focus, notes, replies, accounts, manual
-sessions, presence, desktops connecting and leaving, timer ticks after time passed (offer
-timeouts, wrap-ups, queue timeouts, grace periods, focus checkpoints), resends of event ids,
-small caches so that de-duplication ids and finished work are evicted and pruned).
+sessions, presence, desktops connecting and leaving on two instances, an instance gone,
+timer ticks after time passed (offer timeouts, wrap-ups, queue timeouts, grace periods,
+focus checkpoints), resends of event ids, small caches so that de-duplication ids and
+finished work are evicted and pruned).
 Replica B starts from A's :meth:`Replica.dump` taken at a random point (through JSON, as it
 is stored), then applies the rest of the log. After every step:
 
@@ -101,6 +102,8 @@ def replica() -> Replica:
 
 
 agents = st.sampled_from(AGENTS)
+#: the gateway instances desktops are on
+hosts = st.sampled_from(["gw1", "gw2"])
 picks = st.integers(0, 7)
 offers = st.tuples(
     st.just("offer"),
@@ -111,10 +114,13 @@ offers = st.tuples(
     st.integers(-1, 2),
 )
 session_actions = st.tuples(st.just("session"), agents, picks, st.sampled_from(["accept", "accept", "decline", "end"]))
+accepts = st.tuples(st.just("session"), agents, picks, st.just("accept"))
 steps = st.one_of(
     offers,
     offers,
-    session_actions,
+    offers,
+    accepts,
+    accepts,
     session_actions,
     st.tuples(st.just("presence"), agents, st.sampled_from(["ready", "ready", "ready", "not_ready", "offline"])),
     st.tuples(
@@ -131,16 +137,19 @@ steps = st.one_of(
         st.just("work"), agents, picks, st.sampled_from(["focus", "note", "send", "confirm", "reset", "unfocus"])
     ),
     st.tuples(st.just("manual"), agents),
-    st.tuples(st.just("desktop"), agents, st.sampled_from(["connect", "first", "leave"])),
+    st.tuples(st.just("desktop"), agents, st.sampled_from(["connect", "first", "leave"]), hosts),
+    st.tuples(st.just("gone"), hosts),
     st.tuples(st.just("tick")),
 )
-gaps_ms = st.sampled_from([0, 0, 1, 250, 1_500, 4_000, 9_000, 31_000, 70_000])
+gaps_ms = st.sampled_from([0, 0, 0, 1, 100, 250, 250, 1_500, 4_000, 9_000, 31_000, 70_000])
 
 
-def _sessions(replica: Replica, agent: str) -> list[str]:
+def _sessions(replica: Replica) -> list[str]:
+    """The open sessions, vendors' first."""
     engine = replica.engine
     assert engine is not None
-    return sorted(s.id for s in engine.sessions.values() if s.agent_id == agent and s.state is not SessionState.CLOSED)
+    open_sessions = [s for s in engine.sessions.values() if s.state is not SessionState.CLOSED]
+    return [s.id for s in sorted(open_sessions, key=lambda s: (s.vendor is None, s.id))]
 
 
 #: an event id never sent: whether the engine would look it up (ids it evicted by count)
@@ -200,17 +209,26 @@ def command_for(step: tuple[Any, ...], a: Replica, at_ms: int) -> commands.Comma
     if kind == "manual":
         return commands.new_session(step[1], "callback", step[1])
     if kind == "desktop":
-        _, agent, what = step
+        _, agent, what, host = step
         if what == "leave":
-            return commands.desktop_disconnected(agent)
-        return commands.desktop_connected(agent, what == "first")
+            return commands.desktop_disconnected(agent, host)
+        return commands.desktop_connected(agent, what == "first", host)
+    if kind == "gone":
+        return commands.desktops_gone(step[1])
     agent, pick = step[1], step[2]
-    sessions = _sessions(a, agent)
     if kind == "work" and step[3] == "unfocus":
         return commands.focus(agent, None, agent)
+    # on any agent's open session, (mostly) one that takes the action: offered ones are
+    # accepted or declined, active ones ended, transferred, focused, written on
+    engine = a.engine
+    assert engine is not None
+    wanted = SessionState.OFFERED if kind == "session" and step[3] in ("accept", "decline") else SessionState.ACTIVE
+    every = _sessions(a)
+    sessions = [sid for sid in every if engine.sessions[sid].state is wanted] or every
     if not sessions:
         return None
     sid = sessions[pick % len(sessions)]
+    agent = engine.sessions[sid].agent_id
     if kind == "session":
         make = {"accept": commands.accept, "decline": commands.decline, "end": commands.end}[step[3]]
         return make(sid, agent)
@@ -280,7 +298,9 @@ def test_a_replica_loaded_from_a_snapshot_decides_as_one_that_replayed_the_whole
     log: list[tuple[int, tuple[Any, ...]]], cut: float
 ) -> None:
     # every agent starts ready at a desktop (then the history may change that)
-    start = [(0, ("desktop", agent, "first")) for agent in AGENTS] + [(1, ("presence", a, "ready")) for a in AGENTS]
+    start = [(0, ("desktop", agent, "first", "gw1")) for agent in AGENTS] + [
+        (1, ("presence", a, "ready")) for a in AGENTS
+    ]
     log = start + log
     a = replica()
     b: Replica | None = None
