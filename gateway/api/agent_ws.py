@@ -111,6 +111,7 @@ class AgentSocket:
             raise
 
         outbox.put_front({"type": "hello", "agent": snapshot})
+        del snapshot  # sent once and forgotten: an open socket keeps nothing of its hello (P4)
         log.info("desktop_connected", agent_id=agent_id, sockets=hub.connected(agent_id))
         try:
             await converse(

@@ -271,6 +271,19 @@ async def test_an_idle_desktop_socket_runs_no_task_of_its_own(gw: Gateway) -> No
         await ws.close()
 
 
+async def test_an_open_desktop_socket_keeps_nothing_of_its_hello(gw: Gateway) -> None:
+    """The agent's snapshot sent in ``hello`` is not held while the socket stays open
+    (memory per connected desktop, P4: it was kept by the handler for the socket's life)."""
+    ws = await gw.ws("a1")
+    assert (await receive_json(ws))["type"] == "hello"  # (nothing of the client's copy kept)
+    await asyncio.sleep(0.05)
+    gc.collect()
+    bodies = [o for o in gc.get_objects() if isinstance(o, dict) and o.get("id") == "a1" and "desktop_connected" in o]
+    assert bodies == []
+    assert await request_ws(ws, {"type": "ping", "ref": 1}) == {"type": "pong", "ref": 1}
+    await ws.close()
+
+
 async def test_a_desktop_that_stops_reading_is_cut_off_after_the_send_timeout(gw: Gateway) -> None:
     """A connection whose peer reads nothing fills up; once the writer has waited
     ``ws_send_timeout_s`` for it to drain, the connection is dropped and the socket
