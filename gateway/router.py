@@ -79,6 +79,14 @@ class EligibilityIndex:
         self._current: dict[tuple[str, Channel], dict[str, SortKey]] = {
             (queue, channel): {} for queue in policies for channel in INBOUND_CHANNELS
         }
+        # queue -> (channel, current keys, heap) of each of its channels
+        self._slots: dict[str, tuple[tuple[Channel, dict[str, SortKey], list[SortKey]], ...]] = {
+            queue: tuple(
+                (channel, self._current[(queue, channel)], self._heaps[(queue, channel)])
+                for channel in INBOUND_CHANNELS
+            )
+            for queue in policies
+        }
 
     def update(self, view: AgentView) -> None:
         """Refresh one agent's entries after any change of its state."""
@@ -95,7 +103,7 @@ class EligibilityIndex:
         self,
         agent_id: str,
         queues: Iterable[str],
-        room: tuple[Channel, ...],
+        room: Collection[Channel],
         idle_since: tuple[float, int],
         busy_share: float,
         sessions: int,
@@ -104,25 +112,23 @@ class EligibilityIndex:
         idle_key: SortKey | None = None
         busy_key: SortKey | None = None
         for queue in queues:
+            slots = self._slots.get(queue)
+            if slots is None:
+                continue
             if queue in self._least_busy:
                 if busy_key is None:
                     busy_key = (busy_share, sessions, idle_since[0], idle_since[1], agent_id)
                 key = busy_key
-            elif queue in self._policies:
+            else:
                 if idle_key is None:
                     idle_key = (idle_since[0], idle_since[1], agent_id)
                 key = idle_key
-            else:
-                continue
-            for channel in INBOUND_CHANNELS:
-                slot = (queue, channel)
-                current = self._current[slot]
+            for channel, current, heap in slots:
                 old = current.get(agent_id)
                 if channel in room:
                     if old is not None and old == key:
                         continue
                     current[agent_id] = key
-                    heap = self._heaps[slot]
                     heappush(heap, key)
                     if len(heap) > 2 * len(current) + 32:
                         heap[:] = current.values()

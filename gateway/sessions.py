@@ -278,4 +278,8 @@ def default_label(channel: Channel, customer: Customer | None, subject: str | No
     """A tab title: who or what the session is about."""
     who = (customer.name or customer.address) if customer else None
     text = who or subject or fallback
-    return f"{channel.value.capitalize()}: {text}"[:120]
+    return f"{_TITLE[channel]}: {text}"[:120]
+
+
+#: each channel's name as a tab title starts with it
+_TITLE: dict[Channel, str] = {channel: channel.value.capitalize() for channel in Channel}

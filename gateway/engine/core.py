@@ -45,30 +45,48 @@ TimerEntry = tuple[float, int, Timer, Any]
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """A capacity profile's numbers the eligibility index needs, read once (the profile is a
-    pydantic model: each attribute read costs several plain ones)."""
+    """A capacity profile's numbers the hot path needs, read once (the profile is a pydantic
+    model: each attribute read costs several plain ones). See :func:`limits`."""
 
     profile: CapacityProfile
     max_sessions: int
     unit_limit: int
-    #: per inbound channel: (the channel's cap, or max_sessions when it has none; its weight)
-    voice: tuple[int, int]
-    chat: tuple[int, int]
-    email: tuple[int, int]
+    #: per inbound channel: the channel's cap (max_sessions when it has none) and weight
+    voice_cap: int
+    voice_weight: int
+    chat_cap: int
+    chat_weight: int
+    email_cap: int
+    email_weight: int
+    #: per channel: ``profile.weight``, ``profile.start_screen``, ``profile.offer_timeout``
+    weight: dict[Channel, int]
+    start_screen: dict[Channel, str]
+    offer_timeout: dict[Channel, float]
 
     @classmethod
     def of(cls, profile: CapacityProfile) -> Limits:
-        def caps(channel: Channel) -> tuple[int, int]:
-            return profile.channels.get(channel, profile.max_sessions), profile.weight(channel)
-
         return cls(
             profile,
             profile.max_sessions,
             profile.unit_limit,
-            caps(Channel.VOICE),
-            caps(Channel.CHAT),
-            caps(Channel.EMAIL),
+            profile.channels.get(Channel.VOICE, profile.max_sessions),
+            profile.weight(Channel.VOICE),
+            profile.channels.get(Channel.CHAT, profile.max_sessions),
+            profile.weight(Channel.CHAT),
+            profile.channels.get(Channel.EMAIL, profile.max_sessions),
+            profile.weight(Channel.EMAIL),
+            {channel: profile.weight(channel) for channel in Channel},
+            {channel: profile.start_screen(channel) for channel in Channel},
+            {channel: profile.offer_timeout(channel) for channel in Channel},
         )
+
+
+def limits(agent: AgentEntry) -> Limits:
+    """The agent's profile's :class:`Limits` (computed again when the profile changed)."""
+    found = agent.limits
+    if found is None or found.profile is not agent.profile:
+        found = agent.limits = Limits.of(agent.profile)
+    return found
 
 
 @dataclass(slots=True)

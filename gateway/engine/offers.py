@@ -190,7 +190,7 @@ def open_offer(
 ) -> Session:
     """Create an offered session on an agent whose slot is already reserved."""
     agent = st.agents[agent_id]
-    profile = agent.profile
+    lim = core.limits(agent)
     channel = interaction.channel
     session = Session(
         id=st.new_id(),
@@ -203,10 +203,10 @@ def open_offer(
         customer=interaction.customer,
         subject=interaction.subject,
         label=default_label(channel, interaction.customer, interaction.subject, interaction.interaction_id),
-        profile=profile.start_screen(channel),
-        units=profile.weight(channel),
+        profile=lim.start_screen[channel],
+        units=lim.weight[channel],
         transferred_from=transferred_from,
-        deadline=now + profile.offer_timeout(channel),
+        deadline=now + lim.offer_timeout[channel],
     )
     if interaction.account_id is not None:
         session.account = Account(AccountState.IDENTIFIED, interaction.account_id)

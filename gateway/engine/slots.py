@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..capacity import Presence, Reason, check
 from ..events import Channel
 from ..sessions import Session
-from .core import AgentEntry, EngineState, Limits
+from .core import AgentEntry, EngineState, limits
 
 
 def refresh(st: EngineState, agent_id: str) -> None:
@@ -14,30 +14,18 @@ def refresh(st: EngineState, agent_id: str) -> None:
     agent = st.agents[agent_id]
     state = st.store.get(agent_id)
     load = state.load
-    limits = agent.limits
-    if limits is None or limits.profile is not agent.profile:
-        limits = agent.limits = Limits.of(agent.profile)
-    room: tuple[Channel, ...] = ()
-    if state.presence is Presence.READY and load.sessions < limits.max_sessions:
+    lim = limits(agent)
+    room: list[Channel] = []
+    if state.presence is Presence.READY and load.sessions < lim.max_sessions:
         # check() for each inbound channel of a ready agent (rules 1-3), without the lookups
-        free_units = limits.unit_limit - load.units
-        room = tuple(
-            channel
-            for channel, count, cap, weight in (
-                (Channel.VOICE, load.voice, *limits.voice),
-                (Channel.CHAT, load.chat, *limits.chat),
-                (Channel.EMAIL, load.email, *limits.email),
-            )
-            if count < cap and weight <= free_units
-        )
-    st.index.put(
-        agent_id,
-        agent.queues,
-        room,
-        agent.idle_since,
-        load.units / limits.unit_limit,
-        load.sessions,
-    )
+        free_units = lim.unit_limit - load.units
+        if load.voice < lim.voice_cap and lim.voice_weight <= free_units:
+            room.append(Channel.VOICE)
+        if load.chat < lim.chat_cap and lim.chat_weight <= free_units:
+            room.append(Channel.CHAT)
+        if load.email < lim.email_cap and lim.email_weight <= free_units:
+            room.append(Channel.EMAIL)
+    st.index.put(agent_id, agent.queues, room, agent.idle_since, load.units / lim.unit_limit, load.sessions)
 
 
 def allocate(
