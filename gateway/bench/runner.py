@@ -617,11 +617,12 @@ class Bench:
                     "us": statistics.median(x["us_median"] for x in runs),
                     # (what take_changes() + drain() add per decision: not part of the figure)
                     "us_changes": statistics.median(x.get("us_changes_median", 0.0) for x in runs),
+                    "us_cpu": statistics.median(x.get("us_cpu_median", 0.0) for x in runs),
                     "runs": runs,
                 }
             )
             self.log(
-                f"P3 {size}: {sizes[-1]['us']:.1f} us"
+                f"P3 {size}: {sizes[-1]['us']:.1f} us (CPU {sizes[-1]['us_cpu']:.1f} us)"
                 f" (then take_changes + drain {sizes[-1]['us_changes']:.1f} us per decision);"
                 " per run " + ", ".join(f"{x['us_median']:.1f}" for x in runs)
             )
@@ -772,6 +773,12 @@ def rows(results: dict[str, Any], o: BenchOptions) -> list[tuple[str, str, str, 
                 "P3 routing decision",
                 f"{large['us']:.1f} us at {large['agents']:,}",
                 f"{small['us']:.1f} us at {small['agents']:,}; ratio {large['us'] / small['us']:.2f}"
+                + (
+                    f"; CPU time {large['us_cpu']:.1f} us at {large['agents']:,}, {small['us_cpu']:.1f} us at"
+                    f" {small['agents']:,}"
+                    if large.get("us_cpu")
+                    else ""
+                )
                 + (
                     f"; then take_changes + drain {large['us_changes']:.1f} us per decision"
                     if large.get("us_changes")
