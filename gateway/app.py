@@ -128,7 +128,7 @@ def _cluster_runtime(
     """The replicated runtime (``store: redis://``): the engine applies the shared log."""
     from .cluster.log import RedisLog
     from .cluster.replica import Replica
-    from .cluster.runtime import ClusterRuntime, ClusterSettings, config_hash
+    from .cluster.runtime import ClusterRuntime, ClusterSettings
 
     replica = Replica()
     engine = Engine(config, vendor_capabilities=caps, **replica.engine_options())
@@ -139,7 +139,8 @@ def _cluster_runtime(
         metrics=Metrics(),
         shared=RedisLog(where, prefix=config.store.prefix),
         replica=replica,
-        config_hash=config_hash(config, caps),
+        config=config,
+        caps=caps,
         settings=ClusterSettings(
             answer_timeout_s=config.store.answer_timeout_s,
             claim_idle_s=config.store.claim_idle_s,

@@ -12,7 +12,9 @@ dicts for desktop and REST actions). The runtimes take commands, never engine ca
 
 Arguments are JSON values, except two typed ones that encode to JSON: ``event`` (a
 normalized :class:`~gateway.events.Event`, encoded with its JSON model dump) and
-``reconfigure``'s configuration (the embedded runtime's live reload; not replicated).
+``reconfigure``'s configuration (the embedded runtime's live reload; not replicated: the
+replicated runtime appends a ``reload`` entry carrying the configuration as JSON and turns
+it into a ``reconfigure`` of its own engine at the entry's position).
 Applying a command reads no clock but the engine's and makes no id but the engine's, so
 two engines fed the same commands at the same times end identical.
 """
@@ -48,6 +50,7 @@ __all__ = [
     "note",
     "presence",
     "reconfigure",
+    "reload",
     "reset_account",
     "send",
     "tick",
@@ -188,9 +191,21 @@ def adapter_state(key: str, value: Any) -> Command:
     return Command("adapter_state", {"key": key, "value": value})
 
 
-def config(digest: str) -> Command:
-    """The configuration the instances run (its hash; no engine change: the runtime checks it)."""
-    return Command("config", {"hash": digest})
+def config(digest: str, shared: Mapping[str, Any] | None = None, caps: Mapping[str, Any] | None = None) -> Command:
+    """The configuration the instances run: its hash, and (since live reload on a shared
+    store) its shared part and the vendors' capabilities as JSON (no engine change: the
+    runtime checks it; see :mod:`gateway.cluster.shared_config`)."""
+    if shared is None:
+        return Command("config", {"hash": digest})
+    return Command("config", {"hash": digest, "config": dict(shared), "caps": dict(caps or {})})
+
+
+def reload(digest: str, base: str | None, shared: Mapping[str, Any], caps: Mapping[str, Any]) -> Command:
+    """A live reload on a shared store: the new configuration's shared part and the vendors'
+    capabilities (JSON), its hash, and ``base``: the hash of the configuration in force the
+    requesting instance reloaded from (another reload applied first: refused, on every
+    instance alike). The runtime applies it (a ``reconfigure`` of its engine)."""
+    return Command("reload", {"hash": digest, "base": base, "config": dict(shared), "caps": dict(caps)})
 
 
 def reconfigure(config: Any, vendor_capabilities: Mapping[str, Any]) -> Command:
@@ -282,6 +297,7 @@ _APPLY: dict[str, Callable[[Engine, Mapping[str, Any]], Any]] = {
     "reconfigure": _reconfigure,
     "adapter_state": _runtime_only,
     "config": _runtime_only,
+    "reload": _runtime_only,
 }
 
 #: The commands that go through the shared log (all but the embedded runtime's reload).

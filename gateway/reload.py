@@ -20,6 +20,14 @@ changes, the problems come back as ``file:line: field: message``. Else, in this 
 
 Settings a running server cannot change (address, port, store, connection limits, access
 log) are reported as ``needs_restart`` and the rest is applied. One reload runs at a time.
+
+On a shared store (``store: redis://``, :mod:`gateway.cluster`) the file is validated the
+same way, then step 1 is one ``reload`` entry appended to the shared log: every instance
+applies it to its engine at the same position and then does steps 2-4 for its own edges
+(:meth:`Reloader.reconcile`, called by the cluster runtime in the log's order), whichever
+instance the reload came from. This instance answers once its own edges are reconciled. A
+reload made on a configuration that another reload replaced in the meantime is refused
+(``reload_conflict``) everywhere, and nothing changes.
 """
 
 from __future__ import annotations
@@ -102,6 +110,10 @@ class Reloader:
         self.api: ApiContext | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        #: the cluster runtime calls :meth:`reconcile` after applying a reload entry
+        self.replicated = hasattr(runtime, "reload_command")
+        if self.replicated:
+            runtime.on_reload = self.reconcile  # type: ignore[attr-defined]
 
     @contextlib.asynccontextmanager
     async def shutting_down(self) -> AsyncIterator[None]:
@@ -129,6 +141,8 @@ class Reloader:
             log.info("config_reload_started", file=str(self.path))
             new = await asyncio.to_thread(self._load, self.path)
             settings, caps = self._vendor_settings(new)
+            if self.replicated:
+                return await self._reload_shared(new, caps)
             return await self._apply(new, settings, caps)
 
     async def reload_from_signal(self) -> None:
@@ -182,9 +196,24 @@ class Reloader:
         except Exception:
             runtime.engine.keep_config(old, old_caps)
             raise
+        return await self._reconciled(new, settings, summary, changes)
+
+    async def _reconciled(
+        self,
+        new: GatewayConfig,
+        settings: dict[str, AdapterConfig],
+        summary: dict[str, Any],
+        changes: ConfigDiff,
+        *,
+        edges: bool = True,
+    ) -> ReloadResult:
+        """Steps 2-4, once the engine applied the new configuration."""
+        runtime = self.runtime
+        old = self.config
         self.config = new
-        self._apply_api(new, changes)
-        await self._apply_vendors(old, new, changes, settings)
+        if edges:
+            self._apply_api(new, changes)
+            await self._apply_vendors(old, new, changes, settings)
         result = ReloadResult(
             generation=summary["generation"],
             changes=changes.compact(),
@@ -204,6 +233,42 @@ class Reloader:
             log.warning("config_needs_restart", settings=result.needs_restart)
         runtime.bus.publish({"type": "config.reloaded", **result.as_dict()})
         return result
+
+    async def _reload_shared(self, new: GatewayConfig, caps: dict[str, VendorCapabilities]) -> ReloadResult:
+        """A shared store: one ``reload`` entry; its edges follow in :meth:`reconcile`."""
+        runtime: Any = self.runtime
+        runtime.own_file(new, caps)  # (its settings of this instance only are reported needs_restart)
+        restart = [x for x in diff(self.config, new).needs_restart if x.startswith("retention.")]
+        if restart:
+            # every instance must decide duplicates alike, and a running engine keeps the
+            # retention it started with: the log keeps the one in force (needs_restart)
+            new = new.model_copy(update={"retention": self.config.retention})
+        try:
+            result = await runtime.act(runtime.reload_command(new, caps))
+        except GatewayError as exc:
+            # refused (every instance refused it alike), or not known to be in the log (a
+            # 503: it may still be applied, like any unanswered request)
+            runtime.check_file(live=True)
+            raise ReloadFailed(f"the change could not be applied: {exc.message}", code=exc.code) from exc
+        if not isinstance(result, ReloadResult):  # (shutting down: the edges were not reconciled)
+            raise ReloadFailed("the gateway is shutting down", code="not_ready")
+        if restart:
+            log.warning("config_needs_restart", settings=restart)
+            result.needs_restart = [*result.needs_restart, *restart]
+            result.changes = {**result.changes, "needs_restart": result.needs_restart}
+        return result
+
+    async def reconcile(
+        self, new: GatewayConfig, caps: dict[str, VendorCapabilities], summary: dict[str, Any]
+    ) -> ReloadResult:
+        """A shared store: the engine applied a reload entry (from any instance); this
+        instance's tokens, desktops and adapters follow (steps 2-4)."""
+        try:
+            settings, _ = self._vendor_settings(new)
+        except ReloadFailed as exc:  # e.g. a plug-in this instance does not have
+            log.error("config_reload_vendors_failed", error=exc.message, problems=exc.problems)
+            settings = {}
+        return await self._reconciled(new, settings, summary, diff(self.config, new), edges=not self._closed)
 
     def _apply_api(self, new: GatewayConfig, changes: ConfigDiff) -> None:
         api = self.api
@@ -234,6 +299,8 @@ class Reloader:
             runtime.forget_vendor(name)
             log.info("vendor_removed", vendor=name)
         for name in changes.vendors_changed:
+            if name not in settings:  # (not valid here: reported by reconcile, left as it was)
+                continue
             vendor = by_name[name]
             replacement: Adapter = self.registry.get(vendor.adapter)(name, settings[name], runtime)
             await self._drain(name)
@@ -244,6 +311,8 @@ class Reloader:
             await self._start(replacement)
             log.info("vendor_restarted", vendor=name, adapter=replacement.name)
         for name in changes.vendors_added:
+            if name not in settings:
+                continue
             vendor = by_name[name]
             adapter = self.registry.get(vendor.adapter)(name, settings[name], runtime)
             runtime.adapters[name] = adapter

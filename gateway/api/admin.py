@@ -8,6 +8,8 @@ file). Answers:
 
 * 200 ``{"generation", "changes": {kind: [names]}, "needs_restart": [...], "agents_retiring": [...]}``;
 * 422 ``invalid_config`` with ``problems`` (``file:line: field: message``): nothing changed;
+* 409 ``reload_conflict`` (several instances on one store): another reload was applied to
+  the shared log first; this one changed nothing anywhere (check the file, reload again);
 * 503 ``not_ready`` (the journal did not take the change: nothing changed) and
   ``reload_unavailable`` when the gateway was started without a file.
 """
@@ -100,6 +102,6 @@ class AdminApi:
         except ReloadFailed as exc:
             if exc.problems:
                 return json_error(422, "invalid_config", exc.message, problems=exc.problems)
-            status = 503 if exc.code in ("not_ready", "reload_unavailable") else 500
+            status = {"not_ready": 503, "reload_unavailable": 503, "reload_conflict": 409}.get(exc.code, 500)
             return json_error(status, exc.code, exc.message)
         return web.json_response(result.as_dict())

@@ -271,7 +271,10 @@ OPERATIONS: tuple[Op, ...] = (
         "reloadConfig",
         {
             "200": (Reloaded, "applied"),
-            "409": _error("config_mismatch: the body names another file than the gateway's"),
+            "409": _error(
+                "config_mismatch: the body names another file than the gateway's; reload_conflict (several "
+                "instances): another reload was applied first, nothing changed"
+            ),
             "422": _error("invalid_config: error.problems lists file:line: field: message; nothing changed"),
             "500": _error("the reload failed half-way"),
         },

@@ -25,22 +25,32 @@ instance says it is alive in Redis (``{prefix}alive:<instance>``, renewed four t
 sockets) is declared gone by another (a ``desktops_gone`` entry): the agents whose only
 desktops it held start their grace period, as after any disconnect. An instance that finds
 itself declared gone (it lost Redis for that long) announces the desktops it still holds.
+
+Configuration: the log's is the one in force (:mod:`gateway.cluster.shared_config`). The
+first ``config`` entry records the cluster's (an instance that joins later builds its
+engine from it, whatever its own file says, so it replays every entry on the configuration
+that entry was decided with); a live reload on any instance appends a ``reload`` entry
+with the new configuration, which every instance applies to its engine at that position,
+then reconciles its own edges (tokens, desktops, vendors' adapters: :attr:`on_reload`). A
+reload made on a configuration that is no longer in force (another reload was applied
+first) is refused ``reload_conflict`` by every instance alike. An instance starts only on
+the configuration in force; one whose file differs later (the reload came from another
+instance) keeps serving the log's and says so (``config_file_differs``, ``/readyz``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
-import json
 import math
 import os
 import secrets
 import socket
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -60,8 +70,14 @@ from ..runtime import NotReady, Runtime, Unstorable, _state_key
 from . import snapshot
 from .log import Entry, RedisLog, StoreUnavailable
 from .replica import Replica, parse_entry_id
+from .shared_config import config_digest, decode_caps, encode_caps, legacy_hash, local_view, shared_part
 
-__all__ = ["ClusterRuntime", "ClusterSettings", "ConfigMismatch", "SnapshotUnusable", "config_hash"]
+__all__ = ["ClusterRuntime", "ClusterSettings", "ConfigMismatch", "ReloadHook", "SnapshotUnusable", "config_hash"]
+
+#: what an instance does after its engine applied a reload entry: reconcile its own edges
+#: (new config as this instance runs it, the vendors' capabilities, the engine's summary);
+#: its result answers the instance that asked for the reload
+ReloadHook = Callable[[GatewayConfig, dict[str, VendorCapabilities], dict[str, Any]], Awaitable[Any]]
 
 log = structlog.get_logger("cti_gateway.cluster")
 
@@ -114,23 +130,10 @@ class ClusterSettings:
     snapshot_turn_s: float = 30.0
 
 
-def config_hash(config: GatewayConfig, caps: dict[str, VendorCapabilities]) -> str:
-    """What every instance on one log must agree on: what the engine is built from
-    (profiles, queues, agents, the desktop grace period, retention, the vendors'
-    capabilities), not
-    each instance's own listening address."""
-    body = {
-        "capacity_profiles": {k: v.model_dump(mode="json") for k, v in sorted(config.capacity_profiles.items())},
-        "queues": [q.model_dump(mode="json") for q in config.queues],
-        "agents": [a.model_dump(mode="json") for a in config.agents],
-        "desktop_grace_s": config.server.desktop_grace_s,
-        # the de-duplication window and the cache sizes decide answers too (a resend late
-        # or after many others): instances on one log must agree on them
-        "retention": config.retention.model_dump(mode="json"),
-        "vendors": {name: asdict(c) for name, c in sorted(caps.items())},
-    }
-    text = json.dumps(body, sort_keys=True, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o))
-    return hashlib.sha256(text.encode()).hexdigest()
+def config_hash(config: GatewayConfig, caps: Mapping[str, VendorCapabilities]) -> str:
+    """What every instance on one log must agree on (:func:`.shared_config.config_digest`:
+    the shared part of the configuration, retention included, and the vendors' capabilities)."""
+    return config_digest(config, caps)
 
 
 def _instance_name() -> str:
@@ -147,7 +150,8 @@ class ClusterRuntime(Runtime):
         metrics: Metrics,
         shared: RedisLog,
         replica: Replica,
-        config_hash: str,
+        config: GatewayConfig,
+        caps: Mapping[str, VendorCapabilities],
         settings: ClusterSettings | None = None,
         instance: str | None = None,
     ) -> None:
@@ -157,10 +161,27 @@ class ClusterRuntime(Runtime):
         self._fresh_engine(engine)
         self.settings = settings or ClusterSettings()
         self.instance = instance or _instance_name()
-        self.config_hash = config_hash
+        #: this instance's file (as last read: at start, or by a reload here) and its hash
+        self.own_config = config
+        self.own_caps = dict(caps)
+        self.config_hash = config_digest(config, caps)
+        self._legacy_hash = legacy_hash(config, caps)
         #: the configuration hash in force in the log (None: none recorded yet)
         self.log_config: str | None = None
+        #: the reloads the log applied (0: the configuration of the cluster's birth)
+        self.log_generation = 0
+        #: this instance cannot run the log's configuration (start refuses)
         self._mismatch: str | None = None
+        #: this instance's file differs from the configuration in force (it runs the log's)
+        self.file_differs: str | None = None
+        #: see :data:`ReloadHook` (set by the reloader)
+        self.on_reload: ReloadHook | None = None
+        self._reloads: asyncio.Queue[tuple[GatewayConfig, dict[str, VendorCapabilities], Any, Any]] = asyncio.Queue()
+        #: entries applied to the engine (a birth configuration rebuilds it only before any)
+        self._engine_entries = 0
+        #: the configuration in force as the log carries it (its shared part and the vendors'
+        #: capabilities, JSON; None: the log has none recorded, or only its hash): snapshots keep it
+        self._in_force: dict[str, Any] | None = None
         self._rids = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         #: entry ID -> the vendor deliveries and record changes its application produced
@@ -247,11 +268,8 @@ class ClusterRuntime(Runtime):
         ``answer_timeout_s``: then it may still take effect, as any unanswered request)."""
         if not isinstance(command, Command):
             raise TypeError("the replicated runtime takes commands only")
-        if command.name == "reconfigure":
-            raise GatewayError(
-                "live reload is not replicated yet: stop every instance and start them on the new file",
-                code="reload_unsupported",
-            )
+        if command.name == "reconfigure":  # (the reloader appends a ``reload`` entry instead)
+            raise TypeError("a reload on a shared store is a reload command (see reload_command)")
         self._check_taking()
         try:
             encoded = command.encode()
@@ -307,10 +325,23 @@ class ClusterRuntime(Runtime):
             if command.name == "adapter_state":
                 self._adapter_state[str(command.args["key"])] = command.args["value"]
             else:
-                self._config_entry(str(command.args["hash"]), live=live)
+                self._config_entry(command.args)
             if future is not None and not future.done():
                 future.set_result(None)
             return
+        reload_to: tuple[GatewayConfig, dict[str, VendorCapabilities]] | None = None
+        reload_args: Mapping[str, Any] = {}
+        if command.name == "reload":
+            reload_args = command.args
+            try:
+                reload_to = self._reload_entry(command.args)
+            except GatewayError as exc:  # refused alike on every instance: nothing changes
+                self.replica.skip(entry_id)
+                if future is not None and not future.done():
+                    future.set_exception(exc)
+                return
+            command = commands.reconfigure(*reload_to)
+        self._engine_entries += 1
         applied = self.replica.apply(entry_id, command)
         if live and command.name == "desktops_gone" and command.args.get("host") == self.instance:
             self._spawn(self._announce_desktops(), name="desktops-announce")
@@ -324,6 +355,13 @@ class ClusterRuntime(Runtime):
         self._deliver_local(applied.notices, live=live)
         if live:
             self._agents_changed(applied.touched)
+        if reload_to is not None and applied.error is None and applied.crash is None:
+            self._reloaded(reload_args, live=live)
+            if live:
+                # the edges (tokens, desktops, adapters) follow, in the log's order; the
+                # instance that asked is answered once its own are reconciled
+                self._reloads.put_nowait((reload_to[0], reload_to[1], applied.result, future))
+                return
         if future is not None and not future.done():
             if applied.error is not None:
                 future.set_exception(applied.error)
@@ -352,15 +390,120 @@ class ClusterRuntime(Runtime):
             }
         )
 
-    def _config_entry(self, value: str, *, live: bool) -> None:
+    def _config_entry(self, args: Mapping[str, Any]) -> None:
+        """The cluster's configuration at its birth (the first ``config`` entry; later ones
+        are instances that joined agreeing, or that refused themselves)."""
+        if self.log_config is not None:
+            return
+        value = str(args["hash"])
+        shared = args.get("config")
+        if shared is None:  # a log written before live reload: its hash only
+            if value == self._legacy_hash:
+                self.log_config = self.config_hash
+            else:
+                self.log_config = value
+                self._mismatch = self._mismatch_message(value)
+            return
         self.log_config = value
-        if value != self.config_hash:
-            message = self._mismatch_message(value)
-            if live and self._mismatch is None:
-                log.error("config_mismatch", log_config=value, own_config=self.config_hash)
-            self._mismatch = message
-        else:
-            self._mismatch = None
+        self._in_force = {"config": dict(shared), "caps": dict(args.get("caps") or {})}
+        if value == self.config_hash:
+            return
+        try:
+            birth = local_view(shared, self.own_config), decode_caps(args.get("caps") or {})
+        except ValueError as exc:
+            self._mismatch = f"the shared log's configuration cannot be read here ({exc})"
+            return
+        if self._engine_entries == 0:
+            # replay every entry on the configuration it was decided with
+            self.engine.keep_config(*birth)
+            engine = self.engine.blank(birth[0])
+            engine.restore(Snapshot())
+            engine.drain()
+            engine.take_changes()
+            engine.take_touched_agents()
+            self.engine = self.replica.engine = engine
+        else:  # pragma: no cover - the birth entry is the log's first
+            self._mismatch = self._mismatch_message(value)
+
+    def _reload_entry(self, args: Mapping[str, Any]) -> tuple[GatewayConfig, dict[str, VendorCapabilities]]:
+        """A ``reload`` entry: the configuration it carries (as this instance runs it), or
+        :class:`GatewayError` when it is refused (the same on every instance)."""
+        base = args.get("base")
+        if base != self.log_config:
+            raise GatewayError(
+                "another reload was applied first (the configuration in force is now generation "
+                f"{self.log_generation}, sha256 {str(self.log_config)[:12]}): nothing was changed by this one; "
+                "check the file and reload again",
+                code="reload_conflict",
+            )
+        try:
+            return local_view(args["config"], self.own_config), decode_caps(args["caps"])
+        except (KeyError, ValueError) as exc:
+            raise GatewayError(f"the reloaded configuration cannot be read: {exc}", code="invalid_config") from None
+
+    def _reloaded(self, args: Mapping[str, Any], *, live: bool) -> None:
+        self.log_config = str(args["hash"])
+        self._in_force = {"config": dict(args["config"]), "caps": dict(args["caps"])}
+        self.log_generation = self.engine.generation
+        self.check_file(live=live)
+
+    def own_file(self, config: GatewayConfig, caps: Mapping[str, VendorCapabilities]) -> None:
+        """This instance's file was read again (a reload here): what it is compared with."""
+        self.own_config = config
+        self.own_caps = dict(caps)
+        self.config_hash = config_digest(config, caps)
+        self._legacy_hash = legacy_hash(config, caps)
+
+    def reload_command(self, config: GatewayConfig, caps: Mapping[str, VendorCapabilities]) -> Command:
+        """The entry that reloads the cluster to ``config`` (read from this instance's file),
+        made on the configuration in force here now."""
+        return commands.reload(config_hash(config, caps), self.log_config, shared_part(config), encode_caps(caps))
+
+    def check_file(self, *, live: bool) -> None:
+        """Note (once per change) whether this instance's file is the configuration in force."""
+        if self.log_config == self.config_hash or self.log_config is None:
+            if self.file_differs is not None and live:
+                log.info("config_file_matches", config=self.config_hash[:12])
+            self.file_differs = None
+            return
+        message = (
+            f"this instance's file (sha256 {self.config_hash[:12]}) differs from the configuration in force "
+            f"in the shared log (generation {self.log_generation}, sha256 {str(self.log_config)[:12]}, reloaded "
+            "from another instance): this instance runs the log's; put the file in force here too, or it cannot "
+            "restart"
+        )
+        if live and message != self.file_differs:
+            log.warning("config_file_differs", own_config=self.config_hash[:12], log_config=str(self.log_config)[:12])
+        self.file_differs = message
+
+    def _mismatch_message(self, value: str) -> str:
+        reloaded = f", in force since reload {self.log_generation}" if self.log_generation else ""
+        return (
+            f"the shared log runs another configuration (sha256 {value[:12]}{reloaded}; "
+            f"this instance {self.config_hash[:12]}): "
+            "every instance on one store must run the same agents, profiles, queues and vendors; "
+            "start it on the file in force (the one last reloaded)"
+        )
+
+    async def _reload_loop(self) -> None:
+        """After the engine applied a reload entry: this instance's edges, in the log's order."""
+        while not self._closing:
+            try:  # (woken by stop(); and looks at _closing twice a second)
+                config, caps, summary, future = await asyncio.wait_for(self._reloads.get(), 0.5)
+            except TimeoutError:
+                continue
+            if self._closing:
+                break
+            result: Any = summary
+            try:
+                if self.on_reload is not None:
+                    result = await self.on_reload(config, caps, summary)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the engine has moved; the edges are logged, never lost silently
+                log.exception("config_reload_edges_failed")
+            if future is not None and not future.done():
+                future.set_result(result)
 
     async def _catch_up(self) -> None:
         """Apply every entry there is now (no blocking read); :class:`LogGap` if entries
@@ -656,13 +799,17 @@ class ClusterRuntime(Runtime):
                         f"{self.shared.where.describe()}: the shared log is trimmed before {gap.mark} "
                         "faster than this instance can start from its snapshot; retry"
                     ) from None
+        if self.log_config is None:
+            birth = commands.config(self.config_hash, shared_part(self.own_config), encode_caps(self.own_caps))
+            await self.shared.append(birth.encode(), "")
+            await self._catch_up()
+        # (another instance may have recorded another configuration first; the log's
+        # configuration in force may come from a reload this file does not have)
+        if self._mismatch is None and self.log_config != self.config_hash:
+            self._mismatch = self._mismatch_message(str(self.log_config))
         if self._mismatch is not None:
             raise ConfigMismatch(f"{self.shared.where.describe()}: {self._mismatch}")
-        if self.log_config is None:
-            await self.shared.append(commands.config(self.config_hash).encode(), "")
-            await self._catch_up()
-            if self._mismatch is not None:  # another instance recorded another one first
-                raise ConfigMismatch(f"{self.shared.where.describe()}: {self._mismatch}")
+        self.check_file(live=False)
         self._caught_up = True
         self._accepting = True
         self.metrics.store_up.set(1)
@@ -673,6 +820,7 @@ class ClusterRuntime(Runtime):
             asyncio.create_task(self._records_loop(), name="records-health"),
             asyncio.create_task(self._liveness_loop(), name="instance-liveness"),
             asyncio.create_task(self._snapshot_loop(), name="log-snapshots"),
+            asyncio.create_task(self._reload_loop(), name="log-reloads"),
         ]
         log.info(
             "joined",
@@ -686,19 +834,21 @@ class ClusterRuntime(Runtime):
 
     # ------------------------------------------------------------------ snapshots and trimming
 
-    def _mismatch_message(self, value: str) -> str:
-        return (
-            f"the shared log runs another configuration (sha256 {value[:12]}, "
-            f"this instance {self.config_hash[:12]}): "
-            "every instance on one store must run the same agents, profiles, queues and vendors"
-        )
+    def _own_engine(self) -> Engine:
+        """A fresh engine of this instance's own file (before the log says otherwise)."""
+        self.engine.keep_config(self.own_config, self.own_caps)
+        self._engine_entries = 0
+        self.log_generation = 0
+        self._in_force = None
+        self.file_differs = None
+        return self.engine.blank(self.own_config)
 
     async def _start_from_snapshot(self, *, required_before: str | None = None) -> None:
         """Start from the newest snapshot: a fresh engine loads it and the replica stands at
         its position. Without a usable one the replica starts at the beginning of the log,
         which is right only if the log was never trimmed: else :class:`SnapshotUnusable`
         (a snapshot of another configuration: :class:`ConfigMismatch`)."""
-        self._fresh_engine(self.engine.blank())
+        self._fresh_engine(self._own_engine())
         self._effects.clear()
         self._oldest_effects = (0, 0)
         self._adapter_state.clear()
@@ -709,18 +859,26 @@ class ClusterRuntime(Runtime):
         reason = "there is none"
         if found is not None:
             meta, stored = found
-            if meta["config"] != self.config_hash:
-                self._mismatch = self._mismatch_message(meta["config"])
-                raise ConfigMismatch(f"{self.shared.where.describe()}: {self._mismatch}")
             if meta["format"] != str(snapshot.FORMAT):
                 reason = f"snapshot format {meta['format']}, this gateway reads {snapshot.FORMAT}"
             else:
                 try:
                     body = await asyncio.to_thread(snapshot.decode, stored)
+                    if meta["config"] != self.config_hash:
+                        # the snapshot carries the configuration in force at its position
+                        # (this file may be the one of a reload after it): its engine is
+                        # built from that one; else this instance cannot run this log
+                        in_force = body.get("config_in_force")
+                        if not isinstance(in_force, dict):
+                            self._mismatch = self._mismatch_message(meta["config"])
+                            raise ConfigMismatch(f"{self.shared.where.describe()}: {self._mismatch}")
+                        at = local_view(in_force["config"], self.own_config), decode_caps(in_force["caps"])
+                        self.engine.keep_config(*at)
+                        self._fresh_engine(self.engine.blank(at[0]))
                     self._load(body)
                 except (snapshot.SnapshotError, DumpRefused, KeyError, ValueError, TypeError) as exc:
                     reason = str(exc) or type(exc).__name__
-                    self._fresh_engine(self.engine.blank())
+                    self._fresh_engine(self._own_engine())
                     self._effects.clear()
                     self._adapter_state.clear()
                     self.log_config = None
@@ -745,6 +903,9 @@ class ClusterRuntime(Runtime):
             raise snapshot.SnapshotError(f"snapshot format {body.get('format')!r}")
         self.replica.load(body)
         self.log_config = str(body["config"])
+        in_force = body.get("config_in_force")
+        self._in_force = dict(in_force) if isinstance(in_force, dict) else None
+        self.log_generation = self.engine.generation
         self._adapter_state.update(body["adapter_state"])
         for entry_id, (notices, changes) in body["effects"].items():
             self._effects[entry_id] = (
@@ -805,6 +966,7 @@ class ClusterRuntime(Runtime):
             body.update(
                 format=snapshot.FORMAT,
                 config=self.log_config or self.config_hash,
+                config_in_force=self._in_force,
                 adapter_state=dict(self._adapter_state),
                 effects={
                     entry_id: [[snapshot.notice_to_json(n) for n in notices], snapshot.changes_to_json(changes)]
@@ -848,6 +1010,7 @@ class ClusterRuntime(Runtime):
         # the loops end by themselves (a cancelled blocking read can leave the Redis client's
         # connection stuck): told to, woken, the apply loop after its current read
         self._closing = True
+        self._reloads.put_nowait((self.own_config, self.own_caps, None, None))  # wakes the reload loop
         self._stop_liveness.set()
         self._stopped.set()
         self._records_wake.set()
@@ -908,4 +1071,11 @@ class ClusterRuntime(Runtime):
             checks["store_error"] = "the records store does not answer"
         if self._mismatch is not None:
             checks["config"] = self._mismatch
+        elif self.file_differs is not None:
+            checks["config"] = self.file_differs
+        checks["config_in_force"] = {
+            "sha256": self.log_config,
+            "generation": self.log_generation,
+            "file_sha256": self.config_hash,
+        }
         return checks

@@ -17,15 +17,17 @@ import pytest_asyncio
 from gateway import commands
 from gateway.cluster.log import RedisLog
 from gateway.cluster.replica import Replica
-from gateway.cluster.runtime import ClusterRuntime, ClusterSettings, ConfigMismatch, config_hash
+from gateway.cluster.runtime import ClusterRuntime, ClusterSettings, ConfigMismatch
+from gateway.cluster.shared_config import config_digest
 from gateway.config import GatewayConfig
 from gateway.engine import Engine
+from gateway.errors import GatewayError
 from gateway.events import Channel, Event, EventType
 from gateway.metrics import Metrics
 from gateway.records import MemoryJournal
 from gateway.store_url import parse_redis_url
 from tests.peers.redis import RedisServer
-from tests.unit.conftest import make_config
+from tests.unit.conftest import agent_spec, make_config
 
 
 @pytest.fixture
@@ -47,7 +49,8 @@ def make_runtime(url: str, records: MemoryJournal, name: str, config: GatewayCon
         metrics=Metrics(),
         shared=RedisLog(parse_redis_url(url), block_ms=200),
         replica=replica,
-        config_hash=config_hash(config, {}),
+        config=config,
+        caps={},
         settings=ClusterSettings(claim_idle_s=0.5, claim_every_s=0.1),
         instance=name,
     )
@@ -231,3 +234,147 @@ async def test_an_instance_taken_for_gone_announces_the_desktops_it_still_holds(
         assert runtime.engine.next_deadline() is None
     await b.stop()
     await a.stop()
+
+
+@pytest_asyncio.fixture
+async def made() -> AsyncIterator[list[ClusterRuntime]]:
+    """The runtimes a test made: stopped at its end, also when it fails."""
+    runtimes: list[ClusterRuntime] = []
+    yield runtimes
+    for runtime in runtimes:
+        if runtime._tasks:
+            await runtime.stop()
+        else:
+            await runtime.shared.close()
+
+
+def running(made: list[ClusterRuntime], *args: Any, **kwargs: Any) -> ClusterRuntime:
+    runtime = make_runtime(*args, **kwargs)
+    made.append(runtime)
+    return runtime
+
+
+def with_agents(*agents: str) -> GatewayConfig:
+    """The default test configuration with these agents (profile std, queue support)."""
+    return make_config(agents=[agent_spec(a) for a in agents])
+
+
+def recorder(runtime: ClusterRuntime) -> list[list[str]]:
+    """Record, per reload entry this instance applied, the agents of its new configuration."""
+    seen: list[list[str]] = []
+
+    async def hook(config: GatewayConfig, caps: Any, summary: dict[str, Any]) -> dict[str, Any]:
+        seen.append([a.id for a in config.agents])
+        return summary
+
+    runtime.on_reload = hook
+    return seen
+
+
+def state_of(runtime: ClusterRuntime) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """The agents and each session's agent and status: what must be identical everywhere."""
+    engine = runtime.engine
+    return engine.agent_ids(), {sid: (s.agent_id, str(s.state)) for sid, s in engine.sessions.items()}
+
+
+@pytest.mark.asyncio
+async def test_two_reloads_made_on_the_same_configuration_the_second_is_refused_everywhere(
+    redis_server: RedisServer, records: MemoryJournal, made: list[ClusterRuntime]
+) -> None:
+    """Concurrent reloads on two instances: the log orders them; the first applies on every
+    instance, the second (made on a configuration no longer in force) is refused
+    ``reload_conflict`` on every instance and changes nothing; a reload made after it, on the
+    configuration in force, applies on top."""
+    a = running(made, redis_server.url, records, "a")
+    b = running(made, redis_server.url, records, "b")
+    await a.start()
+    await b.start()
+    seen_a, seen_b = recorder(a), recorder(b)
+    to_a, to_b = with_agents("a1", "a2", "a3", "a8"), with_agents("a1", "a2", "a3", "a9")
+    # both made on the configuration in force now, before either is in the log
+    from_a, from_b = a.reload_command(to_a, {}), b.reload_command(to_b, {})
+    outcomes = await asyncio.gather(a.act(from_a), b.act(from_b), return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, GatewayError)]
+    applied = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(refused) == 1 and len(applied) == 1, outcomes
+    assert refused[0].code == "reload_conflict"
+    assert "another reload was applied first" in refused[0].message
+    winner = to_a if applied[0] is outcomes[0] else to_b
+    winner_agents = [x.id for x in winner.agents]
+    assert applied[0]["generation"] == 1
+    async with asyncio.timeout(10):
+        while len(seen_a) < 1 or len(seen_b) < 1 or b.replica.last != a.replica.last:
+            await asyncio.sleep(0.02)
+    assert seen_a == seen_b == [winner_agents]  # each instance reconciled its edges once
+    assert a.log_config == b.log_config == config_digest(winner, {})
+    assert a.engine.agent_ids() == b.engine.agent_ids() == winner_agents
+    assert a.engine.generation == b.engine.generation == 1
+    # made now, on the configuration in force: applied on top
+    loser = to_b if winner is to_a else to_a
+    summary = await b.act(b.reload_command(loser, {}))
+    assert summary["generation"] == 2
+    async with asyncio.timeout(10):
+        while a.engine.generation < 2:
+            await asyncio.sleep(0.02)
+    assert a.engine.agent_ids() == b.engine.agent_ids() == [x.id for x in loser.agents]
+
+
+@pytest.mark.asyncio
+async def test_a_later_instance_agrees_with_the_configuration_in_force_not_the_first_one(
+    redis_server: RedisServer, records: MemoryJournal, made: list[ClusterRuntime]
+) -> None:
+    """An instance started after a reload on the reloaded file joins (it replays the entries
+    before the reload on the configuration they were decided with, so its state is the
+    others' exactly); one started on the cluster's first file is refused in one line."""
+    agents = [agent_spec(a) for a in ("a1", "a2")]
+    first = make_config(agents=agents, profiles={"std": {"max_sessions": 1}})
+    reloaded = make_config(agents=[*agents, agent_spec("a3")], profiles={"std": {"max_sessions": 2}})
+    a = running(made, redis_server.url, records, "a", first)
+    await a.start()
+    recorder(a)
+    for agent in ("a1", "a2"):
+        await a.act(commands.presence(agent, "ready", None, None))
+    # decided on the first configuration: one session per agent, the third offer refused
+    before = [await a.act(commands.event(offer(n))) for n in range(3)]
+    assert [d.kind.value for d in before].count("assigned") == 2
+    await a.act(a.reload_command(reloaded, {}))
+    await a.act(commands.presence("a3", "ready", None, None))
+    after = [await a.act(commands.event(offer(n))) for n in range(3, 6)]
+    assert [d.kind.value for d in after].count("assigned") == 3
+
+    late = running(made, redis_server.url, records, "late", reloaded)
+    await late.start()
+    assert state_of(late) == state_of(a)
+    assert late.log_generation == 1 and late.file_differs is None
+
+    old = running(made, redis_server.url, records, "old", first)
+    with pytest.raises(ConfigMismatch) as refused:
+        await old.start()
+    message = refused.value.message
+    assert "the shared log runs another configuration (sha256 " in message
+    assert ", in force since reload 1; this instance " in message
+    assert "start it on the file in force (the one last reloaded)" in message and "\n" not in message
+
+
+@pytest.mark.asyncio
+async def test_an_instance_whose_file_differs_from_the_reloaded_one_says_so_and_runs_the_log(
+    redis_server: RedisServer, records: MemoryJournal, made: list[ClusterRuntime]
+) -> None:
+    a = running(made, redis_server.url, records, "a")
+    b = running(made, redis_server.url, records, "b")
+    await a.start()
+    await b.start()
+    recorder(a), recorder(b)
+    assert (await b.check_ready()).get("config") is None
+    new = with_agents("a1", "a2", "a3", "a9")
+    a.own_file(new, {})  # (what the reloader does: a's file is the new one)
+    await a.act(a.reload_command(new, {}))
+    async with asyncio.timeout(10):
+        while b.engine.generation < 1:
+            await asyncio.sleep(0.02)
+    assert "a9" in b.engine.agent_ids()
+    checks = await b.check_ready()
+    assert checks["ready"] is True  # it serves the log's configuration
+    assert "this instance's file" in checks["config"] and "differs from the configuration in force" in checks["config"]
+    assert checks["config_in_force"]["generation"] == 1
+    assert (await a.check_ready()).get("config") is None

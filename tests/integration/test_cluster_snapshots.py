@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from gateway import commands
 from gateway.cluster.log import RedisLog
 from gateway.cluster.replica import Replica
-from gateway.cluster.runtime import ClusterRuntime, ClusterSettings, ConfigMismatch, SnapshotUnusable, config_hash
+from gateway.cluster.runtime import ClusterRuntime, ClusterSettings, ConfigMismatch, SnapshotUnusable
 from gateway.config import GatewayConfig
 from gateway.engine import Engine
 from gateway.events import Channel, Event, EventType
@@ -78,7 +78,8 @@ def make_runtime(
         metrics=Metrics(),
         shared=RedisLog(parse_redis_url(url), block_ms=200),
         replica=replica,
-        config_hash=config_hash(config, {}),
+        config=config,
+        caps={},
         settings=ClusterSettings(**options),
         instance=name,
     )
@@ -293,4 +294,59 @@ async def test_a_snapshot_that_does_not_fit_is_refused_and_never_silently_used(
         await d.shared.close()
     finally:
         await client.aclose()
+        await a.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_snapshot_older_than_a_reload_starts_an_instance_on_the_reloaded_file(
+    redis_server: RedisServer, records: MemoryJournal
+) -> None:
+    """A snapshot carries the configuration in force at its position: an instance on the file
+    of a later reload starts from it (engine built from the snapshot's configuration, then
+    the reload applied at its position) and holds the same state; one on the first file is
+    refused; a snapshot written after the reload is of the reloaded configuration."""
+    a = make_runtime(redis_server.url, records, "a", snapshot_every=0, snapshot_every_s=0)
+    await a.start()
+    loop = next(t for t in a._tasks if t.get_name() == "log-snapshots")
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loop
+    for agent in ("a1", "a2", "a3"):
+        await a.act(commands.presence(agent, "ready", None, None))
+    await traffic(a, 0, 20)
+    assert await a.write_snapshot()  # at the first configuration
+    reloaded = make_config(
+        profiles={name: p.model_dump() for name, p in CONFIG.capacity_profiles.items()},
+        queues=[q.model_dump() for q in CONFIG.queues],
+        agents=[*(x.model_dump() for x in CONFIG.agents), {"id": "a4", "profile": "std", "queues": ["line"]}],
+    )
+    a.own_file(reloaded, {})
+    assert (await a.act(a.reload_command(reloaded, {})))["agents_added"] == ["a4"]
+    await a.act(commands.presence("a4", "ready", None, None))
+    await traffic(a, 100, 20)
+    await a.shared.report_position("a", a.replica.last_id)
+    removed, _ = await a.shared.trim(60_000)
+    assert removed > 0  # the entries before the snapshot are gone: only it can start an instance
+    b = make_runtime(redis_server.url, records, "b", reloaded, snapshot_every=0, snapshot_every_s=0)
+    old = make_runtime(redis_server.url, records, "old", CONFIG, snapshot_every=0, snapshot_every_s=0)
+    c: ClusterRuntime | None = None
+    try:
+        await b.start()
+        assert b.started_from is not None and b.log_generation == 1 and b.file_differs is None
+        await settled(a, b)
+        assert state(b)["engine"] == state(a)["engine"]
+        with pytest.raises(ConfigMismatch, match="in force since reload 1"):
+            await old.start()
+        # a snapshot written now is of the reloaded configuration
+        assert await a.write_snapshot()
+        c = make_runtime(redis_server.url, records, "c", reloaded, snapshot_every=0, snapshot_every_s=0)
+        await c.start()
+        assert c.started_from is not None and c.started_from != b.started_from
+        await settled(a, c)
+        assert state(c)["engine"] == state(a)["engine"]
+    finally:
+        await old.shared.close()
+        for runtime in (b, c):
+            if runtime is not None and runtime._tasks:
+                await runtime.stop()
         await a.stop()

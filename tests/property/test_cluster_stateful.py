@@ -30,7 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from gateway import commands
 from gateway.cluster.log import RedisLog
 from gateway.cluster.replica import Replica
-from gateway.cluster.runtime import ClusterRuntime, ClusterSettings, config_hash
+from gateway.cluster.runtime import ClusterRuntime, ClusterSettings
 from gateway.engine import Engine
 from gateway.errors import GatewayError
 from gateway.events import Channel, Event, EventType
@@ -96,7 +96,8 @@ class TwoInstances(RuleBasedStateMachine):
             metrics=Metrics(),
             shared=RedisLog(parse_redis_url(self.url), block_ms=200),
             replica=replica,
-            config_hash=config_hash(CONFIG, {}),
+            config=CONFIG,
+            caps={},
             settings=ClusterSettings(claim_idle_s=0.5),
             instance=f"test-{n}",
         )

@@ -11,9 +11,11 @@ import pytest
 
 from gateway import commands
 from gateway.cluster.replica import Replica, parse_entry_id
+from gateway.cluster.shared_config import decode_caps, encode_caps, local_view, shared_part
 from gateway.commands import REPLICATED, Command, CommandError
 from gateway.engine import Engine
 from gateway.errors import GatewayError
+from gateway.interactions import VendorCapabilities
 from gateway.records import MemoryJournal
 
 from .conftest import T0, event, make_config, make_engine, offer, snapshot
@@ -41,6 +43,8 @@ SAMPLES = [
     commands.desktops_gone("gw-1"),
     commands.adapter_state("adapter/crm/uidvalidity", {"n": 7}),
     commands.config("ab" * 32),
+    commands.config("cd" * 32, shared_part(make_config()), encode_caps({"crm": VendorCapabilities()})),
+    commands.reload("ef" * 32, "cd" * 32, shared_part(make_config()), encode_caps({"crm": VendorCapabilities()})),
 ]
 
 
@@ -71,6 +75,21 @@ def test_encoding_round_trips(command: Command) -> None:
 def test_decoding_refuses_what_is_not_a_command(text: str) -> None:
     with pytest.raises(CommandError):
         Command.decode(text)
+
+
+def test_a_reload_carries_the_shared_configuration_and_not_what_belongs_to_one_instance() -> None:
+    """The shared part of a configuration goes into the log and comes back as the same
+    configuration on an instance (its own address, store, records and retention put back);
+    store and records URLs (with their passwords) never go into the log."""
+    own = make_config().model_copy(
+        update={"store": make_config().store.model_copy(update={"url": "redis://:s3cret@redis:6379/0"})}
+    )
+    caps = {"crm": VendorCapabilities(can_transfer=False, max_voice_per_agent=1)}
+    text = commands.reload("ef" * 32, None, shared_part(own), encode_caps(caps)).encode()
+    assert "s3cret" not in text and "redis:" not in text and '"port"' not in text
+    back = Command.decode(text)
+    assert local_view(back.args["config"], own) == own
+    assert decode_caps(back.args["caps"]) == caps
 
 
 def test_reconfigure_is_not_replicated() -> None:
