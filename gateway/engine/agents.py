@@ -33,7 +33,7 @@ def desktop_connected(st: EngineState, agent_id: str, host: str = "") -> dict[st
     flags, return ``hello``."""
     now = timers.fire_due(st)
     agent = core.find_agent(st, agent_id)
-    agent.desktop_hosts.add(host)
+    agent.desktop_hosts = agent.desktop_hosts | {host}
     agent.desktop_connected = True
     agent.grace_deadline = None
     st.dirty_agents.add(agent_id)
@@ -50,7 +50,7 @@ def desktop_disconnected(st: EngineState, agent_id: str, host: str = "") -> None
     sessions survive ``desktop_grace_s``, then the agent goes offline."""
     now = timers.fire_due(st)
     agent = core.find_agent(st, agent_id)
-    agent.desktop_hosts.discard(host)
+    agent.desktop_hosts = agent.desktop_hosts - {host}
     if agent.desktop_hosts:
         return  # still connected through another instance
     agent.desktop_connected = False

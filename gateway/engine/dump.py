@@ -181,7 +181,7 @@ def load(st: EngineState, body: dict[str, Any]) -> None:
         agent.focused = row["focused"]
         agent.idle_since = (float(row["idle_since"][0]), int(row["idle_since"][1]))
         agent.desktop_connected = bool(row["desktop_connected"])
-        agent.desktop_hosts = set(row["desktop_hosts"])
+        agent.desktop_hosts = frozenset(row["desktop_hosts"])
         agent.grace_deadline = row["grace_deadline"]
         agent.retiring = bool(row["retiring"])
     for agent_id, presence, reason, load_, version in body["store"]:

@@ -396,3 +396,35 @@ def test_an_open_desktop_gets_a_fresh_hello_when_its_agent_is_redescribed() -> N
     assert hello["agent"] == engine.desktop_connected("a1")
     for quiet in ("a2", "a3", "a4"):
         assert agent_messages(notices, quiet, "hello") == [], quiet
+
+
+def test_agents_of_one_profile_share_its_limits_and_an_agent_without_desktop_holds_no_host_set() -> None:
+    """Memory per configured agent (P4: 10,000 agents): the capacity numbers the index reads
+    are one object per profile, not a copy per agent, and an agent without a desktop holds
+    no set of its own; after a reload that changes the profile, its agents share the new
+    numbers and routing follows them."""
+    engine = make_engine(
+        profiles={"std": {"max_sessions": 3}, "solo": {"max_sessions": 1}},
+        agents=[agent_spec("a1"), agent_spec("a2"), agent_spec("a3"), agent_spec("b1", profile="solo")],
+        ready=["a1", "a2", "a3"],
+    )
+    st = engine._st
+    std = {id(st.agents[a].limits) for a in ("a1", "a2", "a3")}
+    assert len(std) == 1 and id(st.agents["b1"].limits) not in std
+    assert all(agent.desktop_hosts is st.agents["a1"].desktop_hosts for agent in st.agents.values())
+    engine.desktop_connected("a1")
+    assert st.agents["a1"].desktop_hosts == {""} and st.agents["a2"].desktop_hosts == frozenset()
+    engine.desktop_disconnected("a1")
+    assert st.agents["a1"].desktop_hosts == frozenset()
+
+    engine.reconfigure(
+        make_config(
+            profiles={"std": {"max_sessions": 1}, "solo": {"max_sessions": 1}},
+            agents=[agent_spec("a1"), agent_spec("a2"), agent_spec("a3"), agent_spec("b1", profile="solo")],
+        )
+    )
+    assert len({id(st.agents[a].limits) for a in ("a1", "a2", "a3")}) == 1
+    assert st.agents["a1"].limits is not None and st.agents["a1"].limits.max_sessions == 1
+    for n in range(3):
+        assert engine.handle_event(offer(f"i{n}")).kind is ASSIGNED
+    assert engine.handle_event(offer("i3")).kind is not ASSIGNED  # every std agent is full at its new cap of 1
