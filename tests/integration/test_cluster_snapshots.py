@@ -350,3 +350,46 @@ async def test_a_snapshot_older_than_a_reload_starts_an_instance_on_the_reloaded
             if runtime is not None and runtime._tasks:
                 await runtime.stop()
         await a.stop()
+
+
+@pytest.mark.asyncio
+async def test_an_instance_left_behind_the_trim_resyncs_from_the_snapshot(
+    redis_server: RedisServer, records: MemoryJournal
+) -> None:
+    """An instance cut off while the others snapshot and trim past what it applied (its
+    position report went stale) notices the gap, reloads the newest snapshot, catches up
+    and holds the same state again: it never applies the log with entries missing."""
+    a = make_runtime(redis_server.url, records, "a", snapshot_every=0, snapshot_every_s=0)
+    b = make_runtime(redis_server.url, records, "b", snapshot_every=0, snapshot_every_s=0)
+    await a.start()
+    await b.start()
+    for agent in ("a1", "a2", "a3"):
+        await a.act(commands.presence(agent, "ready", None, None))
+    await traffic(a, 0, 10)
+    await settled(a, b)
+    # b stops applying (cut off) ...
+    for name in ("log-apply", "log-snapshots"):
+        task = next(t for t in b._tasks if t.get_name() == name)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        b._tasks.remove(task)
+    behind = b.replica.last_id
+    # ... while a goes on, writes a snapshot and trims (b's report counts as gone: stale)
+    answers = await traffic(a, 100, 30)
+    assert await a.write_snapshot()
+    await a.shared.forget_position("b")
+    removed, mark = await a.shared.trim(60_000)
+    assert removed > 0 and mark is not None and entry(mark) > entry(behind)
+    # b applies again: it finds the gap, starts from the snapshot, catches up
+    b._tasks.append(asyncio.create_task(b._apply_loop(), name="log-apply"))
+    async with asyncio.timeout(15):
+        while not b.resyncs:
+            await asyncio.sleep(0.02)
+    await settled(a, b)
+    assert b.ready
+    assert state(b)["engine"] == state(a)["engine"]
+    again = await b.act(commands.event(offer(100, queue="support")))
+    assert again.kind is DecisionKind.DUPLICATE and again.original == answers["e100"]
+    await b.stop()
+    await a.stop()
