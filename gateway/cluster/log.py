@@ -129,11 +129,16 @@ if old then
   local a, b = string.match(old, '^(%d+)-(%d+)$')
   oms, oseq = tonumber(a), tonumber(b)
 end
-if min_ms > oms or (min_ms == oms and min_seq > oseq) then redis.call('SET', KEYS[3], mark) else mark = old end
+-- the mark says what is gone: set only when something was removed
+if removed > 0 and (min_ms > oms or (min_ms == oms and min_seq > oseq)) then
+  redis.call('SET', KEYS[3], mark)
+else
+  mark = old or ''
+end
 return {removed, mark}
 """
 
-# Take the snapshot writer's turn ({1}) unless another instance holds it.
+# End this instance's turn as the snapshot writer (if it still holds it).
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
