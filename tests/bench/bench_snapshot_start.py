@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 from gateway import commands
 from gateway.cluster.log import RedisLog
 from gateway.cluster.replica import Replica
-from gateway.cluster.runtime import ClusterRuntime, ClusterSettings, config_hash
+from gateway.cluster.runtime import ClusterRuntime, ClusterSettings
 from gateway.engine import Engine
 from gateway.events import Channel, Event, EventType
 from gateway.metrics import Metrics
@@ -58,7 +58,8 @@ def runtime(url: str, name: str, settings: ClusterSettings | None = None) -> Clu
         metrics=Metrics(),
         shared=RedisLog(parse_redis_url(url), block_ms=200),
         replica=replica,
-        config_hash=config_hash(CONFIG, {}),
+        config=CONFIG,
+        caps={},
         settings=settings or ClusterSettings(snapshot_every=0, snapshot_every_s=0, snapshot_check_s=3600),
         instance=name,
     )
