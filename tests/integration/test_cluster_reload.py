@@ -259,6 +259,11 @@ async def test_a_broken_file_is_refused_with_its_line_and_nothing_changes_on_any
         assert "Traceback" not in err
         status, body = await reload_http(http, b)  # B's file is fine and unchanged: nothing to do
         assert status == 200 and body["changes"] == {} and body["generation"] == 1, body
+
+        async def applied_on_a() -> bool:  # (A applies B's entry on its own time)
+            return await metric(http, a, "cti_gateway_config_generation") == 1
+
+        await eventually(applied_on_a, "A applied B's reload")
         # only B's (empty) reload is in the log: A's broken file changed nothing anywhere
         for proc in (a, b):
             assert await metric(http, proc, "cti_gateway_config_generation") == 1
