@@ -27,7 +27,7 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway import commands
@@ -288,12 +288,31 @@ def _count(applied: Applied) -> None:
         SEEN["transfer"] = SEEN.get("transfer", 0) + 1
 
 
+#: one history that reaches every kind the last test asks for, whatever the random ones draw
+#: (an assignment, an accept, a vendor message, a transfer, a resend, a rejection, a queued
+#: offer for a vendor that cannot take one, an action refused), cut in its middle
+EVERY_KIND = [
+    (0, ("offer", 1, "a1", "idle", "chat", 0)),
+    (0, ("session", "a1", 0, "accept")),
+    (0, ("vendor", 1, "message")),
+    (0, ("transfer", "a1", 0, ("agent", "a2"), "blind")),
+    (0, ("offer", 1, "a1", "idle", "chat", 0)),
+    (0, ("presence", "a4", "offline")),
+    (0, ("offer", 3, "a4", "idle", "chat", 0)),
+    (0, ("offer", 4, "a4", "idle", "chat", 0)),
+    (0, ("session", "a2", 0, "accept")),
+    (0, ("session", "a2", 0, "accept")),
+    (250, ("tick",)),
+]
+
+
 @settings(
     max_examples=150 if os.environ.get("CI") else 50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(log=st.lists(st.tuples(gaps_ms, steps), min_size=25, max_size=80), cut=st.floats(0, 1))
+@example(log=EVERY_KIND, cut=0.5)
 def test_a_replica_loaded_from_a_snapshot_decides_as_one_that_replayed_the_whole_log(
     log: list[tuple[int, tuple[Any, ...]]], cut: float
 ) -> None:
