@@ -14,7 +14,7 @@ import pytest
 
 from gateway.api.sockets import CLOSE_TOO_SLOW
 
-from .conftest import TOKENS, Gateway, receive_json, receive_until, request_ws
+from .conftest import TOKENS, Gateway, auth, receive_json, receive_until, request_ws
 
 pytestmark = pytest.mark.asyncio
 
@@ -210,17 +210,40 @@ async def test_focus_and_end_fill_the_record(gw: Gateway) -> None:
 # ---------------------------------------------------------------------------- the socket's writer
 
 
+async def test_the_desktop_socket_declines_compression(gw: Gateway) -> None:
+    """A browser asks for permessage-deflate: the desktop socket goes on uncompressed (zlib's
+    state would cost ~95 KB per desktop), and works as usual."""
+    ws = await gw.ws("a1", compress=15)
+    assert ws.compress == 0
+    assert "Sec-WebSocket-Extensions" not in ws._response.headers
+    assert (await receive_json(ws))["type"] == "hello"
+    assert await request_ws(ws, {"type": "ping", "ref": 1}) == {"type": "pong", "ref": 1}
+    await ws.close()
+
+
 @pytest.mark.parametrize("compress", [0, 15], ids=["plain", "deflate"])
 async def test_every_message_arrives_in_order_whatever_its_size(gw: Gateway, compress: int) -> None:
     """Messages queued in the same turn go out together (one write on a plain connection,
     frame by frame through aiohttp's compressor on a deflate one): every one arrives, whole
-    and in order, across the three frame-length encodings (< 126, < 64 KiB, larger)."""
-    ws = await gw.ws("a1", compress=compress)
-    assert (await receive_json(ws))["type"] == "hello"
+    and in order, across the three frame-length encodings (< 126, < 64 KiB, larger). The
+    desktop socket is never compressed; the supervisor stream is when its client asks."""
+    if compress:
+        ws = await gw.http.ws_connect(gw.url("/v1/events/ws"), headers=auth("supervisor"), compress=compress)
+        assert ws.compress == compress  # (the stream took it)
+
+        def send(message: dict[str, Any]) -> None:
+            gw.runtime.bus.publish(message)
+    else:
+        ws = await gw.ws("a1")
+        assert (await receive_json(ws))["type"] == "hello"
+
+        def send(message: dict[str, Any]) -> None:
+            gw.runtime.hub.send("a1", message)
+
     sizes = [0, 1, 100, 125, 126, 127, 1000, 65_535, 65_536, 70_000, 3]
     for burst in range(3):
         for n, size in enumerate(sizes):  # one turn: all queued before the writer runs
-            gw.runtime.hub.send("a1", {"type": "chat.message", "n": burst * 100 + n, "text": "é" * (size // 2)})
+            send({"type": "chat.message", "n": burst * 100 + n, "text": "é" * (size // 2)})
     for burst in range(3):
         for n, size in enumerate(sizes):
             msg = await receive_json(ws)
