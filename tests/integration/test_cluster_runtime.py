@@ -378,3 +378,35 @@ async def test_an_instance_whose_file_differs_from_the_reloaded_one_says_so_and_
     assert "this instance's file" in checks["config"] and "differs from the configuration in force" in checks["config"]
     assert checks["config_in_force"]["generation"] == 1
     assert (await a.check_ready()).get("config") is None
+
+
+@pytest.mark.asyncio
+async def test_a_resend_evicted_from_memory_is_still_a_duplicate(
+    redis_server: RedisServer, records: MemoryJournal
+) -> None:
+    """retention.cached_events is a size, never an answer, on a shared store too: an event id
+    pushed out of memory by 149 later ones is looked up in the records store (as on one
+    gateway) and answered ``duplicate`` with its first decision, through any instance."""
+    data = make_config(profiles={"std": {"max_sessions": 64}}).model_dump(mode="json")
+    data["retention"] = {"cached_events": 100}
+    config = GatewayConfig.model_validate(data)
+    a = make_runtime(redis_server.url, records, "a", config)
+    b = make_runtime(redis_server.url, records, "b", config)
+    await a.start()
+    await b.start()
+    for agent in ("a1", "a2", "a3"):
+        await a.act(commands.presence(agent, "ready", None, None))
+    first = await a.submit(offer(0))
+    assert first.kind.value == "assigned"
+    for n in range(1, 150):
+        await a.submit(offer(n))
+    async with asyncio.timeout(15):  # the records store has them (written once, by the group)
+        while await a.shared.pending() or len((await records.load(since=0)).events) < 150:
+            await asyncio.sleep(0.05)
+    await until(lambda: b.replica.last == a.replica.last)
+    assert b.engine.missing(offer(0))  # no longer in memory
+    again = await b.submit(offer(0))
+    assert again.kind.value == "duplicate" and again.original == first
+    assert sum(1 for s in b.engine.sessions.values() if s.interaction_id == "i0") <= 1
+    await b.stop()
+    await a.stop()
