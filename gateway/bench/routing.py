@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -54,44 +55,53 @@ def config(agents: int) -> GatewayConfig:
     )
 
 
-def measure(agents: int, decisions: int) -> dict[str, Any]:
-    at = datetime.fromtimestamp(T0, tz=timezone.utc)
-    t_setup = time.perf_counter()
-    engine = Engine(config(agents), clock=ManualClock(T0))
+AT = datetime.fromtimestamp(T0, tz=timezone.utc)
+
+
+def offer(n: int) -> Event:
+    """The ``n``-th offer: a mixed channel, to one of the four queues."""
+    return Event(
+        vendor="crm",
+        event_id=f"o{n}",
+        type=EventType.OFFER,
+        channel=MIX[n % len(MIX)],
+        interaction_id=f"i{n}",
+        queue=QUEUES[n % 4],
+        occurred_at=AT,
+    )
+
+
+def end(interaction: str) -> Event:
+    return Event(
+        vendor="crm", event_id=f"e{interaction}", type=EventType.END, interaction_id=interaction, occurred_at=AT
+    )
+
+
+def steady(agents: int, new_id: Callable[[], str] | None = None) -> tuple[Engine, deque[str]]:
+    """Every agent ready, then filled to one session each on average (mixed channels): the
+    engine and the interactions open, oldest first (offers ``o0`` .. ``o{agents-1}``)."""
+    engine = Engine(config(agents), clock=ManualClock(T0), new_id=new_id)
     for agent_id in engine.agent_ids():
         engine.set_presence(agent_id, "ready")
     engine.take_changes()
     engine.drain()
-    setup_s = time.perf_counter() - t_setup
     open_ids: deque[str] = deque()
-    counter = 0
-
-    def offer(n: int) -> Event:
-        return Event(
-            vendor="crm",
-            event_id=f"o{n}",
-            type=EventType.OFFER,
-            channel=MIX[n % len(MIX)],
-            interaction_id=f"i{n}",
-            queue=QUEUES[n % 4],
-            occurred_at=at,
-        )
-
-    def end(interaction: str) -> Event:
-        return Event(
-            vendor="crm", event_id=f"e{interaction}", type=EventType.END, interaction_id=interaction, occurred_at=at
-        )
-
-    # fill to a steady occupancy (one session per agent on average, mixed channels), untimed
-    for _ in range(agents):
+    for counter in range(agents):
         engine.handle_event(offer(counter))
         open_ids.append(f"i{counter}")
-        counter += 1
-        if counter % BATCH == 0:
+        if (counter + 1) % BATCH == 0:
             engine.take_changes()
             engine.drain()
     engine.take_changes()
     engine.drain()
+    return engine, open_ids
+
+
+def measure(agents: int, decisions: int) -> dict[str, Any]:
+    t_setup = time.perf_counter()
+    engine, open_ids = steady(agents)  # (setup_s: building the engine and filling it)
+    setup_s = time.perf_counter() - t_setup
+    counter = agents
     batch = min(BATCH, agents)
     per_batch: list[float] = []
     after: list[float] = []

@@ -20,16 +20,12 @@ import functools
 import gc
 import sys
 import time
-from collections import deque
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gateway.bench.routing import BATCH, MIX, QUEUES, T0, config
-from gateway.clock import ManualClock
-from gateway.engine import Engine
-from gateway.events import Event, EventType
+from gateway.bench.routing import BATCH, end, offer, steady
+from gateway.events import Event
 
 
 def main() -> None:
@@ -38,41 +34,9 @@ def main() -> None:
     parser.add_argument("decisions", type=int)
     parser.add_argument("--full", action="store_true", help="also take_changes() and drain() per batch")
     args = parser.parse_args()
-    at = datetime.fromtimestamp(T0, tz=timezone.utc)
-    counter = 0
     ids = iter(range(1, 1 << 62))
-    engine = Engine(config(args.agents), clock=ManualClock(T0), new_id=lambda: f"s{next(ids)}")
-    for agent_id in engine.agent_ids():
-        engine.set_presence(agent_id, "ready")
-    engine.take_changes()
-    engine.drain()
-
-    def offer(n: int) -> Event:
-        return Event(
-            vendor="crm",
-            event_id=f"o{n}",
-            type=EventType.OFFER,
-            channel=MIX[n % len(MIX)],
-            interaction_id=f"i{n}",
-            queue=QUEUES[n % 4],
-            occurred_at=at,
-        )
-
-    def end(interaction: str) -> Event:
-        return Event(
-            vendor="crm", event_id=f"e{interaction}", type=EventType.END, interaction_id=interaction, occurred_at=at
-        )
-
-    open_ids: deque[str] = deque()
-    for _ in range(args.agents):
-        engine.handle_event(offer(counter))
-        open_ids.append(f"i{counter}")
-        counter += 1
-        if counter % BATCH == 0:
-            engine.take_changes()
-            engine.drain()
-    engine.take_changes()
-    engine.drain()
+    engine, open_ids = steady(args.agents, new_id=lambda: f"s{next(ids)}")
+    counter = args.agents
     batch = min(BATCH, args.agents)
 
     def step(_acc: None, event: Event | None) -> None:
