@@ -652,29 +652,10 @@ class Bench:
 
     def _p4_run(self, workdir: Path, r: int) -> dict[str, Any]:
         gw = Gateway(f"gateway-p4-{r}", workdir, self.o.p4_desktops, self.o.store, self.o.loop)
-        desktops: Desktops | None = None
-        try:
-            time.sleep(0.5)
-            before = gw.rss()
-            desktops = Desktops("desktops-p4", gw, "idle", gw.agent_ids)
-            time.sleep(1.0)
-            after = gw.rss()
-        finally:
-            if desktops is not None:
-                desk = desktops.stop()
-            gw.stop()
+        before, after, desk = _rss_with_desktops(gw, "desktops-p4", gw.agent_ids)
+        # the floor: the bare aiohttp server holding as many sockets, right after
         bare = BareServer(f"bare-p4-{r}", workdir, self.o.loop)
-        bare_desktops: Desktops | None = None
-        try:
-            time.sleep(0.5)
-            bare_before = bare.rss()
-            bare_desktops = Desktops("desktops-p4-bare", bare, "idle", gw.agent_ids)
-            time.sleep(1.0)
-            bare_after = bare.rss()
-        finally:
-            if bare_desktops is not None:
-                bare_desk = bare_desktops.stop()
-            bare.stop()
+        bare_before, bare_after, bare_desk = _rss_with_desktops(bare, "desktops-p4-bare", gw.agent_ids)
         return {
             "connected": desk["connected"],
             "rss_before": before,
@@ -720,6 +701,25 @@ class Bench:
             log=self.log,
         ).run()
         self.emit(cluster_table(self.results["CLUSTER"]))
+
+
+def _rss_with_desktops(
+    server: Gateway | BareServer, name: str, agent_ids: list[str]
+) -> tuple[int, int, dict[str, Any]]:
+    """``server``'s RSS before any socket and with an idle desktop per agent connected, and
+    what the desktops process reported; ``server`` is stopped afterwards."""
+    desktops: Desktops | None = None
+    try:
+        time.sleep(0.5)
+        before = server.rss()
+        desktops = Desktops(name, server, "idle", agent_ids)
+        time.sleep(1.0)
+        after = server.rss()
+    finally:
+        desk = desktops.stop() if desktops is not None else None
+        server.stop()
+    assert desk is not None
+    return before, after, desk
 
 
 def _mb(n: float) -> str:
