@@ -67,7 +67,7 @@ from ..metrics import Metrics
 from ..notices import Notice, ToVendor
 from ..oplog import log_notice
 from ..persistence import Changes, Journal, Snapshot
-from ..runtime import NotReady, Runtime, Unstorable, _state_key
+from ..runtime import NotReady, Runtime, Unstorable, _state_key, deliver_to_vendor
 from . import snapshot
 from .log import Entry, RedisLog, StoreUnavailable
 from .replica import Replica, parse_entry_id
@@ -676,16 +676,9 @@ class ClusterRuntime(Runtime):
                     )
                 )
         for notice in deliveries:
-            adapter = self.adapters.get(notice.vendor)
-            if adapter is None:
-                continue
-            try:
-                await adapter.deliver(notice)
-            except GatewayError as exc:
-                log.warning("vendor_delivery_failed", vendor=notice.vendor, action=notice.action.value, error=str(exc))
-            except Exception:  # an adapter bug must not stop delivery to the others
-                log.exception("vendor_delivery_crashed", vendor=notice.vendor, action=notice.action.value)
-            self.effects_done += 1
+            if notice.vendor in self.adapters:
+                await deliver_to_vendor(self.adapters, notice)
+                self.effects_done += 1
 
     # ------------------------------------------------------------------ records store health
 
