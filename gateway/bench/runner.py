@@ -618,12 +618,17 @@ class Bench:
                     # (what take_changes() + drain() add per decision: not part of the figure)
                     "us_changes": statistics.median(x.get("us_changes_median", 0.0) for x in runs),
                     "us_cpu": statistics.median(x.get("us_cpu_median", 0.0) for x in runs),
+                    # (the choice proper, measured in other batches: not part of the figure)
+                    "us_choice": statistics.median(x.get("us_choice_median", 0.0) for x in runs),
+                    "choice_share": statistics.median(x.get("choice_share", 0.0) for x in runs),
                     "runs": runs,
                 }
             )
             self.log(
                 f"P3 {size}: {sizes[-1]['us']:.1f} us (CPU {sizes[-1]['us_cpu']:.1f} us)"
-                f" (then take_changes + drain {sizes[-1]['us_changes']:.1f} us per decision);"
+                f" (then take_changes + drain {sizes[-1]['us_changes']:.1f} us per decision;"
+                f" of a decision, the choice proper: {sizes[-1]['us_choice']:.1f} us,"
+                f" {sizes[-1]['choice_share']:.0%});"
                 " per run " + ", ".join(f"{x['us_median']:.1f}" for x in runs)
             )
         self.results["P3"] = {"sizes": sizes}
@@ -782,6 +787,12 @@ def rows(results: dict[str, Any], o: BenchOptions) -> list[tuple[str, str, str, 
                 + (
                     f"; then take_changes + drain {large['us_changes']:.1f} us per decision"
                     if large.get("us_changes")
+                    else ""
+                )
+                + (
+                    f"; choice proper (select + index upkeep) {large['choice_share']:.0%} of a decision"
+                    f" at {large['agents']:,}, {small['choice_share']:.0%} at {small['agents']:,}"
+                    if large.get("choice_share")
                     else ""
                 ),
                 TARGETS["P3"],

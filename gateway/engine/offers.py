@@ -175,13 +175,15 @@ def record_decision(st: EngineState, interaction: Interaction, decision: Decisio
 
 def select(st: EngineState, queue: str, channel: Channel, vendor: str, exclude: set[str]) -> str | None:
     """Reserve a slot on the best eligible agent of ``queue`` (see :mod:`gateway.router`)."""
-    skip = set(exclude)
+    skip = exclude  # copied at the first agent refused (exclude is the caller's)
     while True:
         agent_id = st.index.best(queue, channel, skip)
         if agent_id is None:
             return None
         if slots.allocate(st, agent_id, channel, vendor, offer_next=True) is None:
             return agent_id
+        if skip is exclude:
+            skip = set(exclude)
         skip.add(agent_id)
 
 

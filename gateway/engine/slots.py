@@ -43,13 +43,25 @@ def allocate(
     time): the index is not refreshed twice (a reserved agent is in the caller's skip set
     until then)."""
     agent = st.agents[agent_id]
-    reason = refusal(st, agent_id, channel, vendor)
-    if reason is None:
+    if agent.retiring:
+        reason: Reason | None = Reason.UNKNOWN_AGENT
+    elif channel is Channel.VOICE and vendor is not None and voice_limited(st, vendor):
+        reason = refusal(st, agent_id, channel, vendor)
+        if reason is None:
+            reason, _ = st.store.reserve(agent_id, agent.profile, channel)
+    else:
+        # refusal() would be the capacity rules only, which reserve() checks itself
         reason, _ = st.store.reserve(agent_id, agent.profile, channel)
-        if offer_next and reason is None:
-            return None
+    if offer_next and reason is None:
+        return None
     refresh(st, agent_id)
     return reason
+
+
+def voice_limited(st: EngineState, vendor: str) -> bool:
+    """Whether the vendor limits the voice sessions per agent (``max_voice_per_agent``)."""
+    caps = st.caps.get(vendor)
+    return caps is not None and caps.max_voice_per_agent is not None
 
 
 def refusal(st: EngineState, agent_id: str, channel: Channel, vendor: str | None) -> Reason | None:
