@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from ..capacity import Reason, check
 from ..config import CapacityProfile
 from ..events import Channel
-from .base import AgentState, StateStore
+from .base import AgentState, StateStore, agent_state
 
 
 class MemoryStateStore(StateStore):
@@ -21,7 +21,7 @@ class MemoryStateStore(StateStore):
         current = self.get(agent_id)
         if current.version != expected_version:
             return None
-        stored = AgentState(new.presence, new.reason, new.load, expected_version + 1)
+        stored = agent_state(new.presence, new.reason, new.load, expected_version + 1)
         self._agents[agent_id] = stored
         return stored
 
@@ -41,14 +41,14 @@ class MemoryStateStore(StateStore):
         reason = check(profile, state.load, state.presence, channel)
         if reason is not None:
             return reason, state
-        stored = self._agents[agent_id] = AgentState(
+        stored = self._agents[agent_id] = agent_state(
             state.presence, state.reason, state.load.plus(channel, profile.weight(channel)), state.version + 1
         )
         return None, stored
 
     def release(self, agent_id: str, profile: CapacityProfile, channel: Channel) -> AgentState:
         state = self._agents.get(agent_id) or AgentState()
-        stored = self._agents[agent_id] = AgentState(
+        stored = self._agents[agent_id] = agent_state(
             state.presence, state.reason, state.load.minus(channel, profile.weight(channel)), state.version + 1
         )
         return stored

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 from hypothesis import given
@@ -13,7 +13,7 @@ from gateway.capacity import Load, Presence, Reason
 from gateway.config import CapacityProfile
 from gateway.events import Channel
 from gateway.state import AgentState, MemoryStateStore
-from gateway.state.base import CAS_ATTEMPTS, StateStore, StoreConflict
+from gateway.state.base import CAS_ATTEMPTS, StateStore, StoreConflict, agent_state
 
 PROFILE = CapacityProfile(max_sessions=2, units={Channel.EMAIL: 2}, max_units=3)
 
@@ -192,3 +192,15 @@ def test_the_memory_stores_one_step_reserve_and_release_equal_the_compare_and_se
                     errors.append(str(exc))
             assert len(errors) in (0, 2) and len(set(errors)) <= 1
         assert one_step.get(agent) == looping.get(agent)
+
+
+def test_agent_state_builds_the_same_frozen_object_as_the_dataclass() -> None:
+    """The reservation's fast constructor: equal, same hash and repr, still frozen."""
+    load = Load(sessions=2, units=3, chat=1, voice=1)
+    fast = agent_state(Presence.NOT_READY, "lunch", load, 7)
+    slow = AgentState(Presence.NOT_READY, "lunch", load, 7)
+    assert type(fast) is AgentState
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert (fast.presence, fast.reason, fast.load, fast.version) == (Presence.NOT_READY, "lunch", load, 7)
+    with pytest.raises(FrozenInstanceError):
+        fast.version = 8  # type: ignore[misc]
