@@ -159,7 +159,12 @@ def decision_from_state(body: StateDict) -> Decision:
 
 
 def session_to_state(session: Session, now: float) -> StateDict:
-    return {
+    """A session's journal row: its fields, without those that hold their default (None, an
+    empty list, ``units`` 1, ...): :func:`session_from_state` reads a missing key as that
+    default, so a compact row and a whole one (as earlier releases wrote them) load alike.
+    About half of a session's fields hold their default at any time: left out, they are
+    not built, checked, encoded and written on every change of the session."""
+    row: StateDict = {
         "id": session.id,
         "agent_id": session.agent_id,
         "channel": session.channel.value,
@@ -167,29 +172,50 @@ def session_to_state(session: Session, now: float) -> StateDict:
         "vendor": session.vendor,
         "interaction_id": session.interaction_id,
         "offered_at": session.offered_at,
-        "accepted_at": session.accepted_at,
-        "ended_at": session.ended_at,
-        "closed_at": session.closed_at,
-        "queue": session.queue,
-        "customer": customer_dict(session.customer) if session.customer else None,
-        "subject": session.subject,
         "label": session.label,
         "profile": session.profile,
-        "account": {"state": session.account.state.value, "id": session.account.id},
-        "outcome": session.outcome.value if session.outcome else None,
-        "notes": [{"text": n.text, "at": n.at} for n in session.notes],
-        "transferred_from": session.transferred_from,
-        "transferred_to": session.transferred_to,
-        "units": session.units,
-        "focused": session.focused,
-        "focused_since": session.focused_since,
-        "focus_ms_closed": session.focus_ms_closed,
-        "deadline": session.deadline,
-        "flagged": session.flagged,
         # the time the public session object is shown as of (see session_record): the
         # object itself is not stored, it is made of these fields when it is read
         "as_of": now,
     }
+    if session.accepted_at is not None:
+        row["accepted_at"] = session.accepted_at
+    if session.ended_at is not None:
+        row["ended_at"] = session.ended_at
+    if session.closed_at is not None:
+        row["closed_at"] = session.closed_at
+    if session.queue is not None:
+        row["queue"] = session.queue
+    if session.customer is not None:
+        row["customer"] = customer_dict(session.customer)
+    if session.subject is not None:
+        row["subject"] = session.subject
+    account = session.account
+    if account.state is not AccountState.UNIDENTIFIED or account.id is not None:
+        row["account"] = {"state": account.state.value, "id": account.id}
+    if session.outcome is not None:
+        row["outcome"] = session.outcome.value
+    if session.notes:
+        row["notes"] = [{"text": n.text, "at": n.at} for n in session.notes]
+    if session.transferred_from is not None:
+        row["transferred_from"] = session.transferred_from
+    if session.transferred_to is not None:
+        row["transferred_to"] = session.transferred_to
+    if session.units != 1:
+        row["units"] = session.units
+    if session.focused or session.focused_since is not None:
+        # (a row without "focused" reads as focused while an interval is open: rows of
+        # journals written before it was kept)
+        row["focused"] = session.focused
+    if session.focused_since is not None:
+        row["focused_since"] = session.focused_since
+    if session.focus_ms_closed:
+        row["focus_ms_closed"] = session.focus_ms_closed
+    if session.deadline is not None:
+        row["deadline"] = session.deadline
+    if session.flagged:
+        row["flagged"] = True
+    return row
 
 
 def session_record(state: StateDict) -> StateDict:
@@ -220,7 +246,7 @@ def session_from_state(body: StateDict) -> Session:
         subject=body.get("subject"),
         label=body.get("label", ""),
         profile=body.get("profile", ""),
-        account=Account(AccountState(body["account"]["state"]), body["account"].get("id")),
+        account=_account(body.get("account")),
         accepted_at=body.get("accepted_at"),
         ended_at=body.get("ended_at"),
         closed_at=body.get("closed_at"),
@@ -232,36 +258,62 @@ def session_from_state(body: StateDict) -> Session:
         # journals written before "focused" was kept: an open interval meant focused
         focused=bool(body.get("focused", body.get("focused_since") is not None)),
         focused_since=body.get("focused_since"),
-        focus_ms_closed=body.get("focus_ms_closed", 0),
+        focus_ms_closed=body.get("focus_ms_closed", 0.0),
         deadline=body.get("deadline"),
         flagged=body.get("flagged", False),
     )
 
 
+def _account(body: StateDict | None) -> Account:
+    if body is None:  # (a compact row: unidentified, no id)
+        return Account()
+    return Account(AccountState(body["state"]), body.get("id"))
+
+
 def interaction_to_state(interaction: Interaction) -> StateDict:
-    return {
+    """An interaction's journal row, without the fields that hold their default (None, an
+    empty list, priority 0): :func:`interaction_from_state` reads a missing key as that
+    default, so compact rows and whole ones (earlier releases) load alike. The row is
+    written again on every change of its sessions: what is left out is saved each time."""
+    row: StateDict = {
         "vendor": interaction.vendor,
         "interaction_id": interaction.interaction_id,
         "channel": interaction.channel.value,
         "offer_event_id": interaction.offer_event_id,
-        "queue": interaction.queue,
-        "target_agent": interaction.target_agent,
-        "priority": interaction.priority,
-        "customer": customer_dict(interaction.customer) if interaction.customer else None,
-        "subject": interaction.subject,
         "created_at": interaction.created_at,
         "phase": interaction.phase.value,
-        "excluded": sorted(interaction.excluded),
-        "holder": interaction.holder,
-        "pending": interaction.pending,
-        "parallel": list(interaction.parallel),
-        "wait_deadline": interaction.wait_deadline,
-        "wait_seq": interaction.wait_seq,
-        "account_id": interaction.account_id,
-        "done_at": interaction.done_at,
-        "decisions": [decision_to_state(d) for d in interaction.decisions],
-        "transcript": interaction.transcript,
     }
+    if interaction.queue is not None:
+        row["queue"] = interaction.queue
+    if interaction.target_agent is not None:
+        row["target_agent"] = interaction.target_agent
+    if interaction.priority:
+        row["priority"] = interaction.priority
+    if interaction.customer is not None:
+        row["customer"] = customer_dict(interaction.customer)
+    if interaction.subject is not None:
+        row["subject"] = interaction.subject
+    if interaction.excluded:
+        row["excluded"] = sorted(interaction.excluded)
+    if interaction.holder is not None:
+        row["holder"] = interaction.holder
+    if interaction.pending is not None:
+        row["pending"] = interaction.pending
+    if interaction.parallel:
+        row["parallel"] = list(interaction.parallel)
+    if interaction.wait_deadline is not None:
+        row["wait_deadline"] = interaction.wait_deadline
+    if interaction.wait_seq is not None:
+        row["wait_seq"] = interaction.wait_seq
+    if interaction.account_id is not None:
+        row["account_id"] = interaction.account_id
+    if interaction.done_at is not None:
+        row["done_at"] = interaction.done_at
+    if interaction.decisions:
+        row["decisions"] = [decision_to_state(d) for d in interaction.decisions]
+    if interaction.transcript:
+        row["transcript"] = interaction.transcript
+    return row
 
 
 def interaction_from_state(body: StateDict) -> Interaction:
