@@ -8,11 +8,11 @@ state, delegates every action to its concern and answers the reads.
 
 from __future__ import annotations
 
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .. import ids
 from ..capacity import Load, Presence, Reason, check
 from ..clock import Clock
 from ..config import CapacityProfile, GatewayConfig, QueueConfig
@@ -55,7 +55,7 @@ class Engine:
             config=config,
             clock=clock,
             store=store if store is not None else MemoryStateStore(),
-            new_id=new_id or (lambda: uuid.uuid4().hex),
+            new_id=new_id or ids.new_id,
             caps=dict(vendor_capabilities or {}),
             dedup_window=retention.dedup_window_s if dedup_window_s is None else dedup_window_s,
             closed_retention=closed_retention_s,
