@@ -278,7 +278,8 @@ class WebhookAdapter(Adapter):
         ignored: list[str] = []
         if not self.config.strict:
             data, ignored = drop_unknown_fields(data)
-        event = parse_event(data, vendor=self.vendor, received_at=now)
+        # (checked above, the whole body: what drop_unknown_fields kept is part of it)
+        event = parse_event(data, vendor=self.vendor, received_at=now, checked=True)
         if ignored:
             self.host.unknown_fields(self.vendor, ignored)
         tokens.update(

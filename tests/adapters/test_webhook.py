@@ -462,6 +462,36 @@ async def test_an_invalid_event_with_unknown_fields_is_still_400_and_counts_noth
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("strict", [False, True], ids=["lenient", "strict"])
+@pytest.mark.parametrize(
+    ("raw", "field", "message"),
+    [
+        pytest.param(encode(OFFER)[:-1] + rb',"subject":"a\ud800b"}', "subject", "lone surrogate", id="known-field"),
+        pytest.param(encode(OFFER)[:-1] + rb',"colour":"\udfff"}', "colour", "lone surrogate", id="unknown-field"),
+        pytest.param(
+            encode(OFFER)[:-1] + rb',"customer":{"name":"\ud800","shoe":1}}',
+            "customer.name",
+            "lone surrogate",
+            id="nested",
+        ),
+        pytest.param(encode(OFFER)[:-1] + rb',"attributes":{"n":1e999}}', "attributes.n", "finite", id="infinite"),
+    ],
+)
+async def test_text_that_cannot_be_stored_is_refused_in_every_field_once_checked(
+    make_gateway: Any, host: FakeHost, raw: bytes, field: str, message: str, strict: bool
+) -> None:
+    """The body is checked once, whole (unknown fields included), before unknown fields are
+    dropped: what is parsed into the event is never checked a second time, and nothing of it
+    escapes the check, in a lenient or a strict vendor."""
+    _, client = await make_gateway(strict=strict)
+    error = assert_error(await post(client, raw), 400, "invalid_event")
+
+    assert error["field"] == field
+    assert message in error["message"]
+    assert host.submitted == []
+
+
+@pytest.mark.asyncio
 async def test_vendor_in_the_body_never_overrides_the_url(client: Client, host: FakeHost) -> None:
     error = assert_error(await post(client, {**OFFER, "vendor": "someone-else"}), 400, "invalid_event")
 
