@@ -67,7 +67,7 @@ class Load:
 
     def _moved(self, channel: Channel, step: int, units: int) -> Load:
         # (dataclasses.replace would do, at several times the cost: this is the hot path)
-        return Load(
+        counts = (
             self.sessions + step,
             self.units + units,
             self.voice + step if channel is Channel.VOICE else self.voice,
@@ -75,6 +75,15 @@ class Load:
             self.email + step if channel is Channel.EMAIL else self.email,
             self.manual + step if channel is Channel.MANUAL else self.manual,
         )
+        # a Load is an immutable value and agents hold few distinct ones: one object per
+        # value is shared (a frozen dataclass's __init__ costs ~5x the lookup: one
+        # object.__setattr__ call per field)
+        found = _LOADS.get(counts)
+        if found is None:
+            if len(_LOADS) >= _LOADS_MAX:
+                _LOADS.clear()
+            found = _LOADS[counts] = Load(*counts)
+        return found
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -86,6 +95,10 @@ class Load:
             "manual": self.manual,
         }
 
+
+#: the Load objects made by plus() and minus(), by their counts (a pure cache: see _moved)
+_LOADS: dict[tuple[int, int, int, int, int, int], Load] = {}
+_LOADS_MAX = 4096
 
 #: Load's field of each channel (``channel.value`` costs an enum descriptor call)
 _FIELD: dict[Channel, str] = {channel: channel.value for channel in Channel}

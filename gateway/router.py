@@ -1,6 +1,6 @@
 """Agent selection and waiting lists: the indexes behind untargeted routing.
 
-**Eligibility index.** For every (queue, channel) pair the index keeps the agents of that
+**Eligibility index.** For every (queue, channel) pair the index gives the agents of that
 queue who could take one more session of that channel right now (ready, every capacity
 rule satisfied), ordered by the queue's policy (a heap of sort keys, see
 :class:`EligibilityIndex`):
@@ -11,10 +11,11 @@ rule satisfied), ordered by the queue's policy (a heap of sort keys, see
   then longest idle, then agent id.
 
 An agent's entries are refreshed whenever its presence, load or idle time changes: that
-costs O(q · c · log n) for an agent in q queues with c routable channels, among n agents of
-a queue. A routing decision takes the head of one heap: O(log n + k) amortized, k being the
-agents skipped because they declined or missed this interaction before. No decision scans
-all agents.
+costs O(q · log n) for an agent in q queues, among n agents of a queue (one key per agent
+and queue, in the heap of the set of channels it has room for). A routing decision takes
+the least of four heads (the sets that hold the channel): O(log n + k) amortized, k being
+the agents skipped because they declined or missed this interaction before. No decision
+scans all agents.
 
 **Waiting lists.** A queue with ``on_full: wait`` keeps, per channel, its waiting
 interactions ordered by (higher priority first, then arrival). When an agent gets room, the
@@ -55,45 +56,65 @@ class AgentView:
     sessions: int
 
 
-class EligibilityIndex:
-    """Per (queue, channel), the agents with room, in the queue's policy order.
+#: each inbound channel's bit in a room mask (the channels an agent has room for)
+CHANNEL_BIT: dict[Channel, int] = {Channel.VOICE: 1, Channel.CHAT: 2, Channel.EMAIL: 4}
+#: channel -> the room masks that include it
+_MASKS_WITH: dict[Channel, tuple[int, ...]] = {
+    channel: tuple(mask for mask in range(1, 8) if mask & bit) for channel, bit in CHANNEL_BIT.items()
+}
 
-    Each list is a binary heap of flat sort keys (``(idle time, idle sequence, agent)`` for
+
+def room_mask(room: Iterable[Channel]) -> int:
+    """The room mask of a set of channels (non-inbound channels are ignored)."""
+    mask = 0
+    for channel in room:
+        mask |= CHANNEL_BIT.get(channel, 0)
+    return mask
+
+
+class _QueueIndex:
+    """One queue's agents with room: each agent is in the table of its room mask, i.e. one
+    key per agent (not one per channel)."""
+
+    __slots__ = ("where", "tables")
+
+    def __init__(self) -> None:
+        #: agent -> its room mask (absent: no room for any inbound channel)
+        self.where: dict[str, int] = {}
+        #: room mask -> (agent -> its current key, the heap holding those keys and stale ones)
+        self.tables: tuple[tuple[dict[str, SortKey], list[SortKey]], ...] = tuple(({}, []) for _ in range(8))
+
+
+class EligibilityIndex:
+    """Per queue, the agents with room, in the queue's policy order, per channel on demand.
+
+    Each agent of a queue has one sort key in it (``(idle time, idle sequence, agent)`` for
     ``longest_idle`` and ``offer_all``; ``(busy share, sessions, idle time, idle sequence,
     agent)`` for ``least_busy``: the same order as comparing the policy's key, then the
-    agent id), with lazy invalidation: an agent's current key per list is kept apart
-    (:attr:`_current`), a change pushes the new key and leaves the old one in the heap,
-    where it is dropped when it reaches the top (it is no longer its agent's current key).
-    An update costs O(q · c · log n), a decision O(log n) amortized plus the excluded
-    agents it skips; a heap holding more than twice its live keys is rebuilt (amortized
-    O(1) per update), so stale keys never pile up.
+    agent id), kept in the binary heap of its *room mask* (the set of inbound channels it
+    has room for: seven heaps per queue). The agents eligible for a channel are the union
+    of the heaps whose mask holds that channel (four of the seven), so their best is the
+    least of those heaps' heads: the same agent, in the same order, as one heap per
+    (queue, channel) would give, with one key per agent and queue to push instead of one
+    per channel. Lazy invalidation: an agent's current key is kept apart (per mask), a
+    change pushes the new key and leaves the old one in its heap, where it is dropped when
+    it reaches the top (it is no longer its agent's current key in that mask). An update
+    costs O(q · log n), a decision O(log n) amortized plus the excluded agents it skips; a
+    heap holding more than twice its live keys is rebuilt (amortized O(1) per update), so
+    stale keys never pile up.
     """
 
     def __init__(self, policies: dict[str, QueuePolicy]) -> None:
         self._policies = dict(policies)
         self._least_busy = {queue for queue, policy in policies.items() if policy is QueuePolicy.LEAST_BUSY}
-        self._heaps: dict[tuple[str, Channel], list[SortKey]] = {
-            (queue, channel): [] for queue in policies for channel in INBOUND_CHANNELS
-        }
-        # (queue, channel) -> agent -> the agent's current key in that heap
-        self._current: dict[tuple[str, Channel], dict[str, SortKey]] = {
-            (queue, channel): {} for queue in policies for channel in INBOUND_CHANNELS
-        }
-        # queue -> (channel, current keys, heap) of each of its channels
-        self._slots: dict[str, tuple[tuple[Channel, dict[str, SortKey], list[SortKey]], ...]] = {
-            queue: tuple(
-                (channel, self._current[(queue, channel)], self._heaps[(queue, channel)])
-                for channel in INBOUND_CHANNELS
-            )
-            for queue in policies
-        }
+        self._queues: dict[str, _QueueIndex] = {queue: _QueueIndex() for queue in policies}
 
     def update(self, view: AgentView) -> None:
         """Refresh one agent's entries after any change of its state."""
         self.put(
             view.agent_id,
             view.queues,
-            tuple(channel for channel in INBOUND_CHANNELS if view.room.get(channel)),
+            room_mask(channel for channel, room in view.room.items() if room),
             view.idle_since,
             view.busy_share,
             view.sessions,
@@ -103,17 +124,24 @@ class EligibilityIndex:
         self,
         agent_id: str,
         queues: Iterable[str],
-        room: Collection[Channel],
+        room: int,
         idle_since: tuple[float, int],
         busy_share: float,
         sessions: int,
     ) -> None:
-        """:meth:`update` from the view's fields; ``room``: the channels it has room for."""
+        """:meth:`update` from the view's fields; ``room``: the room mask (:data:`CHANNEL_BIT`)."""
         idle_key: SortKey | None = None
         busy_key: SortKey | None = None
         for queue in queues:
-            slots = self._slots.get(queue)
-            if slots is None:
+            index = self._queues.get(queue)
+            if index is None:
+                continue
+            where = index.where
+            old_mask = where.get(agent_id, 0)
+            if not room:
+                if old_mask:
+                    del index.tables[old_mask][0][agent_id]  # its key in the heap is stale now
+                    del where[agent_id]
                 continue
             if queue in self._least_busy:
                 if busy_key is None:
@@ -123,40 +151,45 @@ class EligibilityIndex:
                 if idle_key is None:
                     idle_key = (idle_since[0], idle_since[1], agent_id)
                 key = idle_key
-            for channel, current, heap in slots:
-                old = current.get(agent_id)
-                if channel in room:
-                    if old is not None and old == key:
-                        continue
-                    current[agent_id] = key
-                    heappush(heap, key)
-                    if len(heap) > 2 * len(current) + 32:
-                        heap[:] = current.values()
-                        heapify(heap)
-                elif old is not None:
-                    del current[agent_id]  # its key in the heap is stale now
+            current, heap = index.tables[room]
+            if old_mask == room:
+                if current[agent_id] == key:
+                    continue
+            elif old_mask:
+                del index.tables[old_mask][0][agent_id]
+            where[agent_id] = room
+            current[agent_id] = key
+            heappush(heap, key)
+            if len(heap) > 2 * len(current) + 32:
+                heap[:] = current.values()
+                heapify(heap)
 
     def best(self, queue: str, channel: Channel, exclude: Collection[str] = ()) -> str | None:
         """The first eligible agent of ``queue`` for ``channel``, skipping ``exclude`` (None: nobody)."""
-        slot = (queue, channel)
-        heap = self._heaps.get(slot)
-        if not heap:
+        index = self._queues.get(queue)
+        masks = _MASKS_WITH.get(channel)
+        if index is None or masks is None:
             return None
-        current = self._current[slot]
-        held: list[SortKey] = []
+        tables = index.tables
+        best: SortKey | None = None
+        held: list[tuple[list[SortKey], SortKey]] = []
         try:
-            while heap:
-                key = heap[0]
-                agent_id = key[-1]
-                if current.get(agent_id) is not key:  # type: ignore[call-overload]
-                    heappop(heap)  # stale: the agent's key changed or it has no room
-                elif agent_id in exclude:
-                    held.append(heappop(heap))
-                else:
-                    return str(agent_id)
-            return None
+            for mask in masks:
+                current, heap = tables[mask]
+                while heap:
+                    key = heap[0]
+                    agent_id = key[-1]
+                    if current.get(agent_id) is not key:  # type: ignore[call-overload]
+                        heappop(heap)  # stale: the agent's key changed or it has no such room now
+                    elif agent_id in exclude:
+                        held.append((heap, heappop(heap)))
+                    else:
+                        if best is None or key < best:
+                            best = key
+                        break
+            return None if best is None else str(best[-1])
         finally:
-            for key in held:
+            for heap, key in held:
                 heappush(heap, key)
 
     def candidates(self, queue: str, channel: Channel, exclude: Iterable[str] = ()) -> Iterator[str]:
@@ -168,30 +201,41 @@ class EligibilityIndex:
 
     def eligible(self, queue: str, channel: Channel) -> list[str]:
         """All eligible agents in order (for tests and introspection: O(n log n))."""
-        current = self._current.get((queue, channel), {})
-        return [key[-1] for key in sorted(current.values())]  # type: ignore[misc]
+        index = self._queues.get(queue)
+        if index is None:
+            return []
+        keys = [key for mask in _MASKS_WITH.get(channel, ()) for key in index.tables[mask][0].values()]
+        return [key[-1] for key in sorted(keys)]  # type: ignore[misc]
 
     def dump(self) -> list[list[Any]]:
-        """Each agent's current key in each list (JSON-able: ``[queue, channel, key]``; the
-        stale keys left in the heaps are not state: they are skipped). :meth:`load` puts
-        them back on an empty index of the same queues."""
+        """Each agent's current key for each channel it has room for, per queue (JSON-able:
+        ``[queue, channel, key]``, the same entries as when the index kept one key per
+        channel; the stale keys left in the heaps are not state: they are skipped).
+        :meth:`load` puts them back on an empty index of the same queues."""
         return [
-            [queue, channel.value, list(key)]
-            for (queue, channel), current in self._current.items()
-            for key in current.values()
+            [queue, channel.value, list(index.tables[mask][0][agent_id])]
+            for queue, index in self._queues.items()
+            for agent_id, mask in index.where.items()
+            for channel, bit in CHANNEL_BIT.items()
+            if mask & bit
         ]
 
     def load(self, entries: list[list[Any]]) -> None:
-        if any(self._current.values()):
+        if any(index.where for index in self._queues.values()):
             raise ValueError("load() needs an empty index")
+        keys: dict[str, dict[str, SortKey]] = {queue: {} for queue in self._queues}
         for queue, channel_name, key in entries:
-            slot = (queue, Channel(channel_name))
+            index = self._queues[queue]
             entry = tuple(key)
-            self._current[slot][str(entry[-1])] = entry
-        for slot, current in self._current.items():
-            heap = self._heaps[slot]
-            heap[:] = current.values()  # the same objects: the heap's keys are current
-            heapify(heap)
+            agent_id = str(entry[-1])
+            index.where[agent_id] = index.where.get(agent_id, 0) | CHANNEL_BIT[Channel(channel_name)]
+            keys[queue][agent_id] = entry
+        for queue, index in self._queues.items():
+            for agent_id, mask in index.where.items():
+                index.tables[mask][0][agent_id] = keys[queue][agent_id]
+            for current, heap in index.tables:
+                heap[:] = current.values()  # the same objects: the heap's keys are current
+                heapify(heap)
 
 
 def agent_line(agent_id: str) -> str:

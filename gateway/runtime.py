@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -487,15 +487,7 @@ class Runtime:
     async def _vendor_sender(self) -> None:
         while True:
             notice = await self._vendor_queue.get()
-            adapter = self.adapters.get(notice.vendor)
-            if adapter is None:
-                continue
-            try:
-                await adapter.deliver(notice)
-            except GatewayError as exc:
-                log.warning("vendor_delivery_failed", vendor=notice.vendor, action=notice.action.value, error=str(exc))
-            except Exception:  # an adapter bug must not stop delivery to the others
-                log.exception("vendor_delivery_crashed", vendor=notice.vendor, action=notice.action.value)
+            await deliver_to_vendor(self.adapters, notice)
 
     # ------------------------------------------------------------------ timers
 
@@ -592,3 +584,18 @@ class Runtime:
         if not self._consistent:
             checks["store_error"] = self._failure
         return checks
+
+
+async def deliver_to_vendor(adapters: Mapping[str, Adapter], notice: ToVendor) -> None:
+    """Hand ``notice`` to its vendor's adapter (none configured: nothing to do). A refusal
+    (:class:`GatewayError`) is logged as a warning, an adapter's bug as an error with its
+    traceback: neither stops delivery to the others."""
+    adapter = adapters.get(notice.vendor)
+    if adapter is None:
+        return
+    try:
+        await adapter.deliver(notice)
+    except GatewayError as exc:
+        log.warning("vendor_delivery_failed", vendor=notice.vendor, action=notice.action.value, error=str(exc))
+    except Exception:  # an adapter bug must not stop delivery to the others
+        log.exception("vendor_delivery_crashed", vendor=notice.vendor, action=notice.action.value)

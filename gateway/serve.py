@@ -4,12 +4,19 @@ aiohttp's ``web.run_app`` gives no hold on the connections it accepts, so the ga
 application itself (:func:`run`, used by ``cti-gateway run``; :func:`start`, used by tests
 that want the real server in-process) and adds what a server facing untrusted clients needs:
 
-* **Idle / request-head timeout** (``server.idle_timeout_s``): aiohttp's keep-alive timer
-  runs from the moment a connection opens and again after every answer, and closes the
+* **Idle / request-head timeout** (``server.idle_timeout_s``): a new connection first meets
+  :class:`gateway.api.desktop_socket.Door`, which closes it if its first request head has
+  not arrived in ``idle_timeout_s`` (it hands every connection that is not a desktop's
+  WebSocket request to aiohttp as soon as its first bytes say so). aiohttp's keep-alive
+  timer then runs from that moment and again after every answer, and closes the
   connection if no complete request head has arrived by then. So a client that trickles
   its headers (one byte every two seconds, "slowloris") or opens a connection and sends
   nothing is closed after ``idle_timeout_s``, like an idle keep-alive connection. A request
   being handled is not affected (bodies have their own timeout, WebSockets their heartbeat).
+* **Desktop WebSockets off aiohttp**: a desktop's ``GET /v1/agents/{id}/ws`` upgrade on a
+  fresh connection is served by the gateway's own connection (:mod:`gateway.api.desktop_socket`,
+  ~17 KB less per desktop than aiohttp's WebSocket); everything else, refused desktop
+  requests included, is aiohttp's as before.
 * **Connections per client address** (``server.max_connections_per_address``, 0: off): a
   connection beyond it is answered ``503 too_many_connections`` at once and closed, before
   anything of it is read. Behind a reverse proxy every client has the proxy's address.
@@ -29,6 +36,8 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from .api.context import API
+from .api.desktop_socket import DesktopSite
 from .config import ServerConfig
 from .listen import bind
 
@@ -60,35 +69,34 @@ def _refusal(limit: int) -> bytes:
 class ConnectionLimiter:
     """Counts open connections per client address and refuses those beyond ``limit``.
 
-    It watches the connections of one aiohttp server (:meth:`attach`): aiohttp tells its
-    ``Server`` about every connection made and lost, and that is where the count is kept."""
+    Every accepted connection is admitted first (:meth:`admit`, by the protocol that meets
+    it, :class:`gateway.api.desktop_socket.Door`); it is released when it closes, whoever
+    owns it by then: the gateway's desktop connection (:meth:`release`), or aiohttp's
+    ``Server``, whose connection-lost callback is watched (:meth:`attach`)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.open: Counter[str] = Counter()
-        self._address: dict[RequestHandler, str] = {}
+        self._address: dict[asyncio.BaseTransport, str] = {}
         #: addresses refused since they last were under the limit (logged once each)
         self._refusing: set[str] = set()
         #: connections refused, in total
         self.refused = 0
 
     def attach(self, server: web.Server) -> None:
-        made: Callable[..., None] = server.connection_made
         lost: Callable[..., None] = server.connection_lost
 
-        def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
-            made(handler, transport)
-            self._made(handler, transport)
-
         def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
-            self._lost(handler)
+            if handler.transport is not None:
+                self.release(handler.transport)
             lost(handler, exc)
 
-        # Server has no hook for this; its two callbacks are the one place every connection passes
-        server.connection_made = connection_made  # type: ignore[method-assign]
+        # Server has no hook for this; its callback is the one place every connection it owns passes
         server.connection_lost = connection_lost  # type: ignore[method-assign]
 
-    def _made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+    def admit(self, transport: asyncio.Transport) -> bool:
+        """Count a new connection; if its address is at the limit, answer 503, close it and
+        return False."""
         peer: Any = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else str(peer)
         if self.limit and self.open[address] >= self.limit:
@@ -98,14 +106,15 @@ class ConnectionLimiter:
                 log.warning("connection_limit_reached", address=address, limit=self.limit)
             with contextlib.suppress(Exception):
                 transport.write(_refusal(self.limit))
-            handler.force_close()
             transport.close()
-            return
-        self._address[handler] = address
+            return False
+        self._address[transport] = address
         self.open[address] += 1
+        return True
 
-    def _lost(self, handler: RequestHandler) -> None:
-        address = self._address.pop(handler, None)
+    def release(self, transport: asyncio.BaseTransport) -> None:
+        """The connection closed (once; a connection never admitted is ignored)."""
+        address = self._address.pop(transport, None)
         if address is None:
             return
         self.open[address] -= 1
@@ -146,9 +155,16 @@ async def start(
     limiter = ConnectionLimiter(settings.max_connections_per_address)
     assert runner.server is not None
     limiter.attach(runner.server)
+    # a desktop's WebSocket is served by the gateway's own connection, everything else by aiohttp
+    ctx = app.get(API)
+    door = ctx.desktop_door if ctx is not None else None
+    if door is not None:
+        door.limiter = limiter
     try:
         for sock in sockets:
-            await web.SockSite(runner, sock).start()
+            await DesktopSite(
+                runner, sock, desktops=door, limiter=limiter, head_timeout=settings.idle_timeout_s
+            ).start()
     except BaseException:
         await runner.cleanup()
         for sock in sockets:

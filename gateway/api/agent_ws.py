@@ -76,9 +76,8 @@ class AgentSocket:
         self.ctx = ctx
         self.runtime = ctx.runtime
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        agent_id = request.match_info["id"]
-        principal = self.ctx.authenticate(request)
+    def desktop_principal(self, principal: Principal, agent_id: str) -> None:
+        """403 unless ``principal`` is that agent (the supervisor may not open a desktop)."""
         if principal.is_supervisor:
             raise ApiError(
                 403,
@@ -86,6 +85,14 @@ class AgentSocket:
                 "the agent WebSocket is the agent's desktop; supervisors watch GET /v1/events/ws",
             )
         principal.require_agent(agent_id)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """A desktop on a connection aiohttp owns (e.g. a client that reused a keep-alive
+        connection for its WebSocket), and every desktop request the gateway's own desktop
+        connection (:mod:`.desktop_socket`) did not take: those it answers with the errors."""
+        agent_id = request.match_info["id"]
+        principal = self.ctx.authenticate(request)
+        self.desktop_principal(principal, agent_id)
         settings = self.ctx.settings
         ws = web.WebSocketResponse(
             heartbeat=settings.ws_heartbeat_s,
@@ -98,6 +105,26 @@ class AgentSocket:
         if not ws.can_prepare(request).ok:
             raise upgrade_required()
 
+        outbox = await self.join(agent_id)
+        try:
+            await converse(
+                ws,
+                request,
+                outbox,
+                lambda text: self.on_text(principal, agent_id, text),
+                open_sockets=self.ctx.sockets,
+                send_timeout=settings.ws_send_timeout_s,
+                close_timeout=settings.ws_close_timeout_s,
+            )
+        finally:
+            await self.leave(agent_id, outbox, ws.close_code)
+        return ws
+
+    async def join(self, agent_id: str) -> SocketOutbox:
+        """Register a new desktop of ``agent_id`` (closing its oldest beyond the limit, 4009)
+        and queue its ``hello``; returns its outbox (a writer is attached once the handshake
+        is done). Shared by both ways a desktop connects."""
+        settings = self.ctx.settings
         hub = self.runtime.hub
         outbox = SocketOutbox(settings.ws_queue_size, name=f"agent:{agent_id}")
 
@@ -117,20 +144,12 @@ class AgentSocket:
         outbox.put_front({"type": "hello", "agent": snapshot})
         del snapshot  # sent once and forgotten: an open socket keeps nothing of its hello (P4)
         log.info("desktop_connected", agent_id=agent_id, sockets=hub.connected(agent_id))
-        try:
-            await converse(
-                ws,
-                request,
-                outbox,
-                lambda text: self._on_text(principal, agent_id, text),
-                open_sockets=self.ctx.sockets,
-                send_timeout=settings.ws_send_timeout_s,
-                close_timeout=settings.ws_close_timeout_s,
-            )
-        finally:
-            await self._leave(agent_id, outbox)
-            log.info("desktop_disconnected", agent_id=agent_id, code=ws.close_code, sockets=hub.connected(agent_id))
-        return ws
+        return outbox
+
+    async def leave(self, agent_id: str, outbox: SocketOutbox, code: int | None) -> None:
+        """The desktop closed (``code``: how): unregister it and say so in the log."""
+        await self._leave(agent_id, outbox)
+        log.info("desktop_disconnected", agent_id=agent_id, code=code, sockets=self.runtime.hub.connected(agent_id))
 
     async def _leave(self, agent_id: str, outbox: SocketOutbox) -> None:
         """Unregister the socket; the agent's last one starts the disconnect grace period."""
@@ -148,7 +167,7 @@ class AgentSocket:
 
     # ------------------------------------------------------------------ client messages
 
-    async def _on_text(self, principal: Principal, agent_id: str, text: str) -> Message:
+    async def on_text(self, principal: Principal, agent_id: str, text: str) -> Message:
         ref: Any = None
         try:
             data = parse_json(text)

@@ -44,12 +44,12 @@ import hashlib
 import hmac
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import structlog
-from aiohttp import hdrs, web
+from aiohttp import hdrs
 
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
@@ -192,7 +192,18 @@ def _describe(principal: Principal) -> str:
     return SUPERVISOR if principal.is_supervisor else f"agent {principal.agent_id}"
 
 
-def token_from_request(request: web.BaseRequest) -> str:
+class RequestHead(Protocol):
+    """What a token is read from: an aiohttp request, or the head of a desktop's WebSocket
+    handshake read by the gateway's own desktop connection (:mod:`.desktop_socket`)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def query(self) -> Mapping[str, str]: ...
+
+
+def token_from_request(request: RequestHead) -> str:
     """The bearer token of a request (header, else ``?token=``), or 401."""
     header = request.headers.get(hdrs.AUTHORIZATION)
     if header is not None:
@@ -245,7 +256,7 @@ class RateLimiter:
             )
 
 
-def authenticate(request: web.BaseRequest, authority: TokenAuthority, limiter: RateLimiter | None = None) -> Principal:
+def authenticate(request: RequestHead, authority: TokenAuthority, limiter: RateLimiter | None = None) -> Principal:
     """The request's principal (401 if none), after taking one token of its rate limit (429)."""
     token = token_from_request(request)
     principal = authority.authenticate(token)

@@ -6,13 +6,17 @@ import asyncio
 import contextlib
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import WSCloseCode, web
 
 from gateway.runtime import Runtime
 
-from .auth import Principal, RateLimiter, TokenAuthority, authenticate
+if TYPE_CHECKING:
+    from .desktop_socket import DesktopDoor
+
+from .auth import ApiError, Principal, RateLimiter, RequestHead, TokenAuthority, authenticate, token_from_request
 
 __all__ = ["API", "ApiContext", "ApiSettings"]
 
@@ -48,13 +52,38 @@ class ApiContext:
         self.settings = settings or ApiSettings()
         self.authority = TokenAuthority.from_config(runtime.engine.config)
         self.limiter = RateLimiter(self.settings.rate_per_s, self.settings.rate_burst)
-        self.sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        #: every open WebSocket (aiohttp's, and the gateway's own desktop connections):
+        #: closed going away at shutdown
+        self.sockets: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: where the listening sockets send a desktop's WebSocket request (set by setup_api:
+        #: a :class:`~.desktop_socket.DesktopDoor`; None: every connection goes to aiohttp)
+        self.desktop_door: DesktopDoor | None = None
 
-    def authenticate(self, request: web.BaseRequest) -> Principal:
+    def authenticate(self, request: RequestHead) -> Principal:
         """The caller (401 ``unauthorized``), charged one request of its rate limit (429)."""
         self.limiter.rate = self.settings.rate_per_s
         self.limiter.burst = self.settings.rate_burst
         return authenticate(request, self.authority, self.limiter)
+
+    def identify(self, request: RequestHead) -> Principal | None:
+        """The caller, or None (no token, a wrong one): what :meth:`authenticate` finds,
+        without charging the rate limit or raising (the desktop connection's door asks it
+        before it takes a connection; whatever it does not take, aiohttp's handler answers)."""
+        try:
+            token = token_from_request(request)
+        except ApiError:
+            return None
+        return self.authority.authenticate(token)
+
+    def charge(self, principal: Principal) -> bool:
+        """Take one request of the caller's rate limit; False if it is spent (no token taken)."""
+        self.limiter.rate = self.settings.rate_per_s
+        self.limiter.burst = self.settings.rate_burst
+        try:
+            self.limiter.check(principal.key)
+        except ApiError:
+            return False
+        return True
 
     def close_desktops(self, agent_id: str, code: int, reason: bytes) -> int:
         """Close every desktop socket of one agent (e.g. its token changed); returns how many."""
@@ -74,7 +103,7 @@ class ApiContext:
             return
         log.info("closing_sockets", count=len(sockets))
 
-        async def close(ws: web.WebSocketResponse) -> None:
+        async def close(ws: Any) -> None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down"), 2.0)
 

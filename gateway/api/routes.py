@@ -54,6 +54,7 @@ from ..vendors import ENDPOINTS
 from . import agent_ws, events_ws
 from .auth import ApiError, Principal
 from .context import API, ApiContext, ApiSettings
+from .desktop_socket import DesktopDoor
 from .errors import error_response, json_error
 from .models import (
     BodyProblem,
@@ -431,7 +432,9 @@ def setup_api(app: web.Application, runtime: Runtime, *, settings: ApiSettings |
     router.add_put("/v1/agents/{id}/presence", rest.put_presence)
     router.add_put("/v1/agents/{id}/focus", rest.put_focus)
     router.add_post("/v1/agents/{id}/sessions", rest.post_session)
-    router.add_get("/v1/agents/{id}/ws", agent_ws.AgentSocket(ctx).handle)
+    agent_socket = agent_ws.AgentSocket(ctx)
+    router.add_get("/v1/agents/{id}/ws", agent_socket.handle)
+    ctx.desktop_door = DesktopDoor(ctx, agent_socket, None)
 
     router.add_get("/v1/sessions/{id}", rest.get_session)
     for action, (model, call) in SESSION_ACTIONS.items():

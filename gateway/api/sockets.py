@@ -18,14 +18,14 @@ import contextlib
 import json
 import struct
 from collections.abc import Awaitable, Callable, MutableSet
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway import fastjson
 
-__all__ = ["CLOSE_REPLACED", "CLOSE_TOO_SLOW", "SocketOutbox", "converse", "dumps", "encode"]
+__all__ = ["CLOSE_REPLACED", "CLOSE_TOO_SLOW", "Link", "SocketOutbox", "converse", "dumps", "encode"]
 
 log = structlog.get_logger("cti_gateway.api.sockets")
 
@@ -36,6 +36,31 @@ CLOSE_TOO_SLOW = 4008
 CLOSE_REPLACED = 4009
 
 Message = dict[str, Any]
+
+
+class Link(Protocol):
+    """What a socket's writer needs of the WebSocket it writes to: aiohttp's
+    ``WebSocketResponse`` (the supervisor stream, a desktop on a connection aiohttp already
+    owned) or the gateway's own desktop connection (:mod:`.desktop_socket`).
+
+    Data frames go straight to the connection's transport (uncompressed text frames, built
+    here); the link keeps the control frames (ping, pong, close) and the closing handshake."""
+
+    @property
+    def compress(self) -> int | bool: ...
+
+    @property
+    def closed(self) -> bool:
+        """True once the closing handshake started (nothing more may be sent)."""
+        ...
+
+    async def send_frame(self, message: bytes, opcode: WSMsgType, compress: int | None = None) -> None:
+        """Send one frame through the link itself (only used when it compresses)."""
+        ...
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        """The closing handshake with ``code``; returns when it ended (or gave up)."""
+        ...
 
 
 def dumps(message: Message) -> str:
@@ -207,7 +232,7 @@ class _Writer:
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        ws: Link,
         outbox: SocketOutbox,
         transport: asyncio.Transport | None,
         *,
@@ -342,6 +367,13 @@ class _Writer:
     def _closing(self, code: int, reason: bytes) -> None:
         self.task = self.loop.create_task(_close(self.ws, self.transport, code, reason, self.close_timeout))
 
+    def halt(self) -> None:
+        """The connection is gone: nothing more is sent (no handshake to wait for)."""
+        self.done = True
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+
     async def stop(self) -> None:
         """The socket is going away (the outbox is closed): finish what the outbox says
         (e.g. the close code of an eviction) and let a closing handshake end, briefly."""
@@ -375,7 +407,7 @@ async def converse(
     outbox: SocketOutbox,
     on_text: Callable[[str], Awaitable[Message]],
     *,
-    open_sockets: MutableSet[web.WebSocketResponse],
+    open_sockets: MutableSet[Any],
     send_timeout: float,
     close_timeout: float,
 ) -> None:
@@ -426,10 +458,13 @@ async def converse(
         open_sockets.discard(ws)
 
 
-async def _close(
-    ws: web.WebSocketResponse, transport: asyncio.Transport | None, code: int, reason: bytes, timeout: float
-) -> None:
-    """Close with ``code``; if the closing handshake does not finish in time, drop the connection."""
+async def _close(ws: Link, transport: asyncio.Transport | None, code: int, reason: bytes, timeout: float) -> None:
+    """Close with ``code``; if the closing handshake does not finish in time, drop the connection
+    (a link that bounds its own handshake, the gateway's desktop connection, ends it itself:
+    half-closed after the close frame went out, never reset while the frame may be unread)."""
+    if getattr(ws, "bounded_close", False):
+        await ws.close(code=code, message=reason)
+        return
     try:
         await asyncio.wait_for(ws.close(code=code, message=reason), timeout)
     except asyncio.CancelledError:

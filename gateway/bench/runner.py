@@ -618,12 +618,17 @@ class Bench:
                     # (what take_changes() + drain() add per decision: not part of the figure)
                     "us_changes": statistics.median(x.get("us_changes_median", 0.0) for x in runs),
                     "us_cpu": statistics.median(x.get("us_cpu_median", 0.0) for x in runs),
+                    # (the choice proper, measured in other batches: not part of the figure)
+                    "us_choice": statistics.median(x.get("us_choice_median", 0.0) for x in runs),
+                    "choice_share": statistics.median(x.get("choice_share", 0.0) for x in runs),
                     "runs": runs,
                 }
             )
             self.log(
                 f"P3 {size}: {sizes[-1]['us']:.1f} us (CPU {sizes[-1]['us_cpu']:.1f} us)"
-                f" (then take_changes + drain {sizes[-1]['us_changes']:.1f} us per decision);"
+                f" (then take_changes + drain {sizes[-1]['us_changes']:.1f} us per decision;"
+                f" of a decision, the choice proper: {sizes[-1]['us_choice']:.1f} us,"
+                f" {sizes[-1]['choice_share']:.0%});"
                 " per run " + ", ".join(f"{x['us_median']:.1f}" for x in runs)
             )
         self.results["P3"] = {"sizes": sizes}
@@ -652,29 +657,10 @@ class Bench:
 
     def _p4_run(self, workdir: Path, r: int) -> dict[str, Any]:
         gw = Gateway(f"gateway-p4-{r}", workdir, self.o.p4_desktops, self.o.store, self.o.loop)
-        desktops: Desktops | None = None
-        try:
-            time.sleep(0.5)
-            before = gw.rss()
-            desktops = Desktops("desktops-p4", gw, "idle", gw.agent_ids)
-            time.sleep(1.0)
-            after = gw.rss()
-        finally:
-            if desktops is not None:
-                desk = desktops.stop()
-            gw.stop()
+        before, after, desk = _rss_with_desktops(gw, "desktops-p4", gw.agent_ids)
+        # the floor: the bare aiohttp server holding as many sockets, right after
         bare = BareServer(f"bare-p4-{r}", workdir, self.o.loop)
-        bare_desktops: Desktops | None = None
-        try:
-            time.sleep(0.5)
-            bare_before = bare.rss()
-            bare_desktops = Desktops("desktops-p4-bare", bare, "idle", gw.agent_ids)
-            time.sleep(1.0)
-            bare_after = bare.rss()
-        finally:
-            if bare_desktops is not None:
-                bare_desk = bare_desktops.stop()
-            bare.stop()
+        bare_before, bare_after, bare_desk = _rss_with_desktops(bare, "desktops-p4-bare", gw.agent_ids)
         return {
             "connected": desk["connected"],
             "rss_before": before,
@@ -720,6 +706,25 @@ class Bench:
             log=self.log,
         ).run()
         self.emit(cluster_table(self.results["CLUSTER"]))
+
+
+def _rss_with_desktops(
+    server: Gateway | BareServer, name: str, agent_ids: list[str]
+) -> tuple[int, int, dict[str, Any]]:
+    """``server``'s RSS before any socket and with an idle desktop per agent connected, and
+    what the desktops process reported; ``server`` is stopped afterwards."""
+    desktops: Desktops | None = None
+    try:
+        time.sleep(0.5)
+        before = server.rss()
+        desktops = Desktops(name, server, "idle", agent_ids)
+        time.sleep(1.0)
+        after = server.rss()
+    finally:
+        desk = desktops.stop() if desktops is not None else None
+        server.stop()
+    assert desk is not None
+    return before, after, desk
 
 
 def _mb(n: float) -> str:
@@ -782,6 +787,12 @@ def rows(results: dict[str, Any], o: BenchOptions) -> list[tuple[str, str, str, 
                 + (
                     f"; then take_changes + drain {large['us_changes']:.1f} us per decision"
                     if large.get("us_changes")
+                    else ""
+                )
+                + (
+                    f"; choice proper (select + index upkeep) {large['choice_share']:.0%} of a decision"
+                    f" at {large['agents']:,}, {small['choice_share']:.0%} at {small['agents']:,}"
+                    if large.get("choice_share")
                     else ""
                 ),
                 TARGETS["P3"],

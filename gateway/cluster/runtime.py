@@ -41,6 +41,7 @@ instance) keeps serving the log's and says so (``config_file_differs``, ``/ready
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import math
@@ -48,7 +49,7 @@ import os
 import secrets
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +67,7 @@ from ..metrics import Metrics
 from ..notices import Notice, ToVendor
 from ..oplog import log_notice
 from ..persistence import Changes, Journal, Snapshot
-from ..runtime import NotReady, Runtime, Unstorable, _state_key
+from ..runtime import NotReady, Runtime, Unstorable, _state_key, deliver_to_vendor
 from . import snapshot
 from .log import Entry, RedisLog, StoreUnavailable
 from .replica import Replica, parse_entry_id
@@ -208,10 +209,14 @@ class ClusterRuntime(Runtime):
         self._silent: dict[str, int] = {}
         self._stop_liveness = asyncio.Event()
         self._side_tasks: set[asyncio.Task[None]] = set()
-        #: the newest snapshot this instance knows of ("0-0": none), and the entries it
-        #: applied since it learnt of it
+        #: the newest snapshot this instance knows of ("0-0": none)
         self._snapshot_seen = "0-0"
-        self._since_snapshot = 0
+        #: the IDs of the entries applied last, oldest first: as many as make a snapshot
+        #: due, so that the entries after the newest snapshot are counted by position
+        #: (an instance learns of another's snapshot, or finishes writing its own, after
+        #: it applied entries past it: a count reset then would miss them, and a log that
+        #: stops growing would never be trimmed down to its last snapshot_every entries)
+        self._applied_ids: deque[tuple[int, int]] = deque(maxlen=max(1, self.settings.snapshot_every))
         #: the snapshot this instance started from (None: it replayed the whole log)
         self.started_from: str | None = None
         self.snapshots_written = 0
@@ -319,7 +324,7 @@ class ClusterRuntime(Runtime):
                 future.set_exception(GatewayError(f"the change was not understood: {exc}", code="invalid_request"))
             return
         self.applied_entries += 1
-        self._since_snapshot += 1
+        self._applied_ids.append(parse_entry_id(entry_id))
         if command.name in ("adapter_state", "config"):
             self.replica.skip(entry_id)
             if command.name == "adapter_state":
@@ -671,16 +676,9 @@ class ClusterRuntime(Runtime):
                     )
                 )
         for notice in deliveries:
-            adapter = self.adapters.get(notice.vendor)
-            if adapter is None:
-                continue
-            try:
-                await adapter.deliver(notice)
-            except GatewayError as exc:
-                log.warning("vendor_delivery_failed", vendor=notice.vendor, action=notice.action.value, error=str(exc))
-            except Exception:  # an adapter bug must not stop delivery to the others
-                log.exception("vendor_delivery_crashed", vendor=notice.vendor, action=notice.action.value)
-            self.effects_done += 1
+            if notice.vendor in self.adapters:
+                await deliver_to_vendor(self.adapters, notice)
+                self.effects_done += 1
 
     # ------------------------------------------------------------------ records store health
 
@@ -885,7 +883,6 @@ class ClusterRuntime(Runtime):
                 else:
                     self.started_from = meta["position"]
                     self._snapshot_seen = meta["position"]
-                    self._since_snapshot = 0
                     log.info("snapshot_loaded", position=meta["position"], bytes=len(stored))
                     return
             log.error("snapshot_refused", position=meta["position"], reason=reason)
@@ -921,16 +918,7 @@ class ClusterRuntime(Runtime):
         settings = self.settings
         while not self._closing:
             try:
-                await self.shared.report_position(self.instance, self.replica.last_id)
-                meta = await self.shared.snapshot_meta()
-                position = meta["position"] if meta is not None else "0-0"
-                if parse_entry_id(position) > parse_entry_id(self._snapshot_seen):
-                    self._snapshot_seen, self._since_snapshot = position, 0
-                if self._snapshot_due(meta):
-                    await self.write_snapshot()
-                removed, _mark = await self.shared.trim(int(settings.position_stale_s * 1000))
-                if removed:
-                    self.metrics.log_trimmed.inc(removed)
+                await self.check_snapshot()
             except StoreUnavailable:
                 pass
             except asyncio.CancelledError:
@@ -940,11 +928,34 @@ class ClusterRuntime(Runtime):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), settings.snapshot_check_s)
 
+    async def check_snapshot(self) -> bool:
+        """One round of the snapshot loop: report this instance's position, note the newest
+        snapshot, write one if it is due, trim the log. Whether this instance wrote one."""
+        await self.shared.report_position(self.instance, self.replica.last_id)
+        meta = await self.shared.snapshot_meta()
+        position = meta["position"] if meta is not None else "0-0"
+        if parse_entry_id(position) > parse_entry_id(self._snapshot_seen):
+            self._snapshot_seen = position
+        written = self._snapshot_due(meta) and await self.write_snapshot()
+        removed, _mark = await self.shared.trim(int(self.settings.position_stale_s * 1000))
+        if removed:
+            self.metrics.log_trimmed.inc(removed)
+        return written
+
+    def entries_since_snapshot(self) -> int:
+        """How many of the entries this instance applied come after the newest snapshot it
+        knows of (counted up to ``snapshot_every``: past that a snapshot is due anyway)."""
+        seen = parse_entry_id(self._snapshot_seen)
+        ids = self._applied_ids
+        if not ids or ids[-1] <= seen:
+            return 0
+        return len(ids) - bisect.bisect_right(ids, seen)
+
     def _snapshot_due(self, meta: dict[str, str] | None) -> bool:
         settings = self.settings
         if not self.ready or self.replica.last <= parse_entry_id(self._snapshot_seen):
             return False
-        if settings.snapshot_every > 0 and self._since_snapshot >= settings.snapshot_every:
+        if settings.snapshot_every > 0 and self.entries_since_snapshot() >= settings.snapshot_every:
             return True
         if settings.snapshot_every_s <= 0:
             return False
@@ -991,7 +1002,7 @@ class ClusterRuntime(Runtime):
                 return False
             self.snapshots_written += 1
             self.metrics.snapshots_written.inc()
-            self._snapshot_seen, self._since_snapshot = body["position"], 0
+            self._snapshot_seen = body["position"]
             log.info(
                 "snapshot_written",
                 position=body["position"],

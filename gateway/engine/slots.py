@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from ..capacity import Presence, Reason, check
 from ..events import Channel
+from ..router import CHANNEL_BIT
 from ..sessions import Session
 from .core import AgentEntry, EngineState, limits
+
+VOICE_BIT = CHANNEL_BIT[Channel.VOICE]
+CHAT_BIT = CHANNEL_BIT[Channel.CHAT]
+EMAIL_BIT = CHANNEL_BIT[Channel.EMAIL]
 
 
 def refresh(st: EngineState, agent_id: str) -> None:
@@ -15,16 +20,16 @@ def refresh(st: EngineState, agent_id: str) -> None:
     state = st.store.get(agent_id)
     load = state.load
     lim = limits(agent)
-    room: list[Channel] = []
+    room = 0  # the channels it has room for, as a mask (see router.CHANNEL_BIT)
     if state.presence is Presence.READY and load.sessions < lim.max_sessions:
         # check() for each inbound channel of a ready agent (rules 1-3), without the lookups
         free_units = lim.unit_limit - load.units
         if load.voice < lim.voice_cap and lim.voice_weight <= free_units:
-            room.append(Channel.VOICE)
+            room = VOICE_BIT
         if load.chat < lim.chat_cap and lim.chat_weight <= free_units:
-            room.append(Channel.CHAT)
+            room |= CHAT_BIT
         if load.email < lim.email_cap and lim.email_weight <= free_units:
-            room.append(Channel.EMAIL)
+            room |= EMAIL_BIT
     st.index.put(agent_id, agent.queues, room, agent.idle_since, load.units / lim.unit_limit, load.sessions)
 
 
@@ -38,13 +43,25 @@ def allocate(
     time): the index is not refreshed twice (a reserved agent is in the caller's skip set
     until then)."""
     agent = st.agents[agent_id]
-    reason = refusal(st, agent_id, channel, vendor)
-    if reason is None:
+    if agent.retiring:
+        reason: Reason | None = Reason.UNKNOWN_AGENT
+    elif channel is Channel.VOICE and vendor is not None and voice_limited(st, vendor):
+        reason = refusal(st, agent_id, channel, vendor)
+        if reason is None:
+            reason, _ = st.store.reserve(agent_id, agent.profile, channel)
+    else:
+        # refusal() would be the capacity rules only, which reserve() checks itself
         reason, _ = st.store.reserve(agent_id, agent.profile, channel)
-        if offer_next and reason is None:
-            return None
+    if offer_next and reason is None:
+        return None
     refresh(st, agent_id)
     return reason
+
+
+def voice_limited(st: EngineState, vendor: str) -> bool:
+    """Whether the vendor limits the voice sessions per agent (``max_voice_per_agent``)."""
+    caps = st.caps.get(vendor)
+    return caps is not None and caps.max_voice_per_agent is not None
 
 
 def refusal(st: EngineState, agent_id: str, channel: Channel, vendor: str | None) -> Reason | None:

@@ -35,6 +35,23 @@ class AgentState:
     version: int = 0
 
 
+_new_object = object.__new__
+_SETTERS = tuple(AgentState.__dict__[name].__set__ for name in ("presence", "reason", "load", "version"))
+
+
+def agent_state(presence: Presence, reason: str | None, load: Load, version: int) -> AgentState:
+    """``AgentState(presence, reason, load, version)``, the same frozen object, built at about
+    half the cost: the dataclass's ``__init__`` sets each field through an
+    ``object.__setattr__`` call, this sets the slots directly (every reservation builds one)."""
+    state = _new_object(AgentState)
+    set_presence, set_reason, set_load, set_version = _SETTERS
+    set_presence(state, presence)
+    set_reason(state, reason)
+    set_load(state, load)
+    set_version(state, version)
+    return state
+
+
 class StateStore(ABC):
     """Agent presence and counters. Implementations must make ``compare_and_set`` atomic."""
 
@@ -70,7 +87,7 @@ class StateStore(ABC):
             reason = check(profile, state.load, state.presence, channel)
             if reason is not None:
                 return reason, state
-            new = AgentState(
+            new = agent_state(
                 state.presence, state.reason, state.load.plus(channel, profile.weight(channel)), state.version
             )
             stored = self.compare_and_set(agent_id, state.version, new)
@@ -92,7 +109,7 @@ class StateStore(ABC):
         """Give back one ``channel`` session of the agent."""
         for _ in range(CAS_ATTEMPTS):
             state = self.get(agent_id)
-            new = AgentState(
+            new = agent_state(
                 state.presence, state.reason, state.load.minus(channel, profile.weight(channel)), state.version
             )
             stored = self.compare_and_set(agent_id, state.version, new)

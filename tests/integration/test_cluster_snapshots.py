@@ -178,6 +178,51 @@ async def test_a_new_instance_starts_from_the_snapshot_behind_which_the_log_was_
 
 
 @pytest.mark.asyncio
+async def test_a_snapshot_is_due_after_snapshot_every_entries_past_the_newest_one_whoever_wrote_it(
+    redis_server: RedisServer, records: MemoryJournal
+) -> None:
+    """An instance that learns of another's snapshot after it applied entries past it still
+    counts those entries (before, it started counting when it noticed: with both instances
+    counting short, a log whose traffic stopped stayed above snapshot_every entries after
+    the newest snapshot, untrimmed, for good when snapshot_every_s is 0)."""
+    # the snapshot loops run once at the start, then only when the test says
+    options: dict[str, Any] = {"snapshot_every": 10, "snapshot_every_s": 0, "snapshot_check_s": 3600}
+    a = make_runtime(redis_server.url, records, "a", **options)
+    b = make_runtime(redis_server.url, records, "b", **options)
+    await a.start()
+    await b.start()
+    client = await raw(redis_server.url)
+
+    async def after_snapshot() -> int:
+        await settled(a, b)
+        position = a._snapshot_seen
+        return sum(1 for entry_id, _ in await client.xrange("cti:log", "-", "+") if entry(entry_id) > entry(position))
+
+    try:
+        for n in range(12):
+            await a.act(commands.event(offer(n, queue="line")))
+        await settled(a, b)
+        assert await a.write_snapshot()
+        n = 100
+        while await after_snapshot() < 9:
+            await a.act(commands.event(offer(n, queue="line")))
+            n += 1
+        # b learns of a's snapshot now, 9 entries after it: not due yet
+        assert not await b.check_snapshot()
+        assert b.entries_since_snapshot() == await after_snapshot() == 9
+        await a.act(commands.event(offer(n, queue="line")))
+        assert await after_snapshot() == 10
+        # the tenth entry past the snapshot makes one due on b as on a
+        assert b.entries_since_snapshot() == a.entries_since_snapshot() == 10
+        assert await b.check_snapshot()
+        assert b.entries_since_snapshot() == 0
+    finally:
+        await client.aclose()
+        await b.stop()
+        await a.stop()
+
+
+@pytest.mark.asyncio
 async def test_entries_pending_in_the_group_are_kept_and_finished_from_the_snapshot(
     redis_server: RedisServer, records: MemoryJournal
 ) -> None:

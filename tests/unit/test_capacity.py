@@ -384,3 +384,15 @@ def test_weighted_voice_is_blocked_by_any_other_session(other: Channel) -> None:
 def test_weighted_voice_is_admitted_again_once_the_other_sessions_are_gone() -> None:
     one = holding(EXCLUSIVE_VOICE, chat=1)
     assert check(EXCLUSIVE_VOICE, one.minus(CHAT, 1), READY, VOICE) is None
+
+
+def test_loads_from_plus_and_minus_are_shared_values_and_their_cache_stays_bounded() -> None:
+    """plus()/minus() share one object per value (a Load is immutable); the cache behind
+    that is emptied when full, and the values stay exact past it."""
+    from gateway import capacity
+
+    assert Load().plus(CHAT, 1) is Load().plus(CHAT, 1)
+    for units in range(capacity._LOADS_MAX + 100):
+        load = Load(sessions=1, units=units, chat=1).plus(EMAIL, 3)
+        assert load == Load(sessions=2, units=units + 3, chat=1, email=1)
+        assert len(capacity._LOADS) <= capacity._LOADS_MAX

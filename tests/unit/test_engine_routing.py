@@ -798,3 +798,20 @@ def test_non_offer_events_about_unknown_interactions_are_interaction_not_found()
             engine.handle_event(event(type_, "ghost", text="x"))
         assert missing.value.code == "interaction_not_found"
     assert engine.drain() == []
+
+
+def test_the_assigned_decision_is_the_same_frozen_object_as_the_dataclass_builds() -> None:
+    """offers.assigned(), the decision's fast constructor: equal, same hash, repr and
+    answer body, still frozen."""
+    from dataclasses import FrozenInstanceError
+
+    from gateway.engine.offers import assigned
+    from gateway.notices import Decision
+
+    fast, slow = assigned("a1", "s1"), Decision(DecisionKind.ASSIGNED, agent_id="a1", session_id="s1")
+    assert type(fast) is Decision
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert fast.as_dict() == {"decision": "assigned", "agent_id": "a1", "session_id": "s1"}
+    assert (fast.reason, fast.original) == (None, None)
+    with pytest.raises(FrozenInstanceError):
+        fast.agent_id = "a2"  # type: ignore[misc]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import FrozenInstanceError, replace
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.capacity import Load, Presence, Reason
 from gateway.config import CapacityProfile
 from gateway.events import Channel
 from gateway.state import AgentState, MemoryStateStore
-from gateway.state.base import CAS_ATTEMPTS, StoreConflict
+from gateway.state.base import CAS_ATTEMPTS, StateStore, StoreConflict, agent_state
 
 PROFILE = CapacityProfile(max_sessions=2, units={Channel.EMAIL: 2}, max_units=3)
 
@@ -84,7 +89,27 @@ def test_set_presence_keeps_the_load() -> None:
     )
 
 
-class _LosingStore(MemoryStateStore):
+class _CasStore(StateStore):
+    """A store with compare-and-set only: reserve and release are the base class's retry
+    loops (what a shared store without server-side scripts would run)."""
+
+    def __init__(self) -> None:
+        self._agents: dict[str, AgentState] = {}
+
+    def get(self, agent_id: str) -> AgentState:
+        return self._agents.get(agent_id) or AgentState()
+
+    def compare_and_set(self, agent_id: str, expected_version: int, new: AgentState) -> AgentState | None:
+        if self.get(agent_id).version != expected_version:
+            return None
+        stored = self._agents[agent_id] = replace(new, version=expected_version + 1)
+        return stored
+
+    def agent_ids(self) -> Iterable[str]:
+        return tuple(self._agents)
+
+
+class _LosingStore(_CasStore):
     """Someone else always wins the compare-and-set."""
 
     def __init__(self) -> None:
@@ -104,7 +129,7 @@ def test_reserve_retries_a_lost_compare_and_set_then_gives_up() -> None:
     assert store.attempts == CAS_ATTEMPTS
 
 
-class _RacingStore(MemoryStateStore):
+class _RacingStore(_CasStore):
     """Another writer takes a chat slot between our read and our write, once."""
 
     def __init__(self) -> None:
@@ -133,3 +158,49 @@ def test_reserve_rechecks_the_rules_after_losing_a_race() -> None:
     assert reason is Reason.AGENT_AT_CAPACITY
     assert store.get("a1").load == Load(sessions=2, units=2, chat=2)
     assert state.load.sessions == 2
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["reserve", "release", "presence"]),
+            st.sampled_from(["a1", "a2"]),
+            st.sampled_from(list(Channel)),
+            st.sampled_from(list(Presence)),
+        ),
+        max_size=40,
+    )
+)
+def test_the_memory_stores_one_step_reserve_and_release_equal_the_compare_and_set_loops(
+    steps: list[tuple[str, str, Channel, Presence]],
+) -> None:
+    """MemoryStateStore reserves and releases in one step (no compare-and-set): the same
+    reasons, the same errors, the same states (load, presence and version) as the base
+    class's retry loops on a compare-and-set store."""
+    one_step, looping = MemoryStateStore(), _CasStore()
+    for what, agent, channel, presence in steps:
+        if what == "presence":
+            assert one_step.set_presence(agent, presence, None) == looping.set_presence(agent, presence, None)
+        elif what == "reserve":
+            assert one_step.reserve(agent, PROFILE, channel) == looping.reserve(agent, PROFILE, channel)
+        else:
+            errors = []
+            for store in (one_step, looping):
+                try:
+                    store.release(agent, PROFILE, channel)
+                except ValueError as exc:
+                    errors.append(str(exc))
+            assert len(errors) in (0, 2) and len(set(errors)) <= 1
+        assert one_step.get(agent) == looping.get(agent)
+
+
+def test_agent_state_builds_the_same_frozen_object_as_the_dataclass() -> None:
+    """The reservation's fast constructor: equal, same hash and repr, still frozen."""
+    load = Load(sessions=2, units=3, chat=1, voice=1)
+    fast = agent_state(Presence.NOT_READY, "lunch", load, 7)
+    slow = AgentState(Presence.NOT_READY, "lunch", load, 7)
+    assert type(fast) is AgentState
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert (fast.presence, fast.reason, fast.load, fast.version) == (Presence.NOT_READY, "lunch", load, 7)
+    with pytest.raises(FrozenInstanceError):
+        fast.version = 8  # type: ignore[misc]
