@@ -217,7 +217,7 @@ def reconfigure(config: Any, vendor_capabilities: Mapping[str, Any]) -> Command:
 
 
 def _session(e: Engine, session: Any) -> dict[str, Any] | None:
-    return None if session is None else dict(session.as_dict(e.clock.now()))
+    return None if session is None else e.session_object(session)
 
 
 def _event(e: Engine, a: Mapping[str, Any]) -> Decision:

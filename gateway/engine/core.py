@@ -289,9 +289,11 @@ class Later:
 
 class SessionNotices(Later):
     """A session transition: :class:`SessionChanged` and the agent's desktop message, both
-    with the session object as it was at the transition (from its snapshot)."""
+    with the session object as it was at the transition (from its snapshot). The object is
+    built once (:meth:`body`), and shared with the ack of the action that made the
+    transition (:func:`session_object`)."""
 
-    __slots__ = ("transition", "agent_id", "message", "extra", "snapshot", "now")
+    __slots__ = ("transition", "agent_id", "message", "extra", "snapshot", "now", "_body")
 
     def __init__(
         self, transition: str, agent_id: str, message: str, extra: dict[str, Any], snapshot: SessionSnapshot, now: float
@@ -302,13 +304,36 @@ class SessionNotices(Later):
         self.extra = extra
         self.snapshot = snapshot
         self.now = now
+        self._body: dict[str, Any] | None = None
+
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = session_body(self.snapshot, self.now)
+        return self._body
 
     def notices(self) -> list[Notice]:
-        body = session_body(self.snapshot, self.now)
+        body = self.body()
         return [
             SessionChanged(self.transition, body),
             ToAgent(self.agent_id, {"type": self.message, "session": body, **self.extra}),
         ]
+
+
+def session_object(st: EngineState, session: Session, now: float) -> dict[str, Any]:
+    """The session's public object now, for the answer to an action (a desktop's ack, the
+    REST answer): when the last notice in the outbox about this session shows it as it is
+    now (the transition the action made), that notice's object, built once for both (a
+    copy: the answer's dict is its own); else one built for ``now``. (The shared object
+    is as of the transition, a moment earlier in the same call: an open focus interval
+    counts to then.)"""
+    snapshot = session.snapshot()
+    session_id = snapshot[0]
+    for item in reversed(st.outbox):
+        if type(item) is SessionNotices and item.snapshot[0] == session_id:
+            if item.snapshot == snapshot:
+                return dict(item.body())
+            break
+    return session_body(snapshot, now)
 
 
 class EventRecord(Later):

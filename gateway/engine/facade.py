@@ -388,6 +388,12 @@ class Engine:
             free[channel.value] = count
         return free
 
+    def session_object(self, session: Session) -> dict[str, Any]:
+        """``session.as_dict(now)`` for the answer to an action, shared with the notice of
+        the transition the action made when it shows the session as it is
+        (:func:`.core.session_object`): built once for the push and the ack."""
+        return core.session_object(self._st, session, self._st.clock.now())
+
     def session(self, session_id: str, *, actor: str | None = None) -> Session:
         return core.own_session(self._st, session_id, actor)
 
