@@ -25,7 +25,7 @@ imported: ModuleNotFoundError: ...``.
 run`` uses) defers each built-in adapter until something asks for it by name (:meth:`get`,
 ``in``, :meth:`refusal`, a plug-in claiming its name) or for the whole list
 (:meth:`names`, iteration, ``len``): a gateway whose vendors use the webhook does not import
-the other built-ins and their libraries (websockets, imapclient, aiosmtpd: ~3.5 MB of
+the other built-ins and their libraries (imapclient, aiosmtpd, ...: ~3 MB of
 modules). The result of every question is the one a full discovery gives: the installed
 plug-ins are loaded (and rejected, logged) at discovery as always, a plug-in cannot take a
 built-in's name (the built-in is loaded first when one claims it), and a built-in that

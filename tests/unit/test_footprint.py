@@ -31,7 +31,8 @@ def test_the_gateway_does_not_load_asyncpg_unless_records_use_postgresql() -> No
 
 # -- what `cti-gateway run` imports ----------------------------------------------------------
 
-#: the built-in adapters' modules and the libraries only they use
+#: the built-in adapters' modules and the libraries only they use (websockets is the
+#: desktop socket's too: gateway.api.desktop_socket)
 OTHER_ADAPTERS = (
     "adapters.twilio",
     "adapters.asterisk_ami",
@@ -40,7 +41,6 @@ OTHER_ADAPTERS = (
     "adapters.smtp_push",
     "adapters.freeswitch_esl",
     "adapters.imap_pull",
-    "websockets",
     "imapclient",
     "aiosmtpd",
 )
@@ -113,7 +113,7 @@ WEBHOOK = "  - {name: crm, adapter: webhook, secret: 0123456789abcdef-webhook-se
 
 def test_the_running_gateway_imports_only_the_adapters_its_vendors_use_and_no_rich(tmp_path: Path) -> None:
     """A gateway whose vendors use the webhook imports no other built-in adapter nor their
-    libraries (~3.5 MB of modules), and not ``rich``/``pygments`` (~2.7 MB), which structlog
+    libraries (~3 MB of modules), and not ``rich``/``pygments`` (~2.7 MB), which structlog
     would import for pretty tracebacks the gateway never shows (rich is installed here: the
     test extra's schemathesis brings it)."""
     assert importlib.util.find_spec("rich") is not None  # otherwise this proves nothing about it
