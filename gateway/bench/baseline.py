@@ -6,9 +6,10 @@ of P4 (what aiohttp itself keeps per open WebSocket).
 * ``POST /echo``: parses the JSON body and answers a small JSON object, nothing else (no
   auth, no journal);
 * ``GET /v1/agents/{id}/ws``: a WebSocket with aiohttp's own reader and heartbeat, set up
-  as the gateway sets up a desktop's (same heartbeat and message size limit), that sends a
-  small ``hello`` and echoes what it receives: nothing of the gateway's (no auth, hub,
-  outbox, engine).
+  as the gateway set up a desktop's before the desktop socket left aiohttp (same heartbeat
+  and message size limit; aiohttp's route still serves a desktop on a keep-alive connection
+  it owns), that sends a small ``hello`` and echoes what it receives: nothing of the
+  gateway's (no auth, hub, outbox, engine).
 
 ``--loop uvloop`` (what ``cti-gateway run`` uses; P4 runs it on the gateway's loop) or
 ``--loop asyncio`` (the default: P1's yardstick).
