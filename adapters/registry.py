@@ -21,6 +21,17 @@ fails ``check-config`` and start-up with the reason (:meth:`AdapterRegistry.refu
 ``adapter 'x' is not available: plug-in 'x' (pkg.mod:Class) was skipped: cannot be
 imported: ModuleNotFoundError: ...``.
 
+**Loading only what a configuration uses.** ``discover(lazy=True)`` (what ``cti-gateway
+run`` uses) defers each built-in adapter until something asks for it by name (:meth:`get`,
+``in``, :meth:`refusal`, a plug-in claiming its name) or for the whole list
+(:meth:`names`, iteration, ``len``): a gateway whose vendors use the webhook does not import
+the other built-ins and their libraries (imapclient, aiosmtpd, ...: ~3 MB of
+modules). The result of every question is the one a full discovery gives: the installed
+plug-ins are loaded (and rejected, logged) at discovery as always, a plug-in cannot take a
+built-in's name (the built-in is loaded first when one claims it), and a built-in that
+cannot be imported is refused with its reason when it is asked for. ``check-config``, the
+replay and the tests use the full discovery (:func:`default_registry`).
+
 Vendor settings (the YAML keys of a vendor beside ``name`` and ``adapter``) are validated
 against the adapter's ``Config`` model: :meth:`AdapterRegistry.vendor_problems` returns
 ``(path, message)`` pairs with paths from the file's root (``("vendors", 0, "secret")``)
@@ -68,6 +79,7 @@ BUILTIN_ADAPTERS: dict[str, str] = {
     "kamailio": "adapters.kamailio:KamailioAdapter",
     "smtp_push": "adapters.smtp_push:SmtpPushAdapter",
     "freeswitch_esl": "adapters.freeswitch_esl:FreeswitchEslAdapter",
+    "imap_pull": "adapters.imap_pull:ImapPullAdapter",
 }
 
 Loc = tuple[str | int, ...]
@@ -130,6 +142,8 @@ class AdapterRegistry:
         self._builtin: set[str] = set()
         #: the plug-in (entry point) each registered adapter name came from
         self._origin: dict[str, _EntryPoint] = {}
+        #: built-ins not loaded yet (``discover(lazy=True)``): name -> "module:Class"
+        self._deferred: dict[str, str] = {}
 
     # -- registering -----------------------------------------------------------------------
 
@@ -148,6 +162,7 @@ class AdapterRegistry:
         if problems:
             raise AdapterRegistrationError(f"{_qualname(cls)}: {'; '.join(problems)}")
         adapter: type[Adapter] = cls
+        self._builtin_named(adapter.name)  # a deferred built-in of that name is registered first
         existing = self._adapters.get(adapter.name)
         if existing is not None and existing is not adapter:
             raise AdapterRegistrationError(
@@ -157,18 +172,22 @@ class AdapterRegistry:
         return adapter
 
     @classmethod
-    def discover(cls, entry_points: Iterable[_EntryPoint] | None = None) -> AdapterRegistry:
+    def discover(cls, entry_points: Iterable[_EntryPoint] | None = None, *, lazy: bool = False) -> AdapterRegistry:
         """A new registry with the built-ins, then the plug-ins; broken ones skipped and logged.
 
         ``entry_points`` defaults to the installed ones of :data:`ENTRY_POINT_GROUP`
         (:func:`importlib.metadata.entry_points`). Never raises for a plug-in's fault.
+        ``lazy``: each built-in is imported when first asked for (see the module's notes).
         """
         registry = cls()
-        registry.add_entry_points(
-            importlib.metadata.EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
-            for name, value in BUILTIN_ADAPTERS.items()
-        )
-        registry._builtin.update(registry._adapters)
+        if lazy:
+            registry._deferred = dict(BUILTIN_ADAPTERS)
+        else:
+            registry.add_entry_points(
+                importlib.metadata.EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
+                for name, value in BUILTIN_ADAPTERS.items()
+            )
+            registry._builtin.update(registry._adapters)
         if entry_points is None:
             entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
         registry.add_entry_points(sorted(entry_points, key=lambda ep: (ep.name, ep.value)))
@@ -181,9 +200,10 @@ class AdapterRegistry:
         ``target``, ``reason``) and kept in :attr:`rejected`. Never raises for a plug-in's
         fault.
         """
+        deferred = set(self._deferred.values())
         for entry_point in entry_points:
-            if entry_point.value in self._seen:
-                continue
+            if entry_point.value in self._seen or entry_point.value in deferred:
+                continue  # a deferred built-in is loaded as one when it is asked for
             self._seen.add(entry_point.value)
             self._load(entry_point)
 
@@ -194,6 +214,8 @@ class AdapterRegistry:
             self._reject(entry_point, f"cannot be imported: {type(exc).__name__}: {exc}")
             return
         name = getattr(cls, "name", None)
+        if isinstance(name, str):
+            self._builtin_named(name)  # a deferred built-in of that name comes first, as in a full discovery
         if isinstance(name, str) and name in self.conflicts:
             self.conflicts[name].append(_qualname(cls))
             self._reject(entry_point, f"adapter name {name!r} is claimed by several plug-ins: all are refused")
@@ -225,8 +247,22 @@ class AdapterRegistry:
         self._rejected_targets[entry_point.name] = entry_point.value
         log.warning("adapter_plugin_rejected", entry_point=entry_point.name, target=entry_point.value, reason=reason)
 
+    def _builtin_named(self, name: str) -> None:
+        """Load the deferred built-in ``name``, if there is one."""
+        value = self._deferred.pop(name, None)
+        if value is None:
+            return
+        before = set(self._adapters)
+        self.add_entry_points([importlib.metadata.EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)])
+        self._builtin.update(self._adapters.keys() - before)
+
+    def _every_builtin(self) -> None:
+        for name in list(self._deferred):
+            self._builtin_named(name)
+
     def refusal(self, name: str) -> str | None:
         """Why no adapter ``name`` is registered although a plug-in offers it, or None."""
+        self._builtin_named(name)
         if name in self.conflicts:
             claimants = " and ".join(self.conflicts[name])
             return f"the name is claimed by several plug-ins ({claimants}); uninstall all but one"
@@ -238,21 +274,27 @@ class AdapterRegistry:
 
     def get(self, name: str) -> type[Adapter]:
         """The adapter class called ``name``; :class:`UnknownAdapter` lists the known names."""
+        self._builtin_named(name)
         try:
             return self._adapters[name]
         except KeyError:
+            self._every_builtin()  # the message lists them all
             raise UnknownAdapter(name, self._adapters, self.refusal(name)) from None
 
     def names(self) -> list[str]:
+        self._every_builtin()
         return sorted(self._adapters)
 
     def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            self._builtin_named(name)
         return name in self._adapters
 
     def __iter__(self) -> Iterator[type[Adapter]]:
         return iter([self._adapters[name] for name in self.names()])
 
     def __len__(self) -> int:
+        self._every_builtin()
         return len(self._adapters)
 
     # -- vendor settings -------------------------------------------------------------------

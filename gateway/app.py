@@ -63,7 +63,7 @@ def build_app(
     ``config_path``: the file it was read from, which a reload (``POST /v1/admin/reload``,
     SIGHUP) reads again; without it the gateway cannot be reloaded."""
     clock = clock or SystemClock()
-    registry = registry or AdapterRegistry.discover()
+    registry = AdapterRegistry.discover() if registry is None else registry
     adapter_classes = {vendor.name: registry.get(vendor.adapter) for vendor in config.vendors}
     known = Known.of(config)
     settings = {

@@ -14,11 +14,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import GatewayConfig
 from .config_loader import load_config, load_config_apart
 from .errors import ConfigError, GatewayError
+from .logs import import_structlog
+
+if TYPE_CHECKING:
+    from adapters.registry import AdapterRegistry
 
 __all__ = ["build_parser", "main"]
 
@@ -43,6 +47,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``cti-gateway`` command; ``argv`` defaults to ``sys.argv[1:]``."""
+    import_structlog()  # before anything imports it: without rich (see gateway.logs)
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
@@ -75,17 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str, *, apart: bool = False) -> GatewayConfig | None:
+def _load(path: str, *, apart: bool = False, registry: AdapterRegistry | None = None) -> GatewayConfig | None:
     """The validated configuration, vendors' adapter settings included; or None after
     printing every problem as ``file:line: field: message`` to stderr.
 
     ``apart``: a large file is checked in a child process (:func:`load_config_apart`), so
-    that a long-running gateway does not keep the memory the check needed."""
+    that a long-running gateway does not keep the memory the check needed. ``registry``:
+    the adapters (default: :func:`~adapters.registry.default_registry`)."""
     from adapters.registry import default_registry  # imported here: only commands reading a config need it
 
     load = load_config_apart if apart else load_config
     try:
-        return load(path, vendor_check=default_registry().vendor_problems)
+        return load(path, vendor_check=(default_registry() if registry is None else registry).vendor_problems)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -109,9 +115,11 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run(args: argparse.Namespace) -> int:
-    from adapters.registry import default_registry
+    from adapters.registry import AdapterRegistry
 
-    config = _load(args.config, apart=True)
+    # only the built-in adapters the vendors use are imported (a reload imports more if needed)
+    registry = AdapterRegistry.discover(lazy=True)
+    config = _load(args.config, apart=True, registry=registry)
     if config is None:
         return EXIT_INVALID
     # imported here: check-config must not need the server's dependencies loaded
@@ -125,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
 
     configure(args.log_level, args.log_format)
     try:
-        app = build_app(config, registry=default_registry(), config_path=args.config)
+        app = build_app(config, registry=registry, config_path=args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{args.config}: {problem}", file=sys.stderr)

@@ -201,7 +201,7 @@ def reconfigure(
     }
 
 
-def _described(agent: AgentConfig) -> tuple[str, str, list[str]]:
+def _described(agent: AgentConfig) -> tuple[str, str, tuple[str, ...]]:
     """What an agent's desktop shows of its configuration (a token change closes it instead)."""
     return (agent.name, agent.profile, agent.queues)
 

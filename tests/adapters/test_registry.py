@@ -430,3 +430,74 @@ def test_agents_and_queues_named_in_vendor_settings_must_be_configured(registry:
         "gw.yaml:10: vendors.0.queue_map.sales-q: no queue 'sales' is configured",
         "gw.yaml:11: vendors.0.agent_contacts.ghost: no agent 'ghost' is configured",
     ]
+
+
+# -- lazy discovery (what `cti-gateway run` uses) -----------------------------------------
+
+
+def _plugins() -> list[Any]:
+    return [
+        importlib.metadata.EntryPoint(name="webhook", value=BUILTIN_ADAPTERS["webhook"], group=ENTRY_POINT_GROUP),
+        FakeEntryPoint("crashes", "crashy:Adapter", RuntimeError("import-time bug")),
+        FakeEntryPoint("impostor", "impostor:ImpostorWebhook", ImpostorWebhook),
+        FakeEntryPoint("good", "good:GoodAdapter", GoodAdapter),
+    ]
+
+
+def test_a_lazy_registry_answers_as_a_full_discovery(monkeypatch: pytest.MonkeyPatch, logs: Logs) -> None:
+    """``discover(lazy=True)`` imports a built-in when it is asked for (tests/unit/test_footprint.py
+    checks the modules of a real ``run``); every answer is a full discovery's: plug-ins loaded
+    and rejected at discovery, one claiming a built-in's name refused for it, the unknown
+    adapter's message listing every adapter."""
+    installed(monkeypatch, *_plugins())
+    full = AdapterRegistry.discover()
+    full_logs = [dict(line) for line in logs]
+    logs.clear()
+
+    lazy = AdapterRegistry.discover(lazy=True)
+
+    # at discovery: the plug-ins, as in a full discovery (the impostor loads the webhook first)
+    assert lazy.rejected == full.rejected
+    assert sorted(line["entry_point"] for line in logs) == sorted(line["entry_point"] for line in full_logs)
+    assert "'webhook' is already taken by adapters.webhook.WebhookAdapter" in lazy.rejected["impostor"]
+    assert lazy.get("webhook") is WebhookAdapter and lazy.get("good") is GoodAdapter
+    assert lazy.get("twilio") is full.get("twilio")
+    assert "kamailio" in lazy and "nope" not in lazy
+    with pytest.raises(UnknownAdapter) as unknown:
+        lazy.get("nope")
+    assert str(unknown.value) == str(pytest.raises(UnknownAdapter, full.get, "nope").value)
+    assert lazy.refusal("crashes") == full.refusal("crashes")
+    assert lazy.names() == full.names() == sorted({"good", *BUILTIN_ADAPTERS})
+    assert list(lazy) == list(full) and len(lazy) == len(full)
+
+
+def test_a_lazy_registry_validates_vendors_as_a_full_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    installed(monkeypatch)
+    vendors = [
+        VendorConfig.model_validate({"name": "crm", "adapter": "webhook", "secret": SECRET}),
+        VendorConfig.model_validate({"name": "crm2", "adapter": "webhook", "secret": "short", "extra": 1}),
+        VendorConfig.model_validate({"name": "x", "adapter": "nope"}),
+    ]
+    full, lazy = AdapterRegistry.discover(), AdapterRegistry.discover(lazy=True)
+
+    for index, vendor in enumerate(vendors):
+        assert lazy.vendor_problems(vendor, index) == full.vendor_problems(vendor, index)
+
+
+def test_a_builtin_that_cannot_be_imported_is_refused_when_asked_for(
+    monkeypatch: pytest.MonkeyPatch, logs: Logs
+) -> None:
+    installed(monkeypatch)
+    monkeypatch.setitem(BUILTIN_ADAPTERS, "twilio", "no_such_module_xyz:TwilioAdapter")
+
+    lazy = AdapterRegistry.discover(lazy=True)
+    assert events_named(logs, "adapter_plugin_rejected") == []  # not asked for yet
+    assert lazy.get("webhook") is WebhookAdapter
+    with pytest.raises(UnknownAdapter) as refused:
+        lazy.get("twilio")
+
+    assert "adapter 'twilio' is not available: plug-in 'twilio' (no_such_module_xyz:TwilioAdapter) was skipped" in str(
+        refused.value
+    )
+    [line] = events_named(logs, "adapter_plugin_rejected")
+    assert line["entry_point"] == "twilio"

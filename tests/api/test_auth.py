@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
+import tracemalloc
 
 import pytest
 
@@ -39,15 +41,15 @@ def test_every_token_costs_one_hash_and_one_constant_time_comparison(monkeypatch
     whether it matches, misses, nearly matches (a valid token's prefix) or is ambiguous;
     and once, not once per configured hash (O(1) in the number of agents)."""
     tokens = authority(100)
-    compared: list[tuple[bytes, bytes]] = []
+    compared: list[tuple[str, str]] = []
     hashed: list[str] = []
     real_compare, real_digest = hmac.compare_digest, auth._digest
 
-    def compare(a: bytes, b: bytes) -> bool:
+    def compare(a: str, b: str) -> bool:
         compared.append((a, b))
         return real_compare(a, b)
 
-    def digest(token: str) -> bytes:
+    def digest(token: str) -> str:
         hashed.append(token)
         return real_digest(token)
 
@@ -61,3 +63,25 @@ def test_every_token_costs_one_hash_and_one_constant_time_comparison(monkeypatch
         assert len(compared) == 1, token
         presented, stored = compared[0]
         assert len(presented) == len(stored) == 64
+
+
+def test_a_configured_token_costs_about_a_hundred_bytes() -> None:
+    """The table keeps the configuration's own hash and id strings and one small tuple per
+    token (~90 B with the dict's share; a hash's bytes, two tuples and a principal per token
+    were ~300 B: 3 MB of a 10,000-agent gateway); the principal is made when a token is
+    presented, and equal to the one configured."""
+    agents = [(f"{n:064x}", Principal(AGENT, f"agent-{n:05d}")) for n in range(2000)]
+    TokenAuthority(agents)  # warmed
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tokens = TokenAuthority(agents)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(tokens) == 2000
+    assert kept / 2000 < 150, f"{kept / 2000:.0f} B per token"
+    real = authority(3)
+    assert real.authenticate("token-2") == Principal(AGENT, "a2") and real.authenticate("token-2") is not None

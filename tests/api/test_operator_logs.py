@@ -3,6 +3,9 @@ agent and session, session steps and presence changes at info, a quiet clean shu
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,3 +104,48 @@ async def test_a_clean_shutdown_logs_no_warning(logs: Logs) -> None:
     shutdown = logs[started:]
     assert named(shutdown, "vendor_stopped", vendor="crm") and not named(shutdown, "vendor_down")
     assert [e for e in shutdown if e["log_level"] in ("warning", "error", "critical")] == []
+
+
+#: a child process: configure the logs (``sys.argv[1]``: json or console), log one line with
+#: a traceback through structlog and one through the standard library (as aiohttp does)
+_LOG_A_FAILURE = """
+import logging, sys
+import structlog
+from gateway.logs import configure
+configure("info", sys.argv[1])
+try:
+    raise ValueError("the failure")
+except ValueError:
+    structlog.get_logger("cti_gateway.test").exception("handler_failed", vendor="crm")
+    logging.getLogger("aiohttp.server").exception("Error handling request")
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("rich", "pygments")), flush=True)
+"""
+
+
+def _log_lines(fmt: str, *, rich_first: bool) -> tuple[str, str]:
+    """The child's stderr (timestamps blanked) and the rich/pygments modules it had loaded.
+    ``rich_first``: rich is imported before structlog (structlog then uses it if it can);
+    otherwise structlog is imported as ``cti-gateway`` does (:func:`gateway.logs.import_structlog`)."""
+    # one line either way: the tracebacks' line numbers stay the same
+    prelude = "import rich\n" if rich_first else "from gateway.logs import import_structlog; import_structlog()\n"
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + _LOG_A_FAILURE, fmt], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "<time>", done.stderr), done.stdout.strip()
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_the_log_lines_are_the_same_whether_rich_is_there_or_not(fmt: str) -> None:
+    """``cti-gateway`` imports structlog without ``rich`` (2.7 MB of modules it never needs);
+    the lines operators see, tracebacks included (structlog's and aiohttp's, through the
+    standard library), are what they are with ``rich`` loaded: plain text (a standard-library
+    record's traceback was a ``<traceback object at 0x...>`` in the JSON line before)."""
+    with_rich, loaded = _log_lines(fmt, rich_first=True)
+    without_rich, not_loaded = _log_lines(fmt, rich_first=False)
+
+    assert "rich" in loaded and not_loaded == "[]"
+    assert without_rich == with_rich
+    assert without_rich.count("Traceback (most recent call last):") == 2  # both tracebacks, plain text
+    assert without_rich.count("ValueError: the failure") == 2
+    assert "<traceback object" not in without_rich

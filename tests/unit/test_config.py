@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import json
 import re
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -809,3 +812,100 @@ def test_offer_to_problems_are_reported_at_their_line_by_check_config(capsys: py
         "gateway.yaml:10: queues.2.offer_to: input should be greater than or equal to 1",
         "gateway.yaml:11: queues.3.offer_to: input should be a valid integer, unable to parse string as an integer",
     ]
+
+
+# -- configured agents as compact records (P4) ---------------------------------------------
+
+
+def _agents_config(n: int) -> dict[str, object]:
+    return {
+        "capacity_profiles": {"p": {"max_sessions": 2}},
+        "queues": [{"name": "support"}, {"name": "sales"}],
+        "agents": [
+            {"id": f"agent-{i:05d}", "profile": "p", "queues": ["support", "sales"], "token_sha256": f"{i:064x}"}
+            for i in range(n)
+        ],
+    }
+
+
+def test_configured_agents_are_slotted_records_dumped_as_the_model_was() -> None:
+    config = load(
+        """\
+        capacity_profiles: {p: {max_sessions: 2}}
+        queues: [{name: support}, {name: sales}]
+        agents:
+          - {id: a1, name: Ann, profile: p, queues: [support, sales], token_sha256: "%s"}
+          - {id: a2, profile: p, queues: [support, sales]}
+          - {id: a3, profile: p}
+        """
+        % ("ab" * 32)
+    )
+    a1, a2, a3 = config.agents
+
+    assert not hasattr(a1, "__dict__")  # no per-instance dict, no set of fields set
+    assert (a1.id, a1.name, a1.profile, a1.queues, a1.token_sha256) == (
+        "a1",
+        "Ann",
+        "p",
+        ("support", "sales"),
+        "ab" * 32,
+    )
+    assert a1.queues is a2.queues  # one tuple for every agent with the same queues
+    assert (a3.name, a3.queues, a3.token_sha256) == ("", (), None)
+    dumped = config.model_dump(mode="json")["agents"]
+    assert dumped[0] == {
+        "id": "a1",
+        "name": "Ann",
+        "profile": "p",
+        "queues": ["support", "sales"],
+        "token_sha256": "ab" * 32,
+    }
+    assert dumped == [a.model_dump(mode="json") for a in config.agents]
+    assert config.model_dump()["agents"][2] == {
+        "id": "a3",
+        "name": "",
+        "profile": "p",
+        "queues": [],
+        "token_sha256": None,
+    }
+    # through JSON (load_config_apart, the cluster's log) and back: equal
+    assert GatewayConfig.model_validate_json(config.model_dump_json()) == config
+    with pytest.raises(AttributeError):
+        a1.name = "Bob"  # type: ignore[misc]
+
+
+def test_configured_agents_keep_the_models_errors_at_their_lines() -> None:
+    assert problems("""\
+        capacity_profiles: {p: {max_sessions: 2}}
+        agents:
+          - just-a-name
+          - {id: "bad id", profile: p}
+          - {id: a3, profile: p, bogus: 1}
+          - {id: a4}
+          - {id: a5, profile: p, queues: support}
+        """) == [
+        "gateway.yaml:3: agents.0: input should be a valid dictionary or instance of AgentConfig",
+        "gateway.yaml:4: agents.1.id: string should match pattern '^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$'",
+        "gateway.yaml:5: agents.2.bogus: unknown key",
+        "gateway.yaml:6: agents.3.profile: required",
+        "gateway.yaml:7: agents.4.queues: input should be a valid list",
+    ]
+
+
+def test_a_configured_agent_holds_a_quarter_of_a_kilobyte() -> None:
+    """What 2,000 agents parsed from JSON (as the running gateway gets its configuration)
+    keep: ~255 B per agent (the record, its id and token hash); a pydantic model per agent
+    kept ~675 B here (its ``__dict__`` and set of fields set, its own queue list)."""
+    text = json.dumps(_agents_config(2000))
+    GatewayConfig.model_validate_json(text)  # pydantic's own caches, warmed
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        config = GatewayConfig.model_validate_json(text)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(config.agents) == 2000
+    assert kept / 2000 < 400, f"{kept / 2000:.0f} B per agent"
