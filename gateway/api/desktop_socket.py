@@ -64,7 +64,7 @@ from gateway.errors import GatewayError
 from .auth import ApiError
 from .context import ApiContext
 from .errors import status_for
-from .sockets import SocketOutbox, _Writer, encode
+from .sockets import BINARY_REPLY, SocketOutbox, _Writer, answering, encode
 
 if TYPE_CHECKING:
     from gateway.serve import ConnectionLimiter
@@ -95,13 +95,6 @@ _CLOSE = Opcode.CLOSE
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
 _CONT = Opcode.CONT
-
-_BINARY_REPLY: dict[str, Any] = {
-    "type": "error",
-    "ref": None,
-    "code": "invalid_request",
-    "message": "binary frames are not supported: send JSON text",
-}
 
 #: a desktop's registration or unregistration under way (a task only while it opens or
 #: closes; referenced until done)
@@ -548,20 +541,9 @@ class DesktopConnection(asyncio.Protocol):
                 if outbox is None or outbox.closed or outbox.overflowed or (writer is not None and writer.done):
                     break
                 if text is None:
-                    reply = _BINARY_REPLY
+                    reply = BINARY_REPLY
                 else:
-                    try:
-                        reply = await agent_socket.on_text(self.principal, self.agent_id, text)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:  # a bug in a handler: answer, never go quiet
-                        log.exception("socket_message_failed", socket=outbox.name)
-                        reply = {
-                            "type": "error",
-                            "ref": None,
-                            "code": "internal_error",
-                            "message": "the gateway failed to process the message",
-                        }
+                    reply = await answering(agent_socket.on_text(self.principal, self.agent_id, text), outbox.name)
                 outbox.send(reply)
                 if self._paused and len(self._pending) < MAX_PENDING // 2 and self.phase == _OPEN:
                     self._paused = False

@@ -401,6 +401,34 @@ def _encode_all(messages: list[Message]) -> tuple[list[bytes], tuple[Message, Ex
     return payloads, None
 
 
+#: The answer to a binary frame (the socket stays open). Shared: never changed.
+BINARY_REPLY: Message = {
+    "type": "error",
+    "ref": None,
+    "code": "invalid_request",
+    "message": "binary frames are not supported: send JSON text",
+}
+
+
+async def answering(reply: Awaitable[Message], name: str) -> Message:
+    """The reply a client message gets: what ``reply`` (the handler's coroutine) returns,
+    or, when the handler fails (a bug), an ``internal_error``: a socket answers every
+    message, it never goes quiet. Both desktop connections (aiohttp's route and the
+    gateway's own) answer through here."""
+    try:
+        return await reply
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("socket_message_failed", socket=name)
+        return {
+            "type": "error",
+            "ref": None,
+            "code": "internal_error",
+            "message": "the gateway failed to process the message",
+        }
+
+
 async def converse(
     ws: web.WebSocketResponse,
     request: web.Request,
@@ -424,25 +452,9 @@ async def converse(
             if writer.done:  # the writer stopped (and closed the socket): stop reading
                 break
             if msg.type is WSMsgType.TEXT:
-                try:
-                    reply = await on_text(msg.data)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # a bug in a handler: answer, never go quiet
-                    log.exception("socket_message_failed", socket=outbox.name)
-                    reply = {
-                        "type": "error",
-                        "ref": None,
-                        "code": "internal_error",
-                        "message": "the gateway failed to process the message",
-                    }
+                reply = await answering(on_text(msg.data), outbox.name)
             elif msg.type is WSMsgType.BINARY:
-                reply = {
-                    "type": "error",
-                    "ref": None,
-                    "code": "invalid_request",
-                    "message": "binary frames are not supported: send JSON text",
-                }
+                reply = BINARY_REPLY
             else:  # ERROR: the reader failed (e.g. message too big); aiohttp closes
                 break
             outbox.send(reply)

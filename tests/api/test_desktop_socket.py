@@ -273,6 +273,47 @@ async def test_a_binary_message_gets_an_error_and_the_socket_stays_open(gw: Gate
         assert await reply_to(ws, "still") == {"type": "pong", "ref": "still"}
 
 
+async def test_a_handler_that_fails_is_answered_internal_error_on_both_routes(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while handling a client message is answered (``internal_error``, logged with its
+    traceback) and the socket stays open, on the gateway's own connection and on aiohttp's
+    route alike (they answer through one function)."""
+    from structlog.testing import capture_logs
+
+    from gateway.api.agent_ws import AgentSocket
+
+    real = AgentSocket.on_text
+
+    async def on_text(self: AgentSocket, principal: Any, agent_id: str, text: str) -> dict[str, Any]:
+        if "boom" in text:
+            raise RuntimeError("a bug")
+        return await real(self, principal, agent_id, text)
+
+    monkeypatch.setattr(AgentSocket, "on_text", on_text)
+    fresh = await RawClient.open(gw, "a1")
+    reused = await RawClient.open(gw, "a2", after_request=True)
+    assert served_by(gw) == ["DesktopConnection", "WebSocketResponse"]
+    try:
+        for client in (fresh, reused):
+            assert (await client.json())["type"] == "hello"
+            with capture_logs() as entries:
+                client.text({"type": "ping", "ref": "boom"})
+                error = await client.json()
+            assert error == {
+                "type": "error",
+                "ref": None,
+                "code": "internal_error",
+                "message": "the gateway failed to process the message",
+            }
+            assert [e["event"] for e in entries if e["log_level"] == "error"] == ["socket_message_failed"]
+            client.text({"type": "ping", "ref": "after"})
+            assert await client.json() == {"type": "pong", "ref": "after"}
+    finally:
+        fresh.close()
+        reused.close()
+
+
 # ---------------------------------------------------------------------------- protocol errors
 
 
