@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest_asyncio
@@ -216,3 +217,19 @@ async def request_ws(
         reply = await receive_json(ws, max(0.01, deadline - loop.time()))
         if reply.get("type") in ("ack", "error", "pong") and reply.get("ref") == message.get("ref"):
             return reply
+
+
+async def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it holds (fail after ``timeout`` seconds)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def host_port(gw: Gateway) -> tuple[str, int]:
+    """The gateway's listening address, for raw connections."""
+    address = urlsplit(gw.base)
+    assert address.hostname is not None and address.port is not None
+    return address.hostname, address.port

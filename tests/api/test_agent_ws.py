@@ -14,17 +14,9 @@ import pytest
 
 from gateway.api.sockets import CLOSE_TOO_SLOW
 
-from .conftest import TOKENS, Gateway, auth, receive_json, receive_until, request_ws
+from .conftest import TOKENS, Gateway, auth, receive_json, receive_until, request_ws, wait_for
 
 pytestmark = pytest.mark.asyncio
-
-
-async def wait_for(predicate, timeout: float = 3.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 # ---------------------------------------------------------------------------- connect

@@ -16,7 +16,6 @@ import socket
 import struct
 from collections import deque
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -29,23 +28,9 @@ from websockets.uri import parse_uri
 
 from gateway.api.sockets import CLOSE_REPLACED, CLOSE_TOO_SLOW
 
-from .conftest import TOKENS, Gateway, auth, receive_json, request_ws, running_gateway
+from .conftest import TOKENS, Gateway, auth, host_port, receive_json, request_ws, running_gateway, wait_for
 
 pytestmark = pytest.mark.asyncio
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
-def host_port(gw: Gateway) -> tuple[str, int]:
-    address = urlsplit(gw.base)
-    assert address.hostname is not None and address.port is not None
-    return address.hostname, address.port
 
 
 def served_by(gw: Gateway) -> list[str]:

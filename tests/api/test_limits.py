@@ -12,22 +12,9 @@ import pytest
 
 from gateway.api.sockets import CLOSE_REPLACED
 
-from .conftest import Gateway, receive_json, receive_until, request_ws, running_gateway
+from .conftest import Gateway, host_port, receive_json, receive_until, request_ws, running_gateway, wait_for
 
 pytestmark = pytest.mark.asyncio
-
-
-async def wait_for(predicate, timeout: float = 3.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
-def host_port(gw: Gateway) -> tuple[str, int]:
-    host, port = gw.base.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
 
 
 async def closed_after(reader: asyncio.StreamReader, timeout: float) -> tuple[float, bytes]:
